@@ -1,0 +1,253 @@
+"""Job configuration: YAML parsed once, at the edge, into frozen dataclasses.
+
+Every error names the offending key (dotted path) and what is allowed, so a user can fix
+the file without reading code. Workers receive these objects; they never read files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from engine.errors import ConfigError
+
+MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "ensemble", "gpu_additive", "global_nn")
+BACKENDS = ("local", "spark", "ray")
+METRICS = ("mae", "rmse", "smape", "mase")
+SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
+# pandas offset aliases the silver grid understands (lower-case, pandas >= 2.2 spelling).
+FREQS = ("min", "15min", "30min", "h", "d", "w")
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str = "./lakehouse"
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "manymodels"
+    ui: bool = True
+    shuffle_partitions: int = 8
+    log_level: str = "ERROR"
+    conf: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1")
+        levels = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
+        _check(self.log_level.upper() in levels, "spark.log_level", f"must be one of {', '.join(levels)}")
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "manymodels-nightly"
+    registered_model: str = "manymodels-router"
+
+
+@dataclass(frozen=True)
+class ColumnsConfig:
+    entity: str = "entity_id"
+    time: str = "ds"
+    target: str = "y"
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    entities: int = 20
+    start: str = "2022-01-01"
+    periods: int = 24 * 365
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.entities >= 1, "source.synthetic.entities", "must be >= 1")
+        _check(self.periods >= 2, "source.synthetic.periods", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: str = "gefcom2012"
+    path: Optional[str] = None
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)
+    exogenous: list[str] = field(default_factory=list)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.kind in SOURCE_KINDS, "source.kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}")
+        if self.kind in ("csv", "parquet"):
+            _check(bool(self.path), "source.path", f"is required for source.kind {self.kind!r} (a file or folder)")
+        reserved = {"entity_id", "ds", "y"}
+        clash = sorted(reserved.intersection(self.exogenous))
+        _check(not clash, "source.exogenous", f"must not list the long-format columns {clash}")
+
+
+@dataclass(frozen=True)
+class SeriesConfig:
+    freq: str = "h"
+    season_lengths: list[int] = field(default_factory=lambda: [24, 168])
+
+    def __post_init__(self) -> None:
+        _check(self.freq in FREQS, "series.freq", f"must be one of {', '.join(FREQS)}, got {self.freq!r}")
+        _check(all(s >= 1 for s in self.season_lengths), "series.season_lengths", "must all be >= 1")
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """How silver flags suspicious values and how gold fills gaps."""
+
+    outlier_z: float = 6.0
+    outlier_window: int = 168
+    max_fill_gap: int = 24 * 14
+
+    def __post_init__(self) -> None:
+        _check(self.outlier_z > 0, "quality.outlier_z", "must be > 0")
+        _check(self.outlier_window >= 3, "quality.outlier_window", "must be >= 3")
+        _check(self.max_fill_gap >= 0, "quality.max_fill_gap", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    windows: int = 3
+    step: int = 168
+    metric: str = "mase"
+
+    def __post_init__(self) -> None:
+        _check(self.windows >= 1, "backtest.windows", "must be >= 1")
+        _check(self.step >= 1, "backtest.step", "must be >= 1")
+        _check(self.metric in METRICS, "backtest.metric", f"must be one of {', '.join(METRICS)}, got {self.metric!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    horizon: int = 168
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    models: list[str] = field(default_factory=lambda: ["seasonal_naive", "ets", "theta"])
+    backend: str = "spark"
+    max_failure_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name.strip()), "name", "must not be empty")
+        _check(self.horizon >= 1, "horizon", f"must be >= 1 (steps of series.freq), got {self.horizon}")
+        _check(bool(self.models), "models", f"must list at least one of {', '.join(MODELS)}")
+        unknown = [m for m in self.models if m not in MODELS]
+        _check(not unknown, "models", f"has unknown model(s) {unknown}; allowed: {', '.join(MODELS)}")
+        _check(len(set(self.models)) == len(self.models), "models", "lists a model twice")
+        _check(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        _check(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", "must be between 0 and 1")
+
+    @property
+    def lake_root(self) -> Path:
+        return Path(self.lake.root)
+
+    def check_against_data(self, series_lengths: Mapping[str, int]) -> None:
+        """Reject settings the ingested data cannot support (called once gold is known)."""
+        if not series_lengths:
+            raise ConfigError("the source produced no series: check source.kind/source.path and the input rows")
+        longest = max(series_lengths.values())
+        too_long = [s for s in self.series.season_lengths if s > longest]
+        _check(not too_long, "series.season_lengths",
+               f"has season length(s) {too_long} longer than the longest series ({longest} steps); "
+               "use shorter seasons or ingest more history")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' {message}")
+
+
+def load_config(path: str | Path, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """Read a YAML config file; `overrides` are merged on top (dotted keys allowed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(data, dotted, value)
+    return parse_config(data)
+
+
+def parse_config(data: Mapping[str, Any]) -> Config:
+    """Build a `Config` from plain data (already-parsed YAML)."""
+    return _build(Config, data, "")
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _build(cls: type, data: Any, prefix: str):
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{where}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)} in {where}; "
+                          f"allowed: {', '.join(fields)}")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"missing config key(s) {', '.join(prefix + k for k in missing)}")
+    values = {name: _coerce(hints[name], data[name], prefix + name) for name in data}
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, key)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, key + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {_describe(value)}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {_describe(value)}")
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {_describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {_describe(value)}")
+        return value
+    raise TypeError(f"config field {key} has an unsupported type {hint!r}")  # a bug in this module
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"

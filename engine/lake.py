@@ -1,0 +1,128 @@
+"""Delta Lake tables under `lake.root`, through delta-rs (no JVM) or delta-spark.
+
+Both writers produce the same protocol (no deletion vectors, UTC timestamps), so either can
+read what the other wrote; `tests/engine/test_lake.py` holds them to that.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame, SparkSession
+
+BRONZE, REJECTED = "bronze", "bronze/_rejected_batches"
+SILVER_SERIES, GOLD_SERIES, GOLD_HOLIDAYS = "silver/series", "gold/series", "gold/holidays"
+
+
+def table_path(root: str | Path, table: str) -> str:
+    return str((Path(root) / table).resolve())
+
+
+def bronze_table(dataset: str) -> str:
+    return f"{BRONZE}/{dataset}"
+
+
+def _key_predicate(keys: Sequence[str]) -> str:
+    return " AND ".join(f"t.{k} = s.{k}" for k in keys)
+
+
+class DeltaRsLake:
+    """JVM-free access for the local backend and for analysts."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, table: str) -> str:
+        return table_path(self.root, table)
+
+    def exists(self, table: str) -> bool:
+        from deltalake import DeltaTable
+        return DeltaTable.is_deltatable(self.path(table))
+
+    def version(self, table: str) -> Optional[int]:
+        from deltalake import DeltaTable
+        return DeltaTable(self.path(table)).version() if self.exists(table) else None
+
+    def read(self, table: str, version: Optional[int] = None, columns: Optional[list[str]] = None,
+             filters=None) -> pd.DataFrame:
+        """Rows of `table` (at `version`, for time travel) as pandas."""
+        from deltalake import DeltaTable
+        dt = DeltaTable(self.path(table), version=version)
+        return dt.to_pandas(columns=columns, filters=filters)
+
+    def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
+        """Insert the rows whose `keys` are not in the table yet (atomic MERGE); returns rows inserted."""
+        from deltalake import DeltaTable, write_deltalake
+        data = _to_arrow(frame)
+        if not self.exists(table):
+            write_deltalake(self.path(table), data, mode="append")
+            return data.num_rows
+        metrics = (DeltaTable(self.path(table))
+                   .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", merge_schema=True)
+                   .when_not_matched_insert_all().execute())
+        return int(metrics.get("num_target_rows_inserted", 0))
+
+    def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
+                  partition_by: Optional[list[str]] = None) -> int:
+        """Replace the table's rows in one commit; returns the new version."""
+        from deltalake import DeltaTable, write_deltalake
+        data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        write_deltalake(self.path(table), data, mode="overwrite", partition_by=partition_by,
+                        schema_mode="overwrite")
+        return DeltaTable(self.path(table)).version()
+
+
+class SparkLake:
+    """Native Delta access through delta-spark, for the Spark backend."""
+
+    def __init__(self, spark: "SparkSession", root: str | Path):
+        self.spark, self.root = spark, Path(root)
+
+    def path(self, table: str) -> str:
+        return table_path(self.root, table)
+
+    def exists(self, table: str) -> bool:
+        from delta.tables import DeltaTable
+        return DeltaTable.isDeltaTable(self.spark, self.path(table))
+
+    def version(self, table: str) -> Optional[int]:
+        from delta.tables import DeltaTable
+        if not self.exists(table):
+            return None
+        return DeltaTable.forPath(self.spark, self.path(table)).history(1).select("version").first()[0]
+
+    def read(self, table: str, version: Optional[int] = None) -> "SparkFrame":
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(table))
+
+    def insert_new(self, table: str, frame: "SparkFrame", keys: Sequence[str]) -> int:
+        from delta.tables import DeltaTable
+        if not self.exists(table):
+            frame.write.format("delta").mode("append").save(self.path(table))
+            return self.read(table).count()
+        metrics = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
+                   .merge(frame.alias("s"), _key_predicate(keys)).whenNotMatchedInsertAll().execute())
+        return int(metrics.first()["num_inserted_rows"])
+
+    def overwrite(self, table: str, frame: "SparkFrame", schema: pa.Schema,
+                  partition_by: Optional[list[str]] = None) -> int:
+        writer = frame.select(*schema.names).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(self.path(table))
+        return self.version(table)
+
+
+def _to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """Raw rows as arrow; columns with no values at all become strings (Delta has no null type)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    for i, field in enumerate(table.schema):
+        if pa.types.is_null(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.string()))
+    return table

@@ -1,0 +1,113 @@
+"""Pure per-entity medallion steps, shared by the local (pandas) and Spark backends.
+
+`clean_entity` turns one entity's parsed rows from every bronze batch into silver: one row
+per grid step, the latest received value winning duplicates, and problems flagged, never
+dropped. `prepare_entity` turns silver into gold: what models train on, short and seasonal
+gaps filled and marked `is_imputed`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from engine.config import QualityConfig
+from engine.medallion.schemas import SILVER_FLAGS
+
+_LINEAR_GAP = 3  # steps; longer gaps are filled from the previous season first
+
+
+@dataclass(frozen=True)
+class SilverCleaner:
+    freq: str
+    exogenous: tuple[str, ...]
+    quality: QualityConfig
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        entity = rows["entity_id"].iloc[0]
+        rows = rows.sort_values(["ds", "_ingested_at", "_seq"], kind="stable")
+        latest = rows.drop_duplicates("ds", keep="last").set_index("ds")
+        repeated = rows[rows.duplicated("ds", keep=False)]
+        # Only repeats that disagree are flagged: re-sent identical rows are harmless.
+        conflicts = repeated.groupby("ds")["y"].nunique(dropna=False) > 1
+        latest["flag_duplicate"] = conflicts.reindex(latest.index, fill_value=False)
+
+        on_grid = latest.index == latest.index.floor(self.freq)
+        observed = latest.index[on_grid & latest["y"].notna().to_numpy()]
+        if len(observed):
+            grid = pd.date_range(observed.min(), observed.max(), freq=self.freq, name="ds")
+        else:
+            grid = pd.DatetimeIndex([], tz="UTC", name="ds")
+        out = latest[on_grid].reindex(grid).assign(flag_off_grid=False)
+        if not on_grid.all():
+            out = pd.concat([out, latest[~on_grid].assign(flag_off_grid=True)]).sort_index()
+
+        out["entity_id"] = entity
+        # Rows the grid added carry NaN flags: they were not received, so not invalid or duplicated.
+        out["flag_invalid"] = out["flag_invalid"].eq(True)
+        out["flag_duplicate"] = out["flag_duplicate"].eq(True)
+        out["flag_gap"] = out["y"].isna() & ~out["flag_invalid"]
+        out["flag_negative"] = (out["y"] < 0).fillna(False)
+        out["flag_outlier"] = self._outliers(out["y"].where(~out["flag_off_grid"]))
+        columns = ["entity_id", "y", *self.exogenous, *SILVER_FLAGS, "_batch_id"]
+        return out.reset_index()[["entity_id", "ds", *columns[1:]]]
+
+    def _outliers(self, y: pd.Series) -> pd.Series:
+        """Robust z-score against a centred rolling median and MAD."""
+        w = self.quality.outlier_window
+        med = y.rolling(w, center=True, min_periods=w // 4).median()
+        mad = (y - med).abs().rolling(w, center=True, min_periods=w // 4).median()
+        scale = 1.4826 * mad.replace(0, np.nan)
+        z = (y - med).abs() / scale
+        return (z > self.quality.outlier_z).fillna(False).astype(bool)
+
+
+@dataclass(frozen=True)
+class GoldPreparer:
+    exogenous: tuple[str, ...]
+    season: int
+    quality: QualityConfig
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        rows = rows[~rows["flag_off_grid"].astype(bool)].sort_values("ds")
+        y = rows["y"].to_numpy(dtype="float64")
+        filled = fill_gaps(y, self.season, self.quality.max_fill_gap)
+        out = pd.DataFrame({"entity_id": rows["entity_id"].to_numpy(), "ds": rows["ds"].to_numpy(), "y": filled})
+        for col in self.exogenous:
+            out[col] = rows[col].interpolate(limit_direction="both").to_numpy(dtype="float64")
+        out["is_imputed"] = np.isnan(y) & ~np.isnan(filled)
+        return out
+
+
+def fill_gaps(y: np.ndarray, season: int, max_gap: int) -> np.ndarray:
+    """Fill NaN runs up to `max_gap` long: short runs linearly, longer ones from the same
+    position one season earlier (or later, at the start), then linearly for what remains.
+    Longer runs stay NaN so that the models see them."""
+    y = np.asarray(y, dtype="float64").copy()
+    missing = np.isnan(y)
+    if not missing.any():
+        return y
+    run_id = np.cumsum(np.r_[True, missing[1:] != missing[:-1]])
+    run_len = pd.Series(run_id).map(pd.Series(run_id).value_counts()).to_numpy()
+    fillable = missing & (run_len <= max_gap)
+    seasonal = fillable & (run_len > _LINEAR_GAP)
+    for _ in range(max(1, max_gap // max(season, 1) + 1)):
+        for lag in (season, -season):
+            todo = seasonal & np.isnan(y)
+            if not todo.any():
+                break
+            src = np.flatnonzero(todo) - lag
+            ok = (src >= 0) & (src < len(y))
+            idx = np.flatnonzero(todo)[ok]
+            y[idx] = y[src[ok]]
+    rest = fillable & np.isnan(y)
+    if rest.any():
+        interp = pd.Series(y).interpolate(limit_area="inside").to_numpy()
+        y[rest] = interp[rest]
+    return y
+
+
+def longest_season(season_lengths: Sequence[int]) -> int:
+    return max(season_lengths) if season_lengths else 1

@@ -1,0 +1,222 @@
+"""sources -> bronze -> silver -> gold, on either frame backend.
+
+Bronze is append-only and idempotent: a batch (content hash) is inserted once by a MERGE on
+``(_batch_id, _row)``. A batch that cannot be parsed still lands in bronze, is recorded in
+``bronze/_rejected_batches`` with the reason, and is left out of silver. Silver and gold are
+rebuilt from bronze only when bronze changed, each in one Delta commit, so a failure leaves
+the previous versions intact and readers never see half a table.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from engine.config import Config
+from engine.errors import ConfigError
+from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, bronze_table
+from engine.medallion.cleaning import GoldPreparer, SilverCleaner, longest_season
+from engine.medallion.schemas import (SILVER_FLAGS, gold_schema, parsed_calendar_schema, parsed_exogenous_schema,
+                                      parsed_target_schema, rejected_schema, silver_schema)
+from engine.sources import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, RawBatch, Source
+from engine.sources.base import bronze_column
+
+BRONZE_META = ("_source", "_file", "_batch_id", "_ingested_at", "_row")
+
+
+@dataclass
+class IngestReport:
+    batches: int = 0
+    new_batches: int = 0
+    rejected: list[dict] = field(default_factory=list)   # {"file", "dataset", "reason", "new"}
+    bronze_inserted: dict[str, int] = field(default_factory=dict)
+    silver: dict[str, int] = field(default_factory=dict)
+    gold: dict[str, int] = field(default_factory=dict)
+    gold_version: Optional[int] = None
+    rebuilt: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def new_rejections(self) -> list[dict]:
+        return [r for r in self.rejected if r["new"]]
+
+
+@dataclass(frozen=True)
+class BatchParser:
+    """Wraps a source parser for one bronze batch: strips ingest metadata, parses, stamps
+    `_batch_id`, `_ingested_at` and the row order `_seq` used to pick the latest value."""
+
+    parse: Callable[[pd.DataFrame], pd.DataFrame]
+    columns: tuple[str, ...]
+
+    def __call__(self, bronze_rows: pd.DataFrame) -> pd.DataFrame:
+        rows = bronze_rows.sort_values("_row")
+        # Columns another file added to the bronze table are all-null here: not part of this batch.
+        raw = rows.drop(columns=list(BRONZE_META)).dropna(axis=1, how="all").reset_index(drop=True)
+        parsed = self.parse(raw)
+        parsed["_batch_id"] = rows["_batch_id"].iloc[0]
+        parsed["_ingested_at"] = rows["_ingested_at"].iloc[0]
+        parsed["_seq"] = np.arange(len(parsed), dtype="int64")
+        return parsed[[c for c in self.columns]]
+
+
+def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebuild: bool = False) -> IngestReport:
+    """Run sources -> bronze -> silver -> gold with a frame backend (`LocalFrames` or `SparkFrames`)."""
+    source, report = Source(config.source), IngestReport()
+    target, exog_sets, calendars = _split_datasets(source.datasets, config)
+    target_exog = tuple(c for c in config.source.exogenous if c in target.provides)
+    schemas = {TARGET: parsed_target_schema(target_exog), CALENDAR: parsed_calendar_schema()}
+    exog_columns = {d.name: tuple(c for c in d.provides if c in config.source.exogenous) for d in exog_sets}
+    parsers = {d.name: BatchParser(d.parse, tuple(_schema_for(d, schemas, exog_columns).names))
+               for d in source.datasets}
+
+    started = time.perf_counter()
+    batches = source.read()
+    report.batches = len(batches)
+    ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
+    known_rejections = _rejected_ids(frames)
+    for batch in batches:
+        rows = _with_metadata(batch, config.source.kind, ingested_at)
+        reason = _validate(batch, parsers[batch.dataset], rows)
+        if len(rows):
+            inserted = frames.insert_new(bronze_table(batch.dataset), rows, keys=["_batch_id", "_row"])
+            report.bronze_inserted[batch.dataset] = report.bronze_inserted.get(batch.dataset, 0) + inserted
+            report.new_batches += int(inserted > 0)
+        if reason:
+            new = batch.batch_id not in known_rejections
+            report.rejected.append({"file": batch.file, "dataset": batch.dataset, "reason": reason, "new": new})
+            if new:
+                frames.insert_new(REJECTED, _rejection_row(batch, reason, ingested_at), keys=["_batch_id"])
+    report.seconds["bronze"] = time.perf_counter() - started
+    progress(f"bronze: {report.batches} batch(es), {report.new_batches} new, "
+             f"{sum(report.bronze_inserted.values())} row(s) inserted, {len(report.rejected)} rejected")
+
+    expected = gold_schema(config.source.exogenous).names
+    unchanged = (not rebuild and report.new_batches == 0 and not report.new_rejections
+                 and frames.lake.exists(GOLD_SERIES) and list(frames.read(GOLD_SERIES).columns) == expected)
+    if unchanged:
+        report.gold_version = frames.lake.version(GOLD_SERIES)
+        gold = frames.read(GOLD_SERIES, report.gold_version)
+        report.gold = frames.summarize(gold, ["is_imputed"])
+        progress(f"silver/gold: bronze unchanged, gold stays at version {report.gold_version}")
+        return report
+
+    excluded = sorted(_rejected_ids(frames))
+    started = time.perf_counter()
+    shared = _latest_exogenous(frames, exog_sets, parsers, excluded, config.source.exogenous)
+    holidays = _holidays(frames, calendars, parsers, excluded)
+    if holidays is not None:
+        frames.overwrite(GOLD_HOLIDAYS, frames.from_pandas(holidays), parsed_calendar_schema())
+    parsed = frames.apply_by(frames.read_bronze(target.name, excluded), "_batch_id", parsers[target.name],
+                             schemas[TARGET])
+    with_exog = frames.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
+    cleaner = SilverCleaner(config.series.freq, tuple(config.source.exogenous), config.quality)
+    frames.overwrite(SILVER_SERIES, frames.apply_by(with_exog, "entity_id", cleaner,
+                                                    silver_schema(config.source.exogenous)),
+                     silver_schema(config.source.exogenous))
+    silver = frames.read(SILVER_SERIES)
+    report.silver = frames.summarize(silver, SILVER_FLAGS)
+    report.seconds["silver"] = time.perf_counter() - started
+    progress(f"silver: {report.silver['rows']} row(s), {report.silver['entities']} entities, flags "
+             + ", ".join(f"{f[5:]}={report.silver[f]}" for f in SILVER_FLAGS))
+
+    started = time.perf_counter()
+    preparer = GoldPreparer(tuple(config.source.exogenous), longest_season(config.series.season_lengths),
+                            config.quality)
+    gold = frames.persist(frames.apply_by(silver, "entity_id", preparer, gold_schema(config.source.exogenous)))
+    try:
+        config.check_against_data(frames.lengths(gold))
+        report.gold_version = frames.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
+                                               partition_by=["entity_id"])
+        report.gold = frames.summarize(gold, ["is_imputed"])
+    finally:
+        frames.release(gold)
+    report.rebuilt = True
+    report.seconds["gold"] = time.perf_counter() - started
+    progress(f"gold: {report.gold['rows']} row(s), {report.gold['entities']} entities, "
+             f"{report.gold['is_imputed']} imputed, version {report.gold_version}")
+    return report
+
+
+def _split_datasets(datasets: list[Dataset], config: Config) -> tuple[Dataset, list[Dataset], list[Dataset]]:
+    targets = [d for d in datasets if d.role == TARGET]
+    assert len(targets) == 1, "a source has exactly one target dataset"
+    available = sorted({c for d in datasets for c in d.provides})
+    unknown = [c for c in config.source.exogenous if c not in available]
+    if unknown:
+        raise ConfigError(f"config key 'source.exogenous' lists {unknown}, which source.kind "
+                          f"{config.source.kind!r} does not provide; available: {', '.join(available) or 'none'}")
+    return (targets[0], [d for d in datasets if d.role == EXOGENOUS], [d for d in datasets if d.role == CALENDAR])
+
+
+def _schema_for(dataset: Dataset, schemas: dict, exog_columns: dict):
+    if dataset.role == EXOGENOUS:
+        return parsed_exogenous_schema(exog_columns[dataset.name])
+    return schemas[dataset.role]
+
+
+def _with_metadata(batch: RawBatch, source: str, ingested_at: pd.Timestamp) -> pd.DataFrame:
+    rows = batch.frame.rename(columns=bronze_column)
+    rows["_source"], rows["_file"], rows["_batch_id"] = source, batch.file, batch.batch_id
+    rows["_ingested_at"] = pd.Series(ingested_at, index=rows.index, dtype="datetime64[us, UTC]")
+    rows["_row"] = np.arange(len(rows), dtype="int64")
+    return rows
+
+
+def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame) -> Optional[str]:
+    """The reason a batch cannot be used, or None. Parsed on the driver before anything is written."""
+    if batch.frame.empty:
+        return "the file is empty (no header or no data rows)"
+    try:
+        parser(rows)
+    except BatchRejected as exc:
+        return str(exc)
+    return None
+
+
+def _rejection_row(batch: RawBatch, reason: str, at: pd.Timestamp) -> pd.DataFrame:
+    return pd.DataFrame({"_batch_id": [batch.batch_id], "dataset": [batch.dataset], "file": [batch.file],
+                         "rows": [len(batch.frame)], "reason": [reason],
+                         "rejected_at": pd.Series([at], dtype="datetime64[us, UTC]")})[rejected_schema().names]
+
+
+def _rejected_ids(frames) -> set[str]:
+    if not frames.lake.exists(REJECTED):
+        return set()
+    return set(frames.to_pandas(frames.read(REJECTED))["_batch_id"])
+
+
+def _parsed_small(frames, dataset: Dataset, parsers: dict, excluded: list[str]) -> Optional[pd.DataFrame]:
+    """Parsed rows of a small by-time dataset (exogenous, calendar), latest received last."""
+    if not frames.lake.exists(bronze_table(dataset.name)):
+        return None
+    raw = frames.to_pandas(frames.read_bronze(dataset.name, excluded))
+    if raw.empty:
+        return None
+    return pd.concat([parsers[dataset.name](g) for _, g in raw.groupby("_batch_id")], ignore_index=True)
+
+
+def _latest_exogenous(frames, datasets: list[Dataset], parsers: dict, excluded: list[str],
+                      wanted: list[str]) -> pd.DataFrame:
+    """One row per `ds` with the shared exogenous columns, the latest received value winning."""
+    shared = pd.DataFrame({"ds": pd.Series([], dtype="datetime64[us, UTC]")})
+    for dataset in datasets:
+        columns = [c for c in dataset.provides if c in wanted]
+        parsed = _parsed_small(frames, dataset, parsers, excluded) if columns else None
+        if parsed is None:
+            continue
+        latest = (parsed.sort_values(["_ingested_at", "_seq"], kind="stable")
+                  .drop_duplicates("ds", keep="last")[["ds", *columns]])
+        shared = latest if len(shared.columns) == 1 else shared.merge(latest, on="ds", how="outer")
+    return shared
+
+
+def _holidays(frames, datasets: list[Dataset], parsers: dict, excluded: list[str]) -> Optional[pd.DataFrame]:
+    parts = [p for d in datasets if (p := _parsed_small(frames, d, parsers, excluded)) is not None]
+    if not parts:
+        return None
+    return pd.concat(parts).drop_duplicates(["date", "holiday"]).sort_values("date").reset_index(drop=True)

@@ -1,0 +1,41 @@
+"""Source registry: `source.kind` -> the datasets it produces and how to read its raw batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.config import SourceConfig
+from engine.sources.base import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, RawBatch
+
+
+@dataclass(frozen=True)
+class Source:
+    conf: SourceConfig
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        kind = self.conf.kind
+        if kind == "gefcom2012":
+            from engine.sources.gefcom2012 import gefcom2012_datasets
+            return gefcom2012_datasets()
+        if kind == "synthetic":
+            from engine.sources.synthetic import synthetic_datasets
+            return synthetic_datasets()
+        from engine.sources.files import files_datasets
+        return files_datasets(self.conf)
+
+    def dataset(self, name: str) -> Dataset:
+        return next(d for d in self.datasets if d.name == name)
+
+    def read(self) -> list[RawBatch]:
+        kind = self.conf.kind
+        if kind == "gefcom2012":
+            from engine.sources.gefcom2012 import read_gefcom2012
+            return read_gefcom2012()
+        if kind == "synthetic":
+            from engine.sources.synthetic import read_synthetic
+            return read_synthetic(self.conf.synthetic)
+        from engine.sources.files import read_files
+        return read_files(self.conf)
+
+
+__all__ = ["Source", "Dataset", "RawBatch", "BatchRejected", "TARGET", "EXOGENOUS", "CALENDAR"]
