@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 TARGET, EXOGENOUS, CALENDAR = "target", "exogenous", "calendar"
-_TZ_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 
 
 _DELTA_UNSAFE = re.compile(r"[ ,;{}()\n\t=]")

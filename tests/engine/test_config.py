@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config, parse_config
+from engine.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_embedded_default_parses_into_frozen_dataclasses():
+    config = load_config(ROOT / "configs" / "nightly.yaml")
+    assert config.source.kind == "gefcom2012"
+    assert config.series.season_lengths == [24, 168]
+    assert config.horizon == 168 and config.backend == "spark"
+    with pytest.raises(AttributeError):
+        config.horizon = 1  # frozen
+
+
+def test_cluster_example_parses():
+    assert load_config(ROOT / "configs" / "cluster.example.yaml").spark.master.startswith("spark://")
+
+
+@pytest.mark.parametrize("data, key, hint", [
+    ({"name": "x", "horizn": 3}, "horizn", "allowed: name"),
+    ({"name": "x", "backtest": {"windows": 2, "stepp": 3}}, "backtest.stepp", "allowed: windows, step, metric"),
+    ({"name": "x", "horizon": 0}, "'horizon'", ">= 1"),
+    ({"name": "x", "horizon": "168"}, "'horizon'", "must be an integer"),
+    ({"name": "x", "horizon": True}, "'horizon'", "must be an integer"),
+    ({"name": "x", "models": ["ets", "lstm"]}, "'models'", "allowed: seasonal_naive"),
+    ({"name": "x", "backend": "dask"}, "'backend'", "local, spark, ray"),
+    ({"name": "x", "backtest": {"metric": "mape"}}, "'backtest.metric'", "mae, rmse, smape, mase"),
+    ({"name": "x", "series": {"season_lengths": [24, "week"]}}, "series.season_lengths[1]", "integer"),
+    ({"name": "x", "series": {"freq": "hourly"}}, "'series.freq'", "one of"),
+    ({"name": "x", "source": {"kind": "csv"}}, "'source.path'", "required"),
+    ({"name": "x", "source": {"kind": "excel"}}, "'source.kind'", "gefcom2012, csv"),
+    ({"name": "x", "spark": "local"}, "'spark'", "must be a mapping"),
+    ({"horizon": 3}, "name", "missing"),
+    ({"name": "x", "max_failure_rate": 2}, "'max_failure_rate'", "between 0 and 1"),
+])
+def test_bad_values_name_the_key_and_the_allowed_values(data, key, hint):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert key in str(err.value) and hint in str(err.value)
+
+
+def test_season_longer_than_the_data_is_rejected():
+    config = parse_config({"name": "x", "series": {"season_lengths": [24, 8760]}})
+    config.check_against_data({"a": 9000})  # fits the longest series
+    with pytest.raises(ConfigError, match=r"series.season_lengths.*\[8760\].*longest series \(500 steps\)"):
+        config.check_against_data({"a": 500, "b": 300})
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

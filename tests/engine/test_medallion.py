@@ -1,0 +1,199 @@
+"""The medallion on the JVM-free path: real Delta tables (delta-rs) in tmp_path."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.errors import ConfigError
+from engine.lake import GOLD_SERIES, REJECTED, SILVER_SERIES, DeltaRsLake, bronze_table
+from engine.medallion.backends import LocalFrames
+from engine.medallion.cleaning import fill_gaps
+from engine.medallion.pipeline import ingest
+from tests.conftest import make_config
+
+
+def messy_rows() -> list[dict]:
+    """Two meters, 48 hours; meter A carries one of every row-level problem."""
+    rows = []
+    for meter in ("A", "B"):
+        for h in range(48):
+            ts = pd.Timestamp("2024-01-01") + pd.Timedelta(hours=h)
+            load = 100 + 10 * np.sin(2 * np.pi * h / 24) + (h % 5) * 0.5
+            rows.append({"meter": meter, "time": ts.strftime("%Y-%m-%d %H:%M"), "kw": f"{load:.2f}", "temp": "20"})
+    a = rows[:48]
+    a[5]["kw"] = "-3.0"                                   # negative
+    a[7]["kw"] = "n/a"                                    # non-numeric
+    a[30]["kw"] = "5000"                                  # outlier
+    a.append({**a[20], "kw": "999"})                      # duplicate with a different value (later wins)
+    a.append({**a[21]})                                   # exact duplicate: harmless
+    del a[12]                                             # gap at 12:00
+    a.append({"meter": "A", "time": "2024-01-01 10:30", "kw": "101", "temp": "20"})  # off the hourly grid
+    return a + rows[48:]
+
+
+def csv_config(tmp_path, folder):
+    return make_config(tmp_path / "lake", source={
+        "kind": "csv", "path": str(folder), "exogenous": ["temp"],
+        "columns": {"entity": "meter", "time": "time", "target": "kw"}},
+        series={"freq": "h", "season_lengths": [24]},
+        quality={"outlier_window": 24, "outlier_z": 6.0, "max_fill_gap": 48})
+
+
+@pytest.fixture
+def messy(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pd.DataFrame(messy_rows()).to_csv(folder / "day1.csv", index=False)
+    return csv_config(tmp_path, folder), folder
+
+
+def run(config):
+    frames = LocalFrames(DeltaRsLake(config.lake.root))
+    return ingest(config, frames, progress=lambda _: None), frames.lake
+
+
+def test_silver_is_a_regular_grid_with_flags(messy):
+    config, _ = messy
+    report, lake = run(config)
+    silver = lake.read(SILVER_SERIES).sort_values(["entity_id", "ds"]).set_index(["entity_id", "ds"])
+    a = silver.loc["A"]
+    t = lambda hhmm: pd.Timestamp(f"2024-01-01 {hhmm}", tz="UTC")
+    on_grid = a[~a["flag_off_grid"]]
+    assert len(on_grid) == 48 and (on_grid.index.to_series().diff().dropna() == pd.Timedelta("1h")).all()
+    assert a.loc[t("12:00"), "flag_gap"] and np.isnan(a.loc[t("12:00"), "y"])
+    assert a.loc[t("05:00"), "flag_negative"] and a.loc[t("05:00"), "y"] == -3.0
+    assert a.loc[t("07:00"), "flag_invalid"] and not a.loc[t("07:00"), "flag_gap"]
+    assert a.loc[pd.Timestamp("2024-01-02 06:00", tz="UTC"), "flag_outlier"]   # the 5000 spike
+    # -3 and 999 are far off the daily curve too; the smooth rest is not flagged.
+    assert set(a.index[a["flag_outlier"]]) == {t("05:00"), t("20:00"), pd.Timestamp("2024-01-02 06:00", tz="UTC")}
+    assert a.loc[t("20:00"), "flag_duplicate"] and a.loc[t("20:00"), "y"] == 999.0
+    assert not a.loc[t("21:00"), "flag_duplicate"]
+    assert a.loc[t("10:30"), "flag_off_grid"]
+    b = silver.loc["B"]
+    assert len(b) == 48 and not b[["flag_gap", "flag_invalid", "flag_duplicate", "flag_negative",
+                                   "flag_outlier", "flag_off_grid"]].any().any()
+    assert report.silver["flag_gap"] == 1 and report.silver["flag_invalid"] == 1
+    assert report.silver["flag_duplicate"] == 1 and report.silver["flag_off_grid"] == 1
+
+
+def test_gold_fills_gaps_marks_them_and_drops_off_grid_rows(messy):
+    config, _ = messy
+    report, lake = run(config)
+    gold = lake.read(GOLD_SERIES).sort_values(["entity_id", "ds"])
+    a = gold[gold["entity_id"] == "A"]
+    assert len(a) == 48 and not a["y"].isna().any()
+    assert set(a.loc[a["is_imputed"], "ds"].dt.hour) == {7, 12}   # invalid and missing hours
+    assert report.gold_version == lake.version(GOLD_SERIES) == 0
+    assert list(gold.columns) == ["entity_id", "ds", "y", "temp", "is_imputed"]
+
+
+def test_reingest_is_idempotent_and_a_new_batch_appends(messy, tmp_path):
+    config, folder = messy
+    first, lake = run(config)
+    versions = {t: lake.version(t) for t in (bronze_table("csv"), SILVER_SERIES, GOLD_SERIES)}
+    bronze_rows = len(lake.read(bronze_table("csv")))
+
+    again, _ = run(config)
+    assert again.new_batches == 0 and again.bronze_inserted == {"csv": 0} and not again.rebuilt
+    assert {t: lake.version(t) for t in versions} == versions
+    assert len(lake.read(bronze_table("csv"))) == bronze_rows
+    assert again.gold == first.gold
+
+    later = pd.DataFrame([{"meter": "C", "time": f"2024-01-01 {h:02d}:00", "kw": str(50 + h), "temp": "21"}
+                          for h in range(24)])
+    later.to_csv(folder / "day2.csv", index=False)
+    third, _ = run(config)
+    assert third.new_batches == 1 and third.bronze_inserted == {"csv": 24 + 0}
+    assert lake.version(GOLD_SERIES) == versions[GOLD_SERIES] + 1
+    assert third.gold["entities"] == 3
+    bronze = lake.read(bronze_table("csv"))
+    assert len(bronze) == bronze_rows + 24
+    assert set(bronze["_file"].map(lambda f: f.rsplit("/", 1)[-1])) == {"day1.csv", "day2.csv"}
+    assert {"_source", "_batch_id", "_ingested_at", "_row"} <= set(bronze.columns)
+
+
+def test_gold_time_travel(messy):
+    config, folder = messy
+    run(config)
+    pd.DataFrame([{"meter": "A", "time": "2024-01-01 00:00", "kw": "777", "temp": "20"}]).to_csv(
+        folder / "fix.csv", index=False)
+    report, lake = run(config)
+    assert report.gold_version == 1
+    old, new = lake.read(GOLD_SERIES, version=0), lake.read(GOLD_SERIES, version=1)
+    first = lambda g: g[(g.entity_id == "A")].sort_values("ds")["y"].iloc[0]
+    assert first(new) == 777.0 and first(old) != 777.0  # the later batch wins; version 0 still readable
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("meter,time,temp\nA,2024-01-01 00:00,20\n", "missing column(s) 'kw' (mapped by source.columns.target)"),
+    ("meter,time,kw,temp\nA,2024-01-01 00:00,1,20\nA,yesterday,2,20\n", "unparseable timestamps in rows 2"),
+    ("meter,time,kw,temp\nA,2024-01-01T00:00+01:00,1,20\nA,2024-01-01 01:00,2,20\n",
+     "mixes timestamps with and without a time-zone offset (rows 2 have none)"),
+    ("", "the file is empty"),
+])
+def test_bad_batches_are_rejected_kept_in_bronze_and_leave_gold_intact(messy, content, reason):
+    config, folder = messy
+    run(config)
+    _, lake = run(config)
+    gold_before = lake.read(GOLD_SERIES)
+    (folder / "zz_bad.csv").write_text(content)
+    report, _ = run(config)
+    assert [r["reason"] for r in report.rejected if r["new"]] and reason in report.rejected[0]["reason"]
+    rejected = lake.read(REJECTED)
+    assert len(rejected) == 1 and rejected["file"].iloc[0].endswith("zz_bad.csv")
+    bronze = lake.read(bronze_table("csv"))
+    assert (bronze["_file"].str.endswith("zz_bad.csv")).sum() == content.count("\n") - 1 if content else True
+    pd.testing.assert_frame_equal(lake.read(GOLD_SERIES).sort_values(["entity_id", "ds"]).reset_index(drop=True),
+                                  gold_before.sort_values(["entity_id", "ds"]).reset_index(drop=True))
+    again, _ = run(config)   # the same bad file again: reported, not re-recorded
+    assert again.rejected and not again.new_rejections and len(lake.read(REJECTED)) == 1
+
+
+def test_offsets_are_converted_to_utc(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"meter": "A", "time": (pd.Timestamp("2024-03-30 22:00", tz="Europe/Berlin")
+                                    + pd.Timedelta(hours=h)).isoformat(), "kw": "1", "temp": "0"}
+            for h in range(30)]
+    pd.DataFrame(rows).to_csv(folder / "dst.csv", index=False)
+    config = csv_config(tmp_path, folder)
+    report, lake = run(config)
+    gold = lake.read(GOLD_SERIES)
+    assert len(gold) == 30 and not gold["is_imputed"].any()  # DST change: still 30 distinct UTC hours
+    assert gold["ds"].min() == pd.Timestamp("2024-03-30 21:00", tz="UTC")
+
+
+def test_unknown_exogenous_column_names_the_key(tmp_path):
+    config = make_config(tmp_path / "lake", source={"kind": "synthetic", "exogenous": ["humidity"]})
+    with pytest.raises(ConfigError, match="source.exogenous.*humidity.*available: temperature"):
+        run(config)
+
+
+def test_season_longer_than_every_series_leaves_gold_unwritten(tmp_path):
+    config = make_config(tmp_path / "lake", series={"freq": "h", "season_lengths": [24, 24 * 400]})
+    with pytest.raises(ConfigError, match="series.season_lengths"):
+        run(config)
+    assert not DeltaRsLake(config.lake.root).exists(GOLD_SERIES)
+
+
+def test_synthetic_source_is_seeded_and_realistic(tmp_path):
+    report, lake = run(make_config(tmp_path / "lake"))
+    gold = lake.read(GOLD_SERIES)
+    assert report.gold["entities"] == 4 and gold.groupby("entity_id").size().eq(24 * 28).all()
+    again, _ = run(make_config(tmp_path / "lake"))
+    assert again.new_batches == 0  # same seed, same content hash
+    daily = gold.assign(h=gold.ds.dt.hour).groupby(["entity_id", "h"])["y"].mean().groupby("entity_id").agg(
+        lambda s: s.max() / s.min())
+    assert (daily > 1.1).all()  # a daily shape, not white noise
+
+
+def test_fill_gaps_short_linear_long_seasonal_too_long_left_alone():
+    season = 4
+    y = np.array([1, 2, 3, 4] * 6, dtype=float)
+    short = y.copy(); short[5] = np.nan
+    assert fill_gaps(short, season, 10)[5] == pytest.approx(2.0)
+    long = y.copy(); long[8:13] = np.nan
+    np.testing.assert_allclose(fill_gaps(long, season, 10), y)
+    too_long = y.copy(); too_long[4:20] = np.nan
+    assert np.isnan(fill_gaps(too_long, season, 10)[4:20]).all()
