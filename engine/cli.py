@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -71,5 +72,18 @@ def _run_ingest(config, args, title: str) -> int:
     return 0
 
 
+def run() -> None:
+    """Console entry point. Exits with os._exit once output is flushed: delta-rs can leave a
+    native thread behind that aborts a normal interpreter shutdown after all work has been
+    committed (delta-io/delta-rs#2184), which would turn a finished job into exit code 134."""
+    code = main()
+    spark_sql = sys.modules.get("pyspark.sql")
+    if spark_sql is not None and spark_sql.SparkSession.getActiveSession() is not None:
+        spark_sql.SparkSession.getActiveSession().stop()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

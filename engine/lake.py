@@ -61,8 +61,11 @@ class DeltaRsLake:
         if not self.exists(table):
             write_deltalake(self.path(table), data, mode="append")
             return data.num_rows
+        # streamed_exec=False: a streamed merge source left a native thread running that
+        # aborted the interpreter at exit ("terminate called without an active exception").
         metrics = (DeltaTable(self.path(table))
-                   .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", merge_schema=True)
+                   .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", merge_schema=True,
+                          streamed_exec=False)
                    .when_not_matched_insert_all().execute())
         return int(metrics.get("num_target_rows_inserted", 0))
 

@@ -61,6 +61,9 @@ class LocalFrames:
         return {"rows": len(frame), "entities": int(frame["entity_id"].nunique()),
                 **{f: int(frame[f].sum()) for f in flags}}
 
+    def is_empty(self, frame: pd.DataFrame) -> bool:
+        return frame.empty
+
     def lengths(self, frame: pd.DataFrame) -> dict[str, int]:
         return {str(k): int(v) for k, v in frame.groupby("entity_id").size().items()}
 
@@ -116,6 +119,9 @@ class SparkFrames:
         row = frame.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("entity_id").alias("entities"),
                         *(F.sum(F.col(f).cast("long")).alias(f) for f in flags)).first()
         return {k: int(row[k] or 0) for k in row.asDict()}
+
+    def is_empty(self, frame) -> bool:
+        return frame.isEmpty()
 
     def lengths(self, frame) -> dict[str, int]:
         return {r["entity_id"]: int(r["count"]) for r in frame.groupBy("entity_id").count().collect()}

@@ -106,13 +106,17 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
         return report
 
     excluded = sorted(_rejected_ids(frames))
+    target_rows = (frames.read_bronze(target.name, excluded)
+                   if frames.lake.exists(bronze_table(target.name)) else None)
+    if target_rows is None or frames.is_empty(target_rows):
+        progress("silver/gold: no accepted batch of target rows yet; nothing to build")
+        return report
     started = time.perf_counter()
     shared = _latest_exogenous(frames, exog_sets, parsers, excluded, config.source.exogenous)
     holidays = _holidays(frames, calendars, parsers, excluded)
     if holidays is not None:
         frames.overwrite(GOLD_HOLIDAYS, frames.from_pandas(holidays), parsed_calendar_schema())
-    parsed = frames.apply_by(frames.read_bronze(target.name, excluded), "_batch_id", parsers[target.name],
-                             schemas[TARGET])
+    parsed = frames.apply_by(target_rows, "_batch_id", parsers[target.name], schemas[TARGET])
     with_exog = frames.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
     cleaner = SilverCleaner(config.series.freq, tuple(config.source.exogenous), config.quality)
     frames.overwrite(SILVER_SERIES, frames.apply_by(with_exog, "entity_id", cleaner,
