@@ -1,6 +1,8 @@
 """Spark session factory: Delta Lake enabled, quiet, Arrow on. Nothing runs at import."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from engine.config import SparkConfig
@@ -35,6 +37,9 @@ def get_spark(conf: SparkConfig) -> "SparkSession":
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    # Python workers must run the driver's interpreter (the project's virtualenv), not whatever
+    # `python3` is on PATH; a cluster sets its own via PYSPARK_PYTHON or spark.pyspark.python.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.master(conf.master).appName(conf.app_name)
     settings = {**_BASE_CONF,
                 "spark.ui.enabled": str(conf.ui).lower(),
