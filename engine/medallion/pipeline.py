@@ -61,7 +61,7 @@ class BatchParser:
         parsed["_batch_id"] = rows["_batch_id"].iloc[0]
         parsed["_ingested_at"] = rows["_ingested_at"].iloc[0]
         parsed["_seq"] = np.arange(len(parsed), dtype="int64")
-        return parsed[[c for c in self.columns]]
+        return parsed[list(self.columns)]
 
 
 def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebuild: bool = False) -> IngestReport:
