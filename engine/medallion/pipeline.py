@@ -78,7 +78,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     batches = source.read()
     report.batches = len(batches)
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
-    known_rejections = _rejected_ids(frames)
+    rejected_ids = _rejected_ids(frames)
     for batch in batches:
         rows = _with_metadata(batch, config.source.kind, ingested_at)
         reason = _validate(batch, parsers[batch.dataset], rows)
@@ -87,25 +87,25 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
             report.bronze_inserted[batch.dataset] = report.bronze_inserted.get(batch.dataset, 0) + inserted
             report.new_batches += int(inserted > 0)
         if reason:
-            new = batch.batch_id not in known_rejections
+            new = batch.batch_id not in rejected_ids
             report.rejected.append({"file": batch.file, "dataset": batch.dataset, "reason": reason, "new": new})
             if new:
                 frames.insert_new(REJECTED, _rejection_row(batch, reason, ingested_at), keys=["_batch_id"])
+                rejected_ids.add(batch.batch_id)
     report.seconds["bronze"] = time.perf_counter() - started
     progress(f"bronze: {report.batches} batch(es), {report.new_batches} new, "
              f"{sum(report.bronze_inserted.values())} row(s) inserted, {len(report.rejected)} rejected")
 
-    expected = gold_schema(config.source.exogenous).names
-    unchanged = (not rebuild and report.new_batches == 0 and not report.new_rejections
-                 and frames.lake.exists(GOLD_SERIES) and list(frames.read(GOLD_SERIES).columns) == expected)
-    if unchanged:
-        report.gold_version = frames.lake.version(GOLD_SERIES)
-        gold = frames.read(GOLD_SERIES, report.gold_version)
-        report.gold = frames.summarize(gold, ["is_imputed"])
-        progress(f"silver/gold: bronze unchanged, gold stays at version {report.gold_version}")
-        return report
+    if not rebuild and report.new_batches == 0 and not report.new_rejections and frames.lake.exists(GOLD_SERIES):
+        version = frames.lake.version(GOLD_SERIES)
+        gold = frames.read(GOLD_SERIES, version)
+        # A config that changed the exogenous columns needs a rebuild even with the same input.
+        if list(gold.columns) == gold_schema(config.source.exogenous).names:
+            report.gold_version, report.gold = version, frames.summarize(gold, ["is_imputed"])
+            progress(f"silver/gold: bronze unchanged, gold stays at version {version}")
+            return report
 
-    excluded = sorted(_rejected_ids(frames))
+    excluded = sorted(rejected_ids)
     target_rows = (frames.read_bronze(target.name, excluded)
                    if frames.lake.exists(bronze_table(target.name)) else None)
     if target_rows is None or frames.is_empty(target_rows):
