@@ -15,7 +15,13 @@ import yaml
 
 from engine.errors import ConfigError
 
-MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "ensemble", "gpu_additive", "global_nn")
+# Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
+MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "ensemble")
+PARTITION_STRATEGIES = ("cost", "entity")
+STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
+# The natural cycles of energy series (a day, a week, a year): a season length that spans
+# none of them at the configured freq is almost always a config copied from another freq.
+_CYCLE_HOURS = (24.0, 168.0, 52 * 168.0, 365 * 24.0, 365.25 * 24, 366 * 24.0)
 BACKENDS = ("local", "spark", "ray")
 METRICS = ("mae", "rmse", "smape", "mase")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
@@ -123,6 +129,39 @@ class BacktestConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """Per-entity training: how much history to fit, interval levels, ensemble and fault policy."""
+
+    max_history: int = 2016
+    levels: list[int] = field(default_factory=lambda: [80, 95])
+    ensemble_size: int = 3
+    seed: int = 0
+    workers: int = 0
+    fail_fast: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.max_history >= 2, "training.max_history", "must be >= 2 steps")
+        _check(bool(self.levels) and all(0 < lvl < 100 for lvl in self.levels), "training.levels",
+               "must list interval levels in percent, each between 0 and 100 (e.g. [80, 95])")
+        _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
+        _check(self.ensemble_size >= 2, "training.ensemble_size", "must be >= 2")
+        _check(self.workers >= 0, "training.workers", "must be >= 0 (0: one per CPU core)")
+
+
+@dataclass(frozen=True)
+class PartitionsConfig:
+    """How entities are grouped into tasks (see partitions/)."""
+
+    strategy: str = "cost"
+    tasks_per_core: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in PARTITION_STRATEGIES, "partitions.strategy",
+               f"must be one of {', '.join(PARTITION_STRATEGIES)}, got {self.strategy!r}")
+        _check(self.tasks_per_core >= 1, "partitions.tasks_per_core", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     lake: LakeConfig = field(default_factory=LakeConfig)
@@ -136,6 +175,8 @@ class Config:
     models: list[str] = field(default_factory=lambda: ["seasonal_naive", "ets", "theta"])
     backend: str = "spark"
     max_failure_rate: float = 0.05
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
@@ -146,6 +187,29 @@ class Config:
         _check(len(set(self.models)) == len(self.models), "models", "lists a model twice")
         _check(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", "must be between 0 and 1")
+        self._check_models_for_freq()
+
+    def _check_models_for_freq(self) -> None:
+        """Fail before any work when the candidates cannot work at the series' frequency."""
+        others = [m for m in self.models if m != "ensemble"]
+        _check("ensemble" not in self.models or len(others) >= 2, "models",
+               "lists ensemble, which combines the best other candidates: list at least two others")
+        step_hours = STEP_HOURS[self.series.freq]
+        odd = [s for s in self.series.season_lengths
+               if s > 1 and not any(abs(s * step_hours - c) < 1e-6 for c in _CYCLE_HOURS)]
+        _check(not odd, "series.season_lengths",
+               f"has {odd}, which at series.freq {self.series.freq!r} spans no day, week or year; give season "
+               f"lengths in steps of {self.series.freq!r} (e.g. 24 and 168 for hourly data, 7 for daily)")
+        if "mstl" in self.models:
+            _check(any(s > 1 for s in self.series.season_lengths), "models",
+                   "lists mstl, which needs at least one series.season_lengths entry > 1")
+
+    def model_spec(self):
+        """What every per-entity model needs to know (engine.models.ModelSpec)."""
+        from engine.models.base import ModelSpec
+        return ModelSpec(freq=self.series.freq, season_lengths=tuple(self.series.season_lengths),
+                         levels=tuple(sorted(self.training.levels)), exogenous=tuple(self.source.exogenous),
+                         seed=self.training.seed)
 
     @property
     def lake_root(self) -> Path:

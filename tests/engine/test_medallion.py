@@ -171,7 +171,7 @@ def test_unknown_exogenous_column_names_the_key(tmp_path):
 
 
 def test_season_longer_than_every_series_leaves_gold_unwritten(tmp_path):
-    config = make_config(tmp_path / "lake", series={"freq": "h", "season_lengths": [24, 24 * 400]})
+    config = make_config(tmp_path / "lake", series={"freq": "h", "season_lengths": [24, 8766]})
     with pytest.raises(ConfigError, match="series.season_lengths"):
         run(config)
     assert not DeltaRsLake(config.lake.root).exists(GOLD_SERIES)

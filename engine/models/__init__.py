@@ -1,0 +1,39 @@
+"""The per-entity model zoo: every model fits one history and forecasts with intervals."""
+from __future__ import annotations
+
+from engine.models.arima import ArimaModel
+from engine.models.base import Forecast, ForecastModel, ModelError, ModelSpec, read_envelope
+from engine.models.ensemble import EnsembleModel
+from engine.models.ets import ETSModel
+from engine.models.mstl import MSTLModel
+from engine.models.naive import SeasonalNaiveModel
+from engine.models.prophet import ProphetModel
+from engine.models.theta import ThetaModel
+
+MODEL_CLASSES: dict[str, type[ForecastModel]] = {cls.name: cls for cls in (
+    SeasonalNaiveModel, ETSModel, ThetaModel, ArimaModel, MSTLModel, ProphetModel, EnsembleModel)}
+FALLBACK = SeasonalNaiveModel.name
+
+
+def make_model(name: str, spec: ModelSpec) -> ForecastModel:
+    """A fresh, unfitted model by name."""
+    try:
+        cls = MODEL_CLASSES[name]
+    except KeyError:
+        raise ModelError(f"Unknown model: {name!r}; known: {', '.join(MODEL_CLASSES)}") from None
+    if cls is EnsembleModel:
+        raise ModelError("the ensemble is built from backtested members: use EnsembleModel(spec, members, make_model)")
+    return cls(spec)
+
+
+def load_model(blob: bytes) -> ForecastModel:
+    """A fitted model back from `ForecastModel.to_bytes()`."""
+    envelope = read_envelope(blob)
+    cls = MODEL_CLASSES.get(envelope["model"])
+    if cls is None:
+        raise ModelError(f"serialized model {envelope['model']!r} is not known to this manymodels version")
+    return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"])
+
+
+__all__ = ["MODEL_CLASSES", "FALLBACK", "Forecast", "ForecastModel", "ModelError", "ModelSpec",
+           "make_model", "load_model"]

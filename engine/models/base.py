@@ -1,0 +1,183 @@
+"""What every per-entity forecaster is: fit one history, forecast with intervals, serialize.
+
+A model sees one entity's history as a frame with ``ds``, ``y`` (no gaps, no NaN: the
+trainer guarantees that) and the exogenous columns it was given. Its forecast is a
+`Forecast`: the mean path and one (lower, upper) band per interval level.
+
+Serialized models are zlib-compressed JSON in a versioned envelope, so a stored model can
+be read without unpickling anything; models keep what they need to rebuild their fitted
+state exactly (parameters, the fitted window) rather than library objects.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+import zlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from engine.errors import ManymodelsError
+
+FORMAT = "manymodels-model"
+FORMAT_VERSION = 1
+
+
+class ModelError(ManymodelsError):
+    """A model cannot fit or forecast the data it was given."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model needs to know about the panel; built once from the config."""
+
+    freq: str = "h"
+    season_lengths: tuple[int, ...] = (24, 168)
+    levels: tuple[int, ...] = (80, 95)
+    exogenous: tuple[str, ...] = ()
+    seed: int = 0
+
+    def usable_seasons(self, n: int, cycles: int = 2) -> tuple[int, ...]:
+        """Season lengths with at least `cycles` full cycles in `n` observations."""
+        return tuple(s for s in self.season_lengths if s > 1 and n >= cycles * s)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass
+class Forecast:
+    mean: np.ndarray
+    bounds: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def to_frame(self, ds: pd.DatetimeIndex | pd.Series) -> pd.DataFrame:
+        out = {"ds": np.asarray(ds), "yhat": self.mean}
+        for level, (lower, upper) in sorted(self.bounds.items()):
+            out[f"yhat_lower_{level}"], out[f"yhat_upper_{level}"] = lower, upper
+        return pd.DataFrame(out)
+
+
+def normal_bounds(mean: np.ndarray, sd: np.ndarray, levels: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    bounds = {}
+    for level in levels:
+        z = norm.ppf(0.5 + level / 200.0)
+        bounds[level] = (mean - z * sd, mean + z * sd)
+    return bounds
+
+
+class ForecastModel(ABC):
+    """Base class: public `fit`/`forecast` check inputs, subclasses implement `_fit`/`_forecast`."""
+
+    name: ClassVar[str]
+    uses_exogenous: ClassVar[bool] = False
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.exogenous_: tuple[str, ...] = ()
+        self.fitted_ = False
+
+    def fit(self, history: pd.DataFrame) -> "ForecastModel":
+        y = history["y"].to_numpy(dtype="float64")
+        if len(y) == 0 or not np.isfinite(y).all():
+            raise ModelError(f"{self.name}: history must be non-empty and free of NaN/inf")
+        if self.uses_exogenous:
+            self.exogenous_ = tuple(c for c in self.spec.exogenous
+                                    if c in history and history[c].notna().all())
+        with warnings.catch_warnings():
+            # Convergence chatter from statsmodels/prophet: the backtest judges the fit instead.
+            warnings.simplefilter("ignore")
+            self._fit(history.reset_index(drop=True), y)
+        self.fitted_ = True
+        return self
+
+    def forecast(self, future: pd.DataFrame) -> Forecast:
+        """Forecast the rows of `future` (its ``ds`` continue the history on the grid)."""
+        if not self.fitted_:
+            raise ModelError(f"{self.name}: forecast() called before fit()")
+        missing = [c for c in self.exogenous_ if c not in future or future[c].isna().any()]
+        if missing:
+            raise ModelError(f"{self.name}: future rows lack values for exogenous column(s) {missing}, "
+                             "which this model was fitted with; supply them for every forecast step")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fc = self._forecast(future.reset_index(drop=True), len(future))
+        if len(fc.mean) != len(future) or not np.isfinite(fc.mean).all():
+            raise ModelError(f"{self.name}: produced a non-finite forecast")
+        return fc
+
+    @abstractmethod
+    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast: ...
+
+    def params(self) -> dict[str, Any]:
+        """Chosen configuration, for logging (small, JSON-able)."""
+        return {}
+
+    @abstractmethod
+    def _state(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _restore(self, state: dict[str, Any]) -> None: ...
+
+    def to_bytes(self) -> bytes:
+        if not self.fitted_:
+            raise ModelError(f"{self.name}: only fitted models can be serialized")
+        envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
+                    "spec": self.spec.to_dict(), "exogenous": list(self.exogenous_), "state": self._state()}
+        return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
+
+    @classmethod
+    def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any]) -> "ForecastModel":
+        model = cls(spec)
+        model.exogenous_ = tuple(exogenous)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model._restore(state)
+        model.fitted_ = True
+        return model
+
+
+def read_envelope(blob: bytes) -> dict[str, Any]:
+    try:
+        envelope = json.loads(zlib.decompress(blob).decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"not a serialized manymodels model ({exc})") from None
+    if envelope.get("format") != FORMAT:
+        raise ModelError("not a serialized manymodels model (unknown format marker)")
+    if envelope.get("version", 0) > FORMAT_VERSION:
+        raise ModelError(f"model was written by a newer manymodels (format version {envelope['version']}); "
+                         "upgrade manymodels to read it")
+    return envelope
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def fourier_terms(steps: np.ndarray, seasons: tuple[int, ...], terms: tuple[int, ...]) -> np.ndarray:
+    """sin/cos pairs per season; `steps` count grid steps from the start of the fitted window."""
+    cols = [f(2 * np.pi * k * steps / m) for m, big_k in zip(seasons, terms)
+            for k in range(1, big_k + 1) for f in (np.sin, np.cos)]
+    return np.column_stack(cols) if cols else np.empty((len(steps), 0))
+
+
+def fourier_order(season: int, cap: int) -> int:
+    return max(1, min(cap, season // 2 - (1 if season % 2 == 0 else 0)))
+
+
+def optional_array(values: Optional[list]) -> Optional[np.ndarray]:
+    return None if values is None else np.asarray(values, dtype="float64")

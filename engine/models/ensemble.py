@@ -1,0 +1,54 @@
+"""Equal-weight combination of the best candidates by backtest (the trainer picks them).
+
+The mean and each interval bound are averaged across members: simple, robust combinations
+are hard to beat in forecast competitions (M4), and averaging bounds keeps bands sensible.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from engine.models.base import Forecast, ForecastModel, ModelError, ModelSpec
+
+
+class EnsembleModel(ForecastModel):
+    name = "ensemble"
+    uses_exogenous = True
+
+    def __init__(self, spec: ModelSpec, members: Sequence[str] = (),
+                 factory: Callable[[str, ModelSpec], ForecastModel] | None = None):
+        super().__init__(spec)
+        self.member_names = tuple(members)
+        self._factory = factory
+
+    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
+        if len(self.member_names) < 2 or self._factory is None:
+            raise ModelError("ensemble: needs at least two member models chosen by backtest")
+        self.members_ = [self._factory(name, self.spec).fit(history) for name in self.member_names]
+        self.exogenous_ = tuple(sorted({c for m in self.members_ for c in m.exogenous_}))
+
+    @staticmethod
+    def combine(forecasts: Sequence[Forecast]) -> Forecast:
+        mean = np.mean([f.mean for f in forecasts], axis=0)
+        levels = set.intersection(*(set(f.bounds) for f in forecasts))
+        bounds = {lvl: (np.mean([f.bounds[lvl][0] for f in forecasts], axis=0),
+                        np.mean([f.bounds[lvl][1] for f in forecasts], axis=0)) for lvl in levels}
+        return Forecast(mean, bounds)
+
+    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
+        return self.combine([m.forecast(future) for m in self.members_])
+
+    def params(self) -> dict[str, Any]:
+        return {"members": list(self.member_names), **{m.name: m.params() for m in self.members_}}
+
+    def _state(self) -> dict[str, Any]:
+        return {"members": [{"model": m.name, "exogenous": list(m.exogenous_), "state": m._state()}
+                            for m in self.members_]}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        from engine.models import MODEL_CLASSES
+        self.members_ = [MODEL_CLASSES[m["model"]].restore(self.spec, m["exogenous"], m["state"])
+                         for m in state["members"]]
+        self.member_names = tuple(m.name for m in self.members_)

@@ -1,0 +1,65 @@
+"""ETS (statsmodels `ETSModel`): additive errors and season, trend chosen by AICc.
+
+Only the shortest usable season is modelled as an ETS seasonal state (a 168-slot weekly
+state is slow to optimise and overfits); longer cycles are left to mstl/prophet/arima.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.models.base import Forecast, ForecastModel, ModelError
+
+# (trend, damped): the automatic choice is among these, as in Hyndman's ets() for additive errors.
+TRENDS = ((None, False), ("add", True))
+
+
+def _ets(y: np.ndarray, trend, damped: bool, season: int):
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+    return ETSModel(pd.Series(y), error="add", trend=trend, damped_trend=damped,
+                    seasonal="add" if season > 1 else None, seasonal_periods=season if season > 1 else None)
+
+
+class ETSModel(ForecastModel):
+    name = "ets"
+
+    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
+        seasons = self.spec.usable_seasons(len(y))
+        self.season_ = min(seasons) if seasons else 1
+        best = None
+        for trend, damped in TRENDS:
+            try:
+                result = _ets(y, trend, damped, self.season_).fit(disp=False)
+            except (ValueError, np.linalg.LinAlgError):
+                continue
+            if np.isfinite(result.aicc) and (best is None or result.aicc < best[0]):
+                best = (result.aicc, trend, damped, result)
+        if best is None:
+            raise ModelError("ets: no trend/season configuration could be fitted")
+        _, self.trend_, self.damped_, self.result_ = best
+        self.y_ = y
+
+    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
+        n = len(self.y_)
+        bounds = {}
+        prediction = self.result_.get_prediction(start=n, end=n + horizon - 1)
+        for level in self.spec.levels:
+            frame = prediction.summary_frame(alpha=1 - level / 100.0)
+            bounds[level] = (frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy())
+        return Forecast(np.asarray(prediction.predicted_mean, dtype="float64"), bounds)
+
+    def params(self) -> dict[str, Any]:
+        return {"trend": self.trend_ or "none", "damped": self.damped_, "season": self.season_,
+                "aicc": round(float(self.result_.aicc), 3)}
+
+    def _state(self) -> dict[str, Any]:
+        return {"trend": self.trend_, "damped": self.damped_, "season": self.season_,
+                "params": np.asarray(self.result_.params), "y": self.y_}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.trend_, self.damped_, self.season_ = state["trend"], state["damped"], int(state["season"])
+        self.y_ = np.asarray(state["y"], dtype="float64")
+        self.result_ = _ets(self.y_, self.trend_, self.damped_, self.season_).smooth(
+            np.asarray(state["params"], dtype="float64"))

@@ -1,0 +1,51 @@
+"""MSTL: several seasonal cycles (e.g. 24 and 168 for hourly load) removed by statsmodels'
+MSTL, the seasonally adjusted series forecast by a non-seasonal ETS, each seasonal
+component carried forward by repeating its last cycle."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.models.base import Forecast, ForecastModel, ModelError
+from engine.models.ets import ETSModel
+
+
+class MSTLModel(ForecastModel):
+    name = "mstl"
+
+    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
+        self.periods_ = self.spec.usable_seasons(len(y))
+        if not self.periods_:
+            raise ModelError(f"mstl: needs two full cycles of a season in {list(self.spec.season_lengths)}, "
+                             f"the history has {len(y)} steps")
+        self.y_ = y
+        adjusted = self._decompose()
+        self.trend_model_ = ETSModel(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
+
+    def _decompose(self) -> np.ndarray:
+        from statsmodels.tsa.seasonal import MSTL
+        result = MSTL(self.y_, periods=self.periods_).fit()
+        seasonal = np.asarray(result.seasonal, dtype="float64").reshape(len(self.y_), -1)
+        # Each component's last cycle, repeated forward.
+        self.cycles_ = [seasonal[-m:, i] for i, m in enumerate(self.periods_)]
+        return self.y_ - seasonal.sum(axis=1)
+
+    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
+        base = self.trend_model_.forecast(future)
+        steps = np.arange(horizon)
+        season = sum(cycle[steps % m] for cycle, m in zip(self.cycles_, self.periods_))
+        return Forecast(base.mean + season, {lvl: (lo + season, hi + season) for lvl, (lo, hi) in base.bounds.items()})
+
+    def params(self) -> dict[str, Any]:
+        return {"periods": list(self.periods_), "trend": self.trend_model_.params()}
+
+    def _state(self) -> dict[str, Any]:
+        return {"periods": list(self.periods_), "y": self.y_, "trend_model": self.trend_model_._state()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.periods_, self.y_ = tuple(state["periods"]), np.asarray(state["y"], dtype="float64")
+        self._decompose()
+        self.trend_model_ = ETSModel.restore(replace(self.spec, season_lengths=()), [], state["trend_model"])

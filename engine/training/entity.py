@@ -1,0 +1,292 @@
+"""The one pure per-entity training function every backend calls unchanged.
+
+`train_entity(rows, spec)` takes one entity's gold rows and returns one result row:
+rolling-origin backtest of every candidate, metrics per candidate and window, the champion
+by `backtest.metric`, the champion refitted on all (recent) history, and its forecast.
+No Spark, MLflow, files or globals: the same rows and spec give the same row anywhere.
+
+Policy for data that cannot be modelled (documented in the README):
+* no observed value at all -> ``failed``, no forecast (there is nothing to repeat);
+* constant series, or too short for one backtest window -> ``fallback``: seasonal naive;
+* any exception while training -> ``failed`` with the error, and a seasonal naive forecast.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from engine.config import Config
+from engine.errors import ManymodelsError
+from engine.medallion.schemas import TS
+from engine.models import FALLBACK, Forecast, ForecastModel, ModelSpec, make_model
+from engine.models.ensemble import EnsembleModel
+from engine.training.metrics import mase_scale, window_metrics
+
+OK, FALLBACK_STATUS, FAILED = "ok", "fallback", "failed"
+
+RESULT_SCHEMA = pa.schema([
+    ("entity_id", pa.string()), ("status", pa.string()), ("champion", pa.string()), ("reason", pa.string()),
+    ("error", pa.string()), ("n_obs", pa.int64()), ("windows", pa.int64()), ("forecast_origin", TS),
+    ("fit_seconds", pa.float64()), ("params", pa.string()), ("metrics", pa.string()), ("backtests", pa.string()),
+    ("forecast", pa.string()), ("notes", pa.string()), ("model", pa.binary())])
+RESULT_COLUMNS = RESULT_SCHEMA.names
+
+
+class EmptySeries(ManymodelsError):
+    """The entity has no observed target value."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything the per-entity function needs, parsed once from the config."""
+
+    models: tuple[str, ...]
+    horizon: int
+    windows: int
+    step: int
+    metric: str
+    max_history: int
+    ensemble_size: int
+    model: ModelSpec
+    fail_fast: bool = False
+
+    @classmethod
+    def from_config(cls, config: Config) -> "TrainSpec":
+        return cls(models=tuple(config.models), horizon=config.horizon, windows=config.backtest.windows,
+                   step=config.backtest.step, metric=config.backtest.metric,
+                   max_history=config.training.max_history, ensemble_size=config.training.ensemble_size,
+                   model=config.model_spec(), fail_fast=config.training.fail_fast)
+
+    @property
+    def min_train(self) -> int:
+        """Shortest training window of a backtest: two cycles of the shortest season."""
+        seasons = [s for s in self.model.season_lengths if s > 1]
+        return 2 * min(seasons) if seasons else 10
+
+    def min_length(self) -> int:
+        return self.min_train + self.horizon
+
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        return tuple(m for m in self.models if m != "ensemble")
+
+    @property
+    def freq(self) -> pd.DateOffset:
+        return pd.tseries.frequencies.to_offset(self.model.freq)
+
+
+def train_entity(rows: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
+    """One entity's gold rows -> one result row (columns `RESULT_COLUMNS`)."""
+    started = time.perf_counter()
+    entity = str(rows["entity_id"].iloc[0])
+    try:
+        result = _train(rows, spec)
+    except Exception as exc:  # noqa: BLE001 - isolation: one entity's failure becomes data
+        if spec.fail_fast:
+            raise
+        result = _after_failure(rows, spec, exc)
+    result.update(entity_id=entity, fit_seconds=time.perf_counter() - started)
+    return pd.DataFrame([result], columns=RESULT_COLUMNS)
+
+
+def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
+    history, future, notes = prepare(rows, spec)
+    y = history["y"].to_numpy()
+    if np.ptp(y) == 0:
+        return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason="constant series")
+    windows = min(spec.windows, (len(y) - spec.min_length()) // spec.step + 1)
+    if windows < 1:
+        return _fallback(history, future, spec, FALLBACK_STATUS, notes,
+                         reason=f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
+    backtests, forecasts = _backtest(history, spec, windows)
+    summary = _summarize(backtests, spec)
+    if "ensemble" in spec.models:
+        _add_ensemble(history, spec, windows, backtests, forecasts, summary)
+    ranked = sorted((s[spec.metric], i, name) for i, (name, s) in enumerate(summary.items())
+                    if s["failed_windows"] == 0)
+    if not ranked:
+        errors = "; ".join(sorted({b["error"] for b in backtests if b["error"]}))
+        raise ManymodelsError(f"every candidate failed its backtest: {errors}")
+    champion = ranked[0][2]
+    model = _make(champion, spec, summary).fit(history)
+    return _result(OK, model, history, future, windows, spec, notes, summary, backtests)
+
+
+def prepare(rows: pd.DataFrame, spec: TrainSpec) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Recent, gap-free history and the future rows to forecast (with exogenous values).
+
+    Exogenous values for the future come from gold rows past the last observed target (e.g. an
+    ingested weather forecast) where present, otherwise they repeat the same position of the
+    longest season in the history (persistence): callers with real future values should pass
+    them to the model directly.
+    """
+    exogenous = [c for c in spec.model.exogenous if c in rows]
+    frame = rows[["ds", "y", *exogenous]].sort_values("ds", kind="stable").reset_index(drop=True)
+    frame["y"] = frame["y"].astype("float64")
+    observed = np.flatnonzero(frame["y"].notna().to_numpy())
+    if not len(observed):
+        raise EmptySeries("no observed target value: check the source rows for this entity")
+    ahead = frame.iloc[observed[-1] + 1:]
+    history = frame.iloc[max(observed[0], observed[-1] + 1 - spec.max_history): observed[-1] + 1].copy()
+    notes = []
+    missing = int(history["y"].isna().sum())
+    if missing:
+        history["y"] = history["y"].interpolate(limit_area="inside")
+        notes.append(f"{missing} missing target values interpolated")
+    for column in exogenous:
+        values = history[column].astype("float64")
+        if values.isna().all():
+            history = history.drop(columns=column)
+            notes.append(f"exogenous column {column!r} has no values for this entity: models fit without it")
+        elif values.isna().any():
+            history[column] = values.interpolate(limit_direction="both")
+            notes.append(f"{int(values.isna().sum())} missing {column!r} values interpolated")
+    history = history.reset_index(drop=True)
+    return history, _future(history, ahead, spec), notes
+
+
+def _future(history: pd.DataFrame, ahead: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
+    last = history["ds"].iloc[-1]
+    ds = pd.date_range(last + spec.freq, periods=spec.horizon, freq=spec.freq)
+    future = pd.DataFrame({"ds": ds})
+    fitting = [s for s in spec.model.season_lengths if len(history) >= s]
+    lag = max(fitting) if fitting else 1
+    steps = np.arange(spec.horizon)
+    for column in history.columns.drop(["ds", "y"]):
+        known = ahead.set_index("ds")[column].reindex(ds).to_numpy(dtype="float64") if len(ahead) else np.nan
+        tail = history[column].to_numpy()[-lag:]
+        future[column] = np.where(np.isfinite(known), known, tail[steps % lag])
+    return future
+
+
+def _backtest(history: pd.DataFrame, spec: TrainSpec, windows: int):
+    n, h = len(history), spec.horizon
+    y = history["y"].to_numpy()
+    records, forecasts = [], {}
+    for window in range(windows):
+        origin = n - h - (windows - 1 - window) * spec.step
+        train, test = history.iloc[:origin], history.iloc[origin:origin + h]
+        scale = mase_scale(train["y"].to_numpy(), _mase_season(spec, origin))
+        for name in spec.candidates:
+            record = {"candidate": name, "window": window, "origin": history["ds"].iloc[origin].isoformat(),
+                      "error": None}
+            try:
+                forecast = make_model(name, spec.model).fit(train).forecast(test.drop(columns="y"))
+                forecasts[(name, window)] = forecast
+                record.update(window_metrics(y[origin:origin + h], forecast, scale))
+            except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
+                if spec.fail_fast:
+                    raise
+                record["error"] = _describe(exc)
+            records.append(record)
+    return records, forecasts
+
+
+def _mase_season(spec: TrainSpec, n: int) -> int:
+    seasons = [s for s in spec.model.season_lengths if 1 < s < n]
+    return min(seasons) if seasons else 1
+
+
+def _summarize(backtests: list[dict], spec: TrainSpec) -> dict[str, dict[str, float]]:
+    summary = {}
+    for name in spec.candidates:
+        rows = [b for b in backtests if b["candidate"] == name]
+        summary[name] = _mean_metrics(rows)
+    return summary
+
+
+def _mean_metrics(rows: list[dict]) -> dict[str, float]:
+    ok = [r for r in rows if not r["error"]]
+    keys = [k for k in (ok[0] if ok else {}) if k not in ("candidate", "window", "origin", "error")]
+    out = {k: _finite(float(np.mean([r[k] for r in ok]))) for k in keys}
+    out["failed_windows"] = len(rows) - len(ok)
+    return out
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else float("inf")
+
+
+def _add_ensemble(history, spec, windows, backtests, forecasts, summary) -> None:
+    ranked = sorted((s[spec.metric], i, name) for i, (name, s) in enumerate(summary.items())
+                    if s["failed_windows"] == 0 and np.isfinite(s[spec.metric]))
+    members = [name for *_, name in ranked[:spec.ensemble_size]]
+    if len(members) < 2:
+        return
+    n, h = len(history), spec.horizon
+    y = history["y"].to_numpy()
+    rows = []
+    for window in range(windows):
+        origin = n - h - (windows - 1 - window) * spec.step
+        combined = EnsembleModel.combine([forecasts[(m, window)] for m in members])
+        scale = mase_scale(y[:origin], _mase_season(spec, origin))
+        rows.append({"candidate": "ensemble", "window": window, "origin": history["ds"].iloc[origin].isoformat(),
+                     "error": None, **window_metrics(y[origin:origin + h], combined, scale)})
+    backtests.extend(rows)
+    summary["ensemble"] = {**_mean_metrics(rows), "members": members}
+
+
+def _make(name: str, spec: TrainSpec, summary: dict) -> ForecastModel:
+    if name == "ensemble":
+        return EnsembleModel(spec.model, summary["ensemble"]["members"], make_model)
+    return make_model(name, spec.model)
+
+
+def _fallback(history, future, spec, status, notes, reason=None, error=None, summary=None, backtests=None):
+    model = make_model(FALLBACK, spec.model).fit(history)
+    return _result(status, model, history, future, 0, spec, notes, summary or {}, backtests or [],
+                   reason=reason, error=error)
+
+
+def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[str, Any]:
+    error = _describe(exc)
+    try:
+        history, future, notes = prepare(rows, spec)
+        return _fallback(history, future, spec, FAILED, notes, reason="training failed", error=error)
+    except Exception:  # noqa: BLE001 - nothing left to forecast from (e.g. no observed value)
+        return {"status": FAILED, "champion": None, "reason": "no fallback possible", "error": error,
+                "n_obs": int(rows["y"].notna().sum()), "windows": 0, "forecast_origin": None, "params": "{}",
+                "metrics": "{}", "backtests": "[]", "forecast": None, "notes": "[]", "model": None}
+
+
+def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None):
+    forecast: Forecast = model.forecast(future)
+    frame = forecast.to_frame(future["ds"])
+    columnar = {"ds": frame["ds"].astype("int64").tolist(),
+                **{c: frame[c].tolist() for c in frame.columns if c != "ds"}}
+    candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
+    return {"status": status, "champion": model.name, "reason": reason, "error": error, "n_obs": len(history),
+            "windows": windows, "forecast_origin": history["ds"].iloc[-1], "params": _json(model.params()),
+            "metrics": _json(summary), "backtests": _json(backtests), "forecast": _json(columnar),
+            "notes": _json(notes + candidate_errors), "model": model.to_bytes()}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=_plain, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:
+    """The forecast rows stored in one result row (None when there is no forecast)."""
+    if not isinstance(result["forecast"], str):
+        return None
+    frame = pd.DataFrame(json.loads(result["forecast"]))
+    frame["ds"] = pd.to_datetime(frame["ds"], utc=True)
+    return frame
