@@ -31,6 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(ingest)
     ingest.add_argument("--rebuild", action="store_true", help="rebuild silver and gold even if bronze is unchanged")
 
+    train = sub.add_parser("train", help="train, select and forecast every entity of gold.series",
+                           description="Backtest every configured candidate per entity, pick the champion by "
+                           "backtest.metric, refit it and forecast the horizon. Writes gold.backtests, "
+                           "gold.models and gold.forecasts; prints a summary.")
+    _config_arg(train)
+    train.add_argument("--gold-version", type=int, metavar="N", help="train on this Delta version of gold.series "
+                       "(default: the latest)")
+    train.add_argument("--run-id", metavar="ID", help="reuse a run id: its rows in the output tables are replaced")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
     nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
                              description="Run the nightly job. Stages so far: ingest (bronze/silver/gold).")
     _config_arg(nightly)
@@ -41,6 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        if args.command == "train":
+            return _run_train(config, args)
         return _run_ingest(config, args, title="nightly" if args.command == "nightly" else "ingest")
     except ManymodelsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -70,6 +82,50 @@ def _run_ingest(config, args, title: str) -> int:
               "(see bronze/_rejected_batches). Fix or remove the file(s) and rerun.", file=sys.stderr)
         return EXIT_REJECTED
     return 0
+
+
+def _run_train(config, args) -> int:
+    from engine.training.job import train
+
+    backend = args.backend or config.backend
+    print(f"manymodels train '{config.name}': lake {config.lake.root}, backend {backend}, "
+          f"models {', '.join(config.models)}", flush=True)
+    bar = []
+
+    def progress(total: int, tasks: int):
+        from tqdm import tqdm
+        bar.append(tqdm(total=total, unit="entity", desc=f"training ({tasks} tasks)", disable=args.no_progress))
+        return bar[0].update
+
+    try:
+        report = train(config, backend=backend, gold_version=args.gold_version, run_id=args.run_id,
+                       progress=progress)
+    finally:
+        for b in bar:
+            b.close()
+    print(training_summary(report))
+    return 0
+
+
+def training_summary(report) -> str:
+    """The end-of-job lines a person reads: what ran, what won, what failed, how fast."""
+    statuses = report.statuses
+    lines = [f"run {report.run_id} on gold version {report.gold_version}: {report.plan.describe()}",
+             f"entities: {report.entities} ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))})",
+             "champions: " + ", ".join(f"{k} {v}" for k, v in report.champions.most_common()),
+             f"time: train {report.seconds['train']:.1f}s ({report.entities_per_second:.2f} entities/s), "
+             f"total {report.seconds['total']:.1f}s; rows written: "
+             + ", ".join(f"{t} {n}" for t, n in report.written.items())]
+    if report.retried:
+        lines.append(f"retried: {report.retried} entities ran in a retried task (a worker crashed or was killed)")
+    for row in report.failures.itertuples():
+        lines.append(f"failed: {row.entity_id}: {row.error} (forecast: {row.champion or 'none'} fallback)")
+    fallbacks = report.summary[report.summary["status"] == "fallback"]
+    for row in fallbacks.head(20).itertuples():
+        lines.append(f"fallback: {row.entity_id}: {row.reason}")
+    if len(fallbacks) > 20:
+        lines.append(f"fallback: ... and {len(fallbacks) - 20} more (see gold.models)")
+    return "\n".join(lines)
 
 
 def run() -> None:

@@ -41,10 +41,12 @@ class SparkConfig:
     ui: bool = True
     shuffle_partitions: int = 8
     log_level: str = "ERROR"
+    task_max_failures: int = 4
     conf: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1")
+        _check(self.task_max_failures >= 1, "spark.task_max_failures", "must be >= 1 (1: no retries)")
         levels = ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF")
         _check(self.log_level.upper() in levels, "spark.log_level", f"must be one of {', '.join(levels)}")
 

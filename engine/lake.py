@@ -5,6 +5,7 @@ read what the other wrote; `tests/engine/test_lake.py` holds them to that.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -24,6 +25,12 @@ def table_path(root: str | Path, table: str) -> str:
 
 def bronze_table(dataset: str) -> str:
     return f"{BRONZE}/{dataset}"
+
+
+def _run_scope(run_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
+        raise ValueError(f"run id {run_id!r} may only hold letters, digits, '.', '_' and '-'")
+    return f"t.run_id = '{run_id}'"
 
 
 def _key_predicate(keys: Sequence[str]) -> str:
@@ -69,6 +76,21 @@ class DeltaRsLake:
                    .when_not_matched_insert_all().execute())
         return int(metrics.get("num_target_rows_inserted", 0))
 
+    def replace_run(self, table: str, frame: pd.DataFrame, schema: pa.Schema, keys: Sequence[str],
+                    run_id: str) -> int:
+        """Upsert one run's rows by `keys` and drop that run's rows missing from `frame`, in one
+        MERGE commit; other runs' rows are untouched. Returns rows in `frame`."""
+        from deltalake import DeltaTable, write_deltalake
+        data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        if not self.exists(table):
+            write_deltalake(self.path(table), data, mode="append")
+            return data.num_rows
+        (DeltaTable(self.path(table))
+         .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", streamed_exec=False)
+         .when_matched_update_all().when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(predicate=_run_scope(run_id)).execute())
+        return data.num_rows
+
     def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
                   partition_by: Optional[list[str]] = None) -> int:
         """Replace the table's rows in one commit; returns the new version."""
@@ -112,6 +134,19 @@ class SparkLake:
         metrics = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
                    .merge(frame.alias("s"), _key_predicate(keys)).whenNotMatchedInsertAll().execute())
         return int(metrics.first()["num_inserted_rows"])
+
+    def replace_run(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
+                    run_id: str) -> int:
+        """As `DeltaRsLake.replace_run`, with delta-spark."""
+        from delta.tables import DeltaTable
+        frame = frame.select(*schema.names)
+        if not self.exists(table):
+            frame.write.format("delta").mode("append").save(self.path(table))
+        else:
+            (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
+             .merge(frame.alias("s"), _key_predicate(keys)).whenMatchedUpdateAll().whenNotMatchedInsertAll()
+             .whenNotMatchedBySourceDelete(condition=_run_scope(run_id)).execute())
+        return frame.count()
 
     def overwrite(self, table: str, frame: "SparkFrame", schema: pa.Schema,
                   partition_by: Optional[list[str]] = None) -> int:

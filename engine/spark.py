@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -40,8 +41,10 @@ def get_spark(conf: SparkConfig) -> "SparkSession":
     # Python workers must run the driver's interpreter (the project's virtualenv), not whatever
     # `python3` is on PATH; a cluster sets its own via PYSPARK_PYTHON or spark.pyspark.python.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.master(conf.master).appName(conf.app_name)
+    builder = SparkSession.builder.master(_with_retries(conf.master, conf.task_max_failures)).appName(conf.app_name)
     settings = {**_BASE_CONF,
+                # A crashed or killed Python worker (OOM) fails its task; Spark reruns it.
+                "spark.task.maxFailures": str(conf.task_max_failures),
                 "spark.ui.enabled": str(conf.ui).lower(),
                 "spark.sql.shuffle.partitions": str(conf.shuffle_partitions),
                 # Delta's log replay defaults to 50 tasks, which dominates small local jobs.
@@ -53,3 +56,9 @@ def get_spark(conf: SparkConfig) -> "SparkSession":
     spark = configure_spark_with_delta_pip(builder).getOrCreate()
     spark.sparkContext.setLogLevel(conf.log_level.upper())
     return spark
+
+
+def _with_retries(master: str, max_failures: int) -> str:
+    """Local mode ignores spark.task.maxFailures; its master URL carries the count instead."""
+    match = re.fullmatch(r"local\[(\*|\d+)\]", master.strip())
+    return f"local[{match.group(1)},{max_failures}]" if match else master

@@ -49,7 +49,7 @@ def rejected_schema() -> pa.Schema:
 
 
 _SPARK_TYPES = {pa.string(): "string", TS: "timestamp", pa.float64(): "double", pa.bool_(): "boolean",
-                pa.int64(): "bigint", pa.date32(): "date"}
+                pa.int64(): "bigint", pa.date32(): "date", pa.binary(): "binary"}
 
 
 def spark_ddl(schema: pa.Schema) -> str:

@@ -1,0 +1,190 @@
+"""The training stage: gold.series (version V) -> plan -> backend -> gold.backtests/models/forecasts.
+
+Reads the gold table once, plans tasks with `partitions`, runs the pure per-entity function
+through the chosen backend, enforces `max_failure_rate`, and writes the three output tables
+with run-keyed MERGEs. Nothing is written when too many entities failed.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+import pandas as pd
+
+from engine.config import Config
+from engine.errors import ConfigError, ManymodelsError
+from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake
+from engine.training.backends import make_backend
+from engine.training.entity import FAILED, TrainSpec
+from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
+from partitions.plan import PartitionPlan, plan_partitions
+
+SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt"]
+
+
+class TrainingFailed(ManymodelsError):
+    """More entities failed than `max_failure_rate` allows."""
+
+
+@dataclass
+class TrainReport:
+    run_id: str
+    gold_version: int
+    backend: str
+    plan: PartitionPlan
+    summary: pd.DataFrame                       # one row per entity, SUMMARY_COLUMNS
+    written: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def entities(self) -> int:
+        return len(self.summary)
+
+    @property
+    def statuses(self) -> Counter:
+        return Counter(self.summary["status"])
+
+    @property
+    def champions(self) -> Counter:
+        return Counter(self.summary["champion"].dropna())
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return self.summary[self.summary["status"] == FAILED]
+
+    @property
+    def retried(self) -> int:
+        return int((self.summary["attempt"] > 0).sum())
+
+    @property
+    def entities_per_second(self) -> float:
+        return self.entities / max(self.seconds.get("train", 0.0), 1e-9)
+
+
+def train(config: Config, backend: Optional[str] = None, gold_version: Optional[int] = None,
+          run_id: Optional[str] = None, progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
+          spark=None) -> TrainReport:
+    """Train every entity of gold.series; `progress(total, tasks)` returns a per-entity tick."""
+    backend = backend or config.backend
+    run_id = run_id or uuid.uuid4().hex
+    spec = TrainSpec.from_config(config)
+    lake = DeltaRsLake(config.lake.root)
+    if not lake.exists(GOLD_SERIES):
+        raise ConfigError(f"no gold table under {config.lake.root}: run `manymodels ingest --config ...` first")
+    latest = lake.version(GOLD_SERIES)
+    version = latest if gold_version is None else gold_version
+    if not 0 <= version <= latest:
+        raise ConfigError(f"--gold-version {version} does not exist; gold.series has versions 0..{latest}")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    if backend == "spark":
+        from engine.spark import get_spark
+        spark = spark or get_spark(config.spark)
+        writer_lake = SparkLake(spark, config.lake.root)
+        gold = writer_lake.read(GOLD_SERIES, version=version)
+        extents = _extents_spark(gold)
+    else:
+        writer_lake = lake
+        gold = lake.read(GOLD_SERIES, version=version)
+        extents = _extents_pandas(gold)
+    config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
+    runner = make_backend(backend, config, spark)
+    plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
+                           strategy=config.partitions.strategy, cores=runner.cores,
+                           tasks_per_core=config.partitions.tasks_per_core, models=spec.models,
+                           fits_per_model=spec.windows + 1, max_history=spec.max_history,
+                           recorded=_recorded_costs(lake))
+    timings["plan"] = time.perf_counter() - started
+
+    tick = progress(len(plan.assignment), plan.buckets) if progress else None
+    planned = _with_plan(gold, extents, plan, spec, spark if backend == "spark" else None)
+    t0 = time.perf_counter()
+    results = runner.train(planned, plan, spec, tick)
+    timings["train"] = time.perf_counter() - t0
+
+    summary = (results.select(*SUMMARY_COLUMNS).toPandas() if backend == "spark"
+               else results[SUMMARY_COLUMNS].copy()).sort_values("entity_id", ignore_index=True)
+    _check_failures(summary, config.max_failure_rate)
+
+    t0 = time.perf_counter()
+    context = RunContext(run_id, version, spec.model.levels, datetime.now(timezone.utc))
+    written = {}
+    for table in (BACKTESTS, MODELS, FORECASTS):
+        schema = context.schema(table)
+        rows = (_spark_rows(results, context, table, schema) if backend == "spark"
+                else context.rows(table)(results))
+        written[table] = writer_lake.replace_run(table, rows, schema, KEYS[table], run_id)
+    if backend == "spark":
+        results.unpersist()
+    timings["write"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return TrainReport(run_id, version, backend, plan, summary, written, timings)
+
+
+def _extents_pandas(gold: pd.DataFrame) -> pd.DataFrame:
+    observed = gold[gold["y"].notna()].groupby("entity_id")["ds"].agg(["count", "max"])
+    extents = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left")
+    return extents.rename(columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
+        observed=lambda f: f["observed"].fillna(0).astype(int))
+
+
+def _extents_spark(gold) -> pd.DataFrame:
+    from pyspark.sql import functions as F
+    observed = F.col("y").isNotNull() & ~F.isnan("y")
+    return (gold.groupBy("entity_id")
+            .agg(F.count(F.lit(1)).alias("rows"), F.sum(observed.cast("int")).alias("observed"),
+                 F.max(F.when(observed, F.col("ds"))).alias("last_observed"))
+            .toPandas().assign(observed=lambda f: f["observed"].fillna(0).astype(int)))
+
+
+def _with_plan(gold, extents: pd.DataFrame, plan: PartitionPlan, spec: TrainSpec, spark):
+    """Gold rows tagged with their bucket, cut to the history the pure function will use
+    (the last `max_history` observed steps plus any rows after them), so less data moves."""
+    step = pd.Timedelta(pd.tseries.frequencies.to_offset(spec.model.freq))
+    mapping = extents.assign(bucket=extents["entity_id"].map(plan.assignment).astype("int32"),
+                             cutoff=extents["last_observed"] - (spec.max_history - 1) * step)
+    mapping = mapping[["entity_id", "bucket", "cutoff"]]
+    if spark is None:
+        merged = gold.merge(mapping, on="entity_id")
+        keep = merged["cutoff"].isna() | (merged["ds"] >= merged["cutoff"])
+        return merged[keep].drop(columns="cutoff").reset_index(drop=True)
+    from pyspark.sql import functions as F
+    tagged = gold.join(F.broadcast(spark.createDataFrame(mapping, "entity_id string, bucket int, cutoff timestamp")),
+                       on="entity_id")
+    return tagged.filter(F.col("cutoff").isNull() | (F.col("ds") >= F.col("cutoff"))).drop("cutoff")
+
+
+def _recorded_costs(lake: DeltaRsLake) -> Optional[dict[str, tuple[int, float]]]:
+    """`(n_obs, fit_seconds)` per entity from the most recent run in gold.models, if any."""
+    if not lake.exists(MODELS):
+        return None
+    models = lake.read(MODELS, columns=["run_id", "entity_id", "n_obs", "fit_seconds", "trained_at"])
+    if models.empty:
+        return None
+    last = models.loc[models["trained_at"].idxmax(), "run_id"]
+    latest = models[models["run_id"] == last]
+    return {r.entity_id: (int(r.n_obs), float(r.fit_seconds)) for r in latest.itertuples()}
+
+
+def _check_failures(summary: pd.DataFrame, max_rate: float) -> None:
+    failed = summary[summary["status"] == FAILED]
+    if len(summary) and len(failed) / len(summary) > max_rate:
+        listing = "\n".join(f"  {r.entity_id}: {r.error}" for r in failed.head(20).itertuples())
+        more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+        raise TrainingFailed(f"{len(failed)} of {len(summary)} entities failed ({len(failed) / len(summary):.1%}), "
+                             f"more than max_failure_rate {max_rate:.1%}; nothing was published:\n{listing}{more}")
+
+
+def _spark_rows(results, context: RunContext, table: str, schema):
+    from engine.medallion.schemas import spark_ddl
+    convert = context.rows(table)
+
+    def rows(batches):
+        for batch in batches:
+            yield convert(batch)
+    return results.mapInPandas(rows, spark_ddl(schema))

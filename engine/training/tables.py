@@ -1,0 +1,92 @@
+"""gold.backtests, gold.models and gold.forecasts: schemas, rows from results, keyed writes.
+
+Each table is written with a MERGE keyed on ``run_id`` plus its row key, which also deletes
+rows of the same run that the new results no longer have: rerunning a run id replaces its
+rows, other runs' rows (the forecast history) stay.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from engine.medallion.schemas import TS, _fields
+from engine.training.entity import forecast_frame
+
+BACKTESTS, MODELS, FORECASTS = "gold/backtests", "gold/models", "gold/forecasts"
+KEYS = {BACKTESTS: ("run_id", "entity_id", "candidate", "window"), MODELS: ("run_id", "entity_id"),
+        FORECASTS: ("run_id", "entity_id", "ds")}
+METRIC_COLUMNS = ("mae", "rmse", "smape", "mase")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    run_id: str
+    gold_version: int
+    levels: tuple[int, ...]
+    trained_at: datetime
+
+    def schema(self, table: str) -> pa.Schema:
+        coverage = [(f"coverage_{lvl}", pa.float64()) for lvl in self.levels]
+        bands = [(f"yhat_{side}_{lvl}", pa.float64()) for lvl in self.levels for side in ("lower", "upper")]
+        if table == BACKTESTS:
+            return _fields([("run_id", pa.string()), ("gold_version", pa.int64()), ("entity_id", pa.string()),
+                            ("candidate", pa.string()), ("window", pa.int64()), ("origin", TS),
+                            *((m, pa.float64()) for m in METRIC_COLUMNS), *coverage, ("error", pa.string())])
+        if table == MODELS:
+            return _fields([("run_id", pa.string()), ("gold_version", pa.int64()), ("entity_id", pa.string()),
+                            ("status", pa.string()), ("champion", pa.string()), ("reason", pa.string()),
+                            ("error", pa.string()), ("n_obs", pa.int64()), ("windows", pa.int64()),
+                            ("fit_seconds", pa.float64()), ("attempt", pa.int64()), ("params", pa.string()),
+                            ("metrics", pa.string()), ("notes", pa.string()), ("forecast_origin", TS),
+                            ("trained_at", TS), ("model", pa.binary())])
+        if table == FORECASTS:
+            return _fields([("entity_id", pa.string()), ("ds", TS), ("yhat", pa.float64()),
+                            ("yhat_lower", pa.float64()), ("yhat_upper", pa.float64()), *bands,
+                            ("model", pa.string()), ("status", pa.string()), ("run_id", pa.string()),
+                            ("forecast_origin", TS)])
+        raise ValueError(f"Unknown training table: {table!r}")
+
+    def rows(self, table: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+        build = {BACKTESTS: self._backtest_rows, MODELS: self._model_rows, FORECASTS: self._forecast_rows}[table]
+        schema = self.schema(table)
+
+        def convert(results: pd.DataFrame) -> pd.DataFrame:
+            frame = build(results)
+            return (frame.reindex(columns=schema.names) if len(frame)
+                    else schema.empty_table().to_pandas())
+        return convert
+
+    def _backtest_rows(self, results: pd.DataFrame) -> pd.DataFrame:
+        rows = [{"entity_id": r.entity_id, **b} for r in results.itertuples() for b in json.loads(r.backtests)]
+        if not rows:
+            return pd.DataFrame()
+        frame = pd.DataFrame(rows)
+        frame["origin"] = pd.to_datetime(frame["origin"], utc=True)
+        frame = frame.replace([np.inf, -np.inf], np.nan)
+        return frame.assign(run_id=self.run_id, gold_version=self.gold_version)
+
+    def _model_rows(self, results: pd.DataFrame) -> pd.DataFrame:
+        return results.assign(run_id=self.run_id, gold_version=self.gold_version,
+                              trained_at=pd.Timestamp(self.trained_at))
+
+    def _forecast_rows(self, results: pd.DataFrame) -> pd.DataFrame:
+        parts = []
+        widest = max(self.levels)
+        for _, result in results.iterrows():
+            frame = forecast_frame(result)
+            if frame is None:
+                continue
+            parts.append(frame.assign(entity_id=result["entity_id"], model=result["champion"],
+                                      status=result["status"], forecast_origin=result["forecast_origin"],
+                                      yhat_lower=frame[f"yhat_lower_{widest}"],
+                                      yhat_upper=frame[f"yhat_upper_{widest}"]))
+        if not parts:
+            return pd.DataFrame()
+        return pd.concat(parts, ignore_index=True).assign(run_id=self.run_id)
+
