@@ -10,6 +10,7 @@ attempt that produced it. They differ only in how tasks are shipped to cores:
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -208,6 +209,8 @@ class RayBackend:
         except ImportError:
             raise ManymodelsError("backend 'ray' needs Ray: pip install -e '.[ray]' "
                                   "(or pick backend local or spark)") from None
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         if not ray.is_initialized():
             ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else self.workers, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)

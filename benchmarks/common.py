@@ -1,0 +1,53 @@
+"""Shared by the benchmark scripts: machine metadata, medians, one results row per run."""
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import median
+from typing import Iterable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, str]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+            "cpus": str(os.cpu_count()), "python": platform.python_version(), "commit": commit}
+
+
+def record(name: str, rows: Iterable[dict]) -> Path:
+    """Append rows (with machine metadata) to benchmarks/results/<name>.csv."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    rows = [{**machine(), **row} for row in rows]
+    fields = list(rows[0])
+    if path.exists():
+        with path.open() as handle:
+            existing = next(csv.reader(handle), [])
+        fields = existing + [f for f in fields if f not in existing]
+        old = list(csv.DictReader(path.open()))
+    else:
+        old = []
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(old + rows)
+    return path
+
+
+def med(values: Iterable[float]) -> float:
+    return float(median(list(values)))
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+    sys.stdout.flush()

@@ -1,0 +1,86 @@
+"""The model zoo: forecasts with nested intervals, and exact serialization round trips."""
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.models import MODEL_CLASSES, EnsembleModel, ModelError, ModelSpec, load_model, make_model
+
+SPEC = ModelSpec(freq="h", season_lengths=(24, 168), levels=(80, 95), exogenous=("temperature",), seed=3)
+
+
+def hourly(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    temperature = 60 + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n)
+    y = (500 + 50 * np.sin(2 * np.pi * t / 24) + 20 * np.sin(2 * np.pi * t / 168) + 2 * temperature
+         + rng.normal(0, 5, n))
+    return pd.DataFrame({"ds": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "y": y,
+                         "temperature": temperature})
+
+
+def build(name: str):
+    if name == "ensemble":
+        return EnsembleModel(SPEC, ["theta", "seasonal_naive"], make_model)
+    return make_model(name, SPEC)
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CLASSES))
+def test_model_forecasts_with_nested_intervals_and_round_trips(name):
+    frame = hourly(24 * 21 + 48)
+    history, future = frame.iloc[:-48], frame.iloc[-48:].drop(columns="y")
+    model = build(name).fit(history)
+    forecast = model.forecast(future)
+    assert forecast.mean.shape == (48,) and np.isfinite(forecast.mean).all()
+    lo80, hi80 = forecast.bounds[80]
+    lo95, hi95 = forecast.bounds[95]
+    assert (lo95 <= lo80 + 1e-9).all() and (lo80 <= forecast.mean + 1e-9).all()
+    assert (forecast.mean <= hi80 + 1e-9).all() and (hi80 <= hi95 + 1e-9).all()
+    # A sensible forecast of a strongly seasonal series: within 10% of the actuals on average.
+    actual = frame["y"].iloc[-48:].to_numpy()
+    assert np.mean(np.abs(forecast.mean - actual)) < 0.1 * actual.mean()
+
+    blob = model.to_bytes()
+    envelope = json.loads(zlib.decompress(blob))
+    assert envelope["format"] == "manymodels-model" and envelope["version"] == 1 and envelope["model"] == name
+    restored = load_model(blob)
+    again = restored.forecast(future)
+    np.testing.assert_allclose(again.mean, forecast.mean, rtol=1e-9)
+    np.testing.assert_allclose(again.bounds[95][1], forecast.bounds[95][1], rtol=1e-9)
+    assert restored.params() == model.params()
+
+
+def test_seasonal_naive_repeats_the_last_week_and_widens_each_week():
+    frame = hourly(24 * 14)
+    model = make_model("seasonal_naive", SPEC).fit(frame)
+    future = pd.DataFrame({"ds": pd.date_range(frame["ds"].iloc[-1], periods=337, freq="h")[1:]})
+    forecast = model.forecast(future)
+    last_week = frame["y"].to_numpy()[-168:]
+    np.testing.assert_array_equal(forecast.mean, np.concatenate([last_week, last_week]))
+    width = forecast.bounds[95][1] - forecast.bounds[95][0]
+    assert width[200] == pytest.approx(width[0] * np.sqrt(2))
+
+
+def test_model_fitted_with_a_regressor_needs_its_future_values():
+    frame = hourly(24 * 21)
+    model = make_model("arima", SPEC).fit(frame)
+    future = pd.DataFrame({"ds": pd.date_range("2024-01-22", periods=24, freq="h", tz="UTC")})
+    with pytest.raises(ModelError, match="arima: future rows lack values for exogenous column.*temperature"):
+        model.forecast(future)
+
+
+def test_corrupt_or_newer_model_bytes_are_refused_clearly():
+    with pytest.raises(ModelError, match="not a serialized manymodels model"):
+        load_model(b"not a model")
+    newer = zlib.compress(json.dumps({"format": "manymodels-model", "version": 99, "model": "theta"}).encode())
+    with pytest.raises(ModelError, match="newer manymodels"):
+        load_model(newer)
+
+
+def test_unknown_model_name_lists_the_known_ones():
+    with pytest.raises(ModelError, match="Unknown model: 'lstm'.*seasonal_naive"):
+        make_model("lstm", SPEC)

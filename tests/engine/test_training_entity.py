@@ -1,0 +1,156 @@
+"""The pure per-entity function: selection, fallbacks, fault isolation, bad input as data."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.config import parse_config
+from engine.training.entity import RESULT_COLUMNS, TrainSpec, forecast_frame, train_entity
+from engine.training.job import TrainingFailed, _check_failures
+
+
+def spec_for(models, **training) -> TrainSpec:
+    config = parse_config({"name": "t", "source": {"kind": "synthetic", "exogenous": ["temperature"]},
+                           "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24,
+                           "backtest": {"windows": 2, "step": 24, "metric": "mae"}, "models": models,
+                           "training": {"max_history": 24 * 28, **training}})
+    return TrainSpec.from_config(config)
+
+
+def entity(name: str, y, temperature=None) -> pd.DataFrame:
+    y = np.asarray(y, dtype="float64")
+    ds = pd.date_range("2024-01-01", periods=len(y), freq="h", tz="UTC")
+    temp = 60 + 10 * np.sin(np.arange(len(y)) / 5) if temperature is None else temperature
+    return pd.DataFrame({"entity_id": name, "ds": ds, "y": y, "temperature": temp})
+
+
+def weekly_pattern(weeks: int, seed: int = 0) -> np.ndarray:
+    week = np.random.default_rng(seed).uniform(100, 200, 168)
+    return np.tile(week, weeks)
+
+
+def result(rows: pd.DataFrame, spec: TrainSpec) -> pd.Series:
+    out = train_entity(rows, spec)
+    assert list(out.columns) == RESULT_COLUMNS and len(out) == 1
+    return out.iloc[0]
+
+
+def test_champion_is_the_candidate_with_the_best_backtest_metric():
+    spec = spec_for(["seasonal_naive", "theta"])
+    periodic = result(entity("periodic", weekly_pattern(4)), spec)
+    metrics = json.loads(periodic["metrics"])
+    assert periodic["status"] == "ok" and periodic["champion"] == "seasonal_naive"
+    assert metrics["seasonal_naive"]["mae"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["theta"]["mae"] > 1.0
+
+    t = np.arange(24 * 28)
+    trending = result(entity("trend", 100 + 2.0 * t + 5 * np.sin(2 * np.pi * t / 24)), spec)
+    metrics = json.loads(trending["metrics"])
+    assert trending["champion"] == "theta" and metrics["theta"]["mae"] < metrics["seasonal_naive"]["mae"]
+    backtests = json.loads(trending["backtests"])
+    assert {(b["candidate"], b["window"]) for b in backtests} == {(m, w) for m in ("seasonal_naive", "theta")
+                                                                  for w in (0, 1)}
+    forecast = forecast_frame(trending)
+    assert len(forecast) == 24 and forecast["ds"].iloc[0] == pd.Timestamp("2024-01-29", tz="UTC")
+    assert {"yhat_lower_80", "yhat_upper_95"} <= set(forecast.columns)
+
+
+def test_ensemble_averages_the_best_candidates_and_can_win():
+    spec = spec_for(["seasonal_naive", "theta", "ets", "ensemble"], ensemble_size=2)
+    rng = np.random.default_rng(1)
+    t = np.arange(24 * 28)
+    row = result(entity("mix", 300 + 40 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 8, len(t))), spec)
+    metrics = json.loads(row["metrics"])
+    members = metrics["ensemble"]["members"]
+    ranked = sorted(("seasonal_naive", "theta", "ets"), key=lambda m: metrics[m]["mae"])
+    assert members == ranked[:2]
+    best = min(metrics, key=lambda m: metrics[m]["mae"])
+    assert row["champion"] == best
+
+
+@pytest.mark.parametrize("case, rows, status, reason", [
+    ("all_nan", entity("all_nan", np.full(24 * 28, np.nan)), "failed", "no fallback possible"),
+    ("three_points", entity("three_points", [5.0, 6.0, 7.0]), "fallback", "too short: 3 observations"),
+    ("constant", entity("constant", np.full(24 * 28, 42.0)), "fallback", "constant series"),
+])
+def test_unmodellable_series_end_as_data(case, rows, status, reason):
+    row = result(rows, spec_for(["seasonal_naive", "theta"]))
+    assert row["status"] == status and row["reason"].startswith(reason)
+    if status == "fallback":
+        assert row["champion"] == "seasonal_naive"
+        forecast = forecast_frame(row)
+        assert len(forecast) == 24 and np.isfinite(forecast["yhat"]).all()
+        if case == "constant":
+            assert (forecast["yhat"] == 42.0).all()
+    else:
+        assert row["error"].startswith("EmptySeries") and forecast_frame(row) is None
+
+
+def test_gaps_outliers_and_a_missing_regressor_are_handled_per_entity():
+    spec = spec_for(["seasonal_naive", "arima"])
+    y = weekly_pattern(5) + np.random.default_rng(2).normal(0, 3, 24 * 35)
+    gap = y.copy()
+    gap[300:300 + 336] = np.nan
+    outliers = y.copy()
+    outliers[[100, 400, 700]] = [1e6, -1e6, 5e5]
+    no_temperature = entity("no_temp", y, temperature=np.full(len(y), np.nan))
+
+    gap_row = result(entity("gap", gap), spec)
+    assert gap_row["status"] == "ok" and "336 missing target values interpolated" in gap_row["notes"]
+    assert result(entity("outliers", outliers), spec)["status"] == "ok"
+    no_temp = result(no_temperature, spec)
+    assert no_temp["status"] == "ok" and "'temperature' has no values for this entity" in no_temp["notes"]
+    assert json.loads(no_temp["params"]).get("exogenous", []) == [] or no_temp["champion"] != "arima"
+
+
+def test_a_failing_candidate_is_recorded_and_the_others_still_compete(monkeypatch):
+    from engine.models.theta import ThetaModel
+
+    def broken(self, history, y):
+        raise FloatingPointError("simulated numerical failure")
+    monkeypatch.setattr(ThetaModel, "_fit", broken)
+    rows = entity("e", weekly_pattern(4))
+    row = result(rows, spec_for(["theta", "seasonal_naive"]))
+    assert row["status"] == "ok" and row["champion"] == "seasonal_naive"
+    assert "theta: FloatingPointError: simulated numerical failure" in row["notes"]
+
+    alone = result(rows, spec_for(["theta"]))
+    assert alone["status"] == "failed" and alone["champion"] == "seasonal_naive"
+    assert "every candidate failed" in alone["error"] and "FloatingPointError" in alone["error"]
+    assert len(forecast_frame(alone)) == 24
+
+    with pytest.raises(FloatingPointError):
+        train_entity(rows, spec_for(["theta"], fail_fast=True))
+
+
+def test_future_regressor_values_come_from_gold_rows_ahead_or_persistence():
+    spec = spec_for(["arima"])
+    rows = entity("e", weekly_pattern(4))
+    ahead = rows.tail(24).copy()
+    ahead["y"] = np.nan
+    ahead["ds"] = ahead["ds"] + pd.Timedelta(hours=24)
+    ahead["temperature"] = 99.0
+    with_forecast_weather = result(pd.concat([rows, ahead]), spec)
+    persisted = result(rows, spec)
+    assert with_forecast_weather["forecast_origin"] == persisted["forecast_origin"]
+    assert not np.allclose(forecast_frame(with_forecast_weather)["yhat"], forecast_frame(persisted)["yhat"])
+
+
+def test_failure_rate_over_the_limit_names_the_entities():
+    summary = pd.DataFrame({"entity_id": ["a", "b", "c", "d"], "status": ["ok", "failed", "ok", "fallback"],
+                            "error": [None, "ValueError: bad data", None, None]})
+    _check_failures(summary, max_rate=0.25)
+    with pytest.raises(TrainingFailed, match=r"1 of 4 entities failed \(25.0%\).*max_failure_rate 20.0%"
+                                             r"(.|\n)*b: ValueError: bad data"):
+        _check_failures(summary, max_rate=0.2)
+
+
+def test_same_rows_in_any_order_give_the_same_result():
+    spec = spec_for(["seasonal_naive", "theta", "ensemble"])
+    rows = entity("e", weekly_pattern(4) + np.random.default_rng(5).normal(0, 2, 24 * 28))
+    first = train_entity(rows, spec).drop(columns="fit_seconds")
+    shuffled = train_entity(rows.sample(frac=1.0, random_state=1), spec).drop(columns="fit_seconds")
+    pd.testing.assert_frame_equal(first, shuffled)

@@ -1,0 +1,114 @@
+"""The training stage end to end: real gold tables, every backend, run-keyed outputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from engine.errors import ConfigError
+from engine.lake import DeltaRsLake
+from engine.medallion import frames_for
+from engine.medallion.pipeline import ingest
+from engine.training.job import train
+from engine.training.tables import BACKTESTS, FORECASTS, MODELS
+from tests.conftest import make_config
+
+SETTINGS = dict(horizon=24, backtest={"windows": 2, "step": 24, "metric": "mase"},
+                models=["seasonal_naive", "theta", "ensemble"], training={"max_history": 24 * 21, "workers": 2},
+                source={"kind": "synthetic", "exogenous": ["temperature"],
+                        "synthetic": {"entities": 5, "periods": 24 * 28, "seed": 11}})
+COMPARED = ["entity_id", "status", "champion", "reason", "error", "n_obs", "windows", "params", "metrics",
+            "notes", "forecast_origin", "model"]
+
+
+@pytest.fixture(scope="module")
+def lake_config(tmp_path_factory):
+    config = make_config(tmp_path_factory.mktemp("train") / "lake", **SETTINGS)
+    ingest(config, frames_for(config, "local"))
+    return config
+
+
+def models_of(config, run_id: str) -> pd.DataFrame:
+    models = DeltaRsLake(config.lake.root).read(MODELS)
+    return models[models["run_id"] == run_id].sort_values("entity_id", ignore_index=True)
+
+
+def counts(config) -> dict[str, pd.Series]:
+    lake = DeltaRsLake(config.lake.root)
+    return {t: lake.read(t).groupby("run_id").size() for t in (BACKTESTS, MODELS, FORECASTS)}
+
+
+def test_local_training_writes_the_three_tables(lake_config):
+    ticks = []
+    report = train(lake_config, backend="local", run_id="run-a",
+                   progress=lambda total, tasks: ticks.append((total, tasks)) or ticks.append)
+    assert report.entities == 5 and report.statuses["ok"] == 5 and report.failures.empty
+    assert ticks[0] == (5, 4) and sum(t for t in ticks[1:]) == 5
+    rows = counts(lake_config)
+    assert rows[MODELS]["run-a"] == 5
+    assert rows[FORECASTS]["run-a"] == 5 * 24
+    assert rows[BACKTESTS]["run-a"] == 5 * 3 * 2       # 2 candidates + ensemble, 2 windows
+    forecasts = DeltaRsLake(lake_config.lake.root).read(FORECASTS)
+    assert (forecasts["yhat_lower"] == forecasts["yhat_lower_95"]).all()
+    assert (forecasts["ds"] > forecasts["forecast_origin"]).all()
+    assert report.gold_version == 0 and report.written[MODELS] == 5
+
+
+def test_rerunning_a_run_id_replaces_its_rows_and_other_runs_stay(lake_config):
+    train(lake_config, backend="local", run_id="run-a")
+    train(lake_config, backend="local", run_id="run-b")
+    rows = counts(lake_config)
+    assert rows[FORECASTS]["run-a"] == rows[FORECASTS]["run-b"] == 5 * 24
+    assert rows[MODELS]["run-a"] == 5 and rows[BACKTESTS]["run-a"] == 30
+    second = train(lake_config, backend="local", run_id="run-c")
+    assert second.plan.learned   # costs now come from recorded fit seconds
+
+
+@pytest.mark.spark
+def test_spark_and_ray_give_results_identical_to_local(lake_config, spark):
+    local = train(lake_config, backend="local", run_id="parity-local")
+    spark_report = train(lake_config, backend="spark", run_id="parity-spark", spark=spark)
+    ray_report = train(lake_config, backend="ray", run_id="parity-ray")
+    expected = models_of(lake_config, "parity-local")[COMPARED]
+    for run_id in ("parity-spark", "parity-ray"):
+        pd.testing.assert_frame_equal(models_of(lake_config, run_id)[COMPARED], expected)
+    forecasts = DeltaRsLake(lake_config.lake.root).read(FORECASTS)
+    by_run = {r: f.drop(columns="run_id").sort_values(["entity_id", "ds"], ignore_index=True)
+              for r, f in forecasts.groupby("run_id") if r.startswith("parity")}
+    pd.testing.assert_frame_equal(by_run["parity-spark"], by_run["parity-local"])
+    pd.testing.assert_frame_equal(by_run["parity-ray"], by_run["parity-local"])
+    assert spark_report.entities == ray_report.entities == local.entities == 5
+
+
+@pytest.mark.spark
+def test_spark_naive_entity_plan_trains_the_same(lake_config, spark):
+    naive = make_config(lake_config.lake.root, **{**SETTINGS, "partitions": {"strategy": "entity"}})
+    report = train(naive, backend="spark", run_id="naive-spark", spark=spark)
+    assert report.plan.strategy == "entity" and report.plan.buckets == 5
+    reference = train(lake_config, backend="local", run_id="naive-local")
+    assert reference.entities == 5
+    pd.testing.assert_frame_equal(models_of(lake_config, "naive-spark")[COMPARED],
+                                  models_of(lake_config, "naive-local")[COMPARED])
+
+
+def test_missing_gold_version_is_a_clear_error(lake_config):
+    with pytest.raises(ConfigError, match="--gold-version 7 does not exist; gold.series has versions 0..0"):
+        train(lake_config, backend="local", gold_version=7)
+
+
+def test_train_command_prints_a_summary(lake_config, tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "cli-train", "lake": {"root": str(lake_config.lake.root)}, "backend": "local",
+        "source": SETTINGS["source"], "series": {"freq": "h", "season_lengths": [24, 168]},
+        **{k: v for k, v in SETTINGS.items() if k != "source"}}))
+    out = subprocess.run([sys.executable, "-m", "engine", "train", "--config", str(path), "--no-progress"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "entities: 5 (ok 5)" in out.stdout and "champions: " in out.stdout and "entities/s" in out.stdout
+    assert "Traceback" not in out.stderr
+    help_text = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--gold-version" in help_text.stdout
