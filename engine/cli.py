@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
-                             description="Run the nightly job. Stages so far: ingest (bronze/silver/gold).")
+                             description="Run the nightly job. Stages so far: ingest (bronze/silver/gold), then "
+                             "train (backtest, champion, forecast) on the gold version just written.")
     _config_arg(nightly)
+    nightly.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return parser
 
 
@@ -53,7 +55,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config)
         if args.command == "train":
             return _run_train(config, args)
-        return _run_ingest(config, args, title="nightly" if args.command == "nightly" else "ingest")
+        if args.command == "nightly":
+            args.run_id = uuid.uuid4().hex   # one id for every stage of this night's run
+            report, code = _run_ingest(config, args, title="nightly")
+            train_code = _run_train(config, args, gold_version=report.gold_version)
+            return code or train_code
+        return _run_ingest(config, args, title="ingest")[1]
     except ManymodelsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -62,11 +69,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-def _run_ingest(config, args, title: str) -> int:
+def _run_ingest(config, args, title: str):
     from engine.medallion import frames_for
     from engine.medallion.pipeline import ingest
 
-    run_id, started = uuid.uuid4().hex[:12], time.perf_counter()
+    run_id, started = getattr(args, "run_id", None) or uuid.uuid4().hex, time.perf_counter()
     backend = args.backend or config.backend
     print(f"manymodels {title} '{config.name}' run {run_id}: lake {config.lake.root}, backend {backend}")
     report = ingest(config, frames_for(config, backend), progress=lambda msg: print(f"  {msg}", flush=True),
@@ -80,11 +87,11 @@ def _run_ingest(config, args, title: str) -> int:
     if report.rejected:
         print(f"error: {len(report.rejected)} batch(es) rejected; their raw rows are in bronze "
               "(see bronze/_rejected_batches). Fix or remove the file(s) and rerun.", file=sys.stderr)
-        return EXIT_REJECTED
-    return 0
+        return report, EXIT_REJECTED
+    return report, 0
 
 
-def _run_train(config, args) -> int:
+def _run_train(config, args, gold_version=None) -> int:
     from engine.training.job import train
 
     backend = args.backend or config.backend
@@ -94,12 +101,14 @@ def _run_train(config, args) -> int:
 
     def progress(total: int, tasks: int):
         from tqdm import tqdm
-        bar.append(tqdm(total=total, unit="entity", desc=f"training ({tasks} tasks)", disable=args.no_progress))
+        bar.append(tqdm(total=total, unit="entity", desc=f"training ({tasks} tasks)",
+                        disable=getattr(args, "no_progress", False)))
         return bar[0].update
 
     try:
-        report = train(config, backend=backend, gold_version=args.gold_version, run_id=args.run_id,
-                       progress=progress)
+        report = train(config, backend=backend,
+                       gold_version=gold_version if gold_version is not None else getattr(args, "gold_version", None),
+                       run_id=getattr(args, "run_id", None), progress=progress)
     finally:
         for b in bar:
             b.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -114,12 +113,15 @@ class SparkBackend:
         """`gold` is a Spark DataFrame with a ``bucket`` column; returns a persisted result frame."""
         from pyspark.sql import functions as F
         schema = spark_ddl(TASK_RESULT_SCHEMA)
+        entities_done = self.spark.sparkContext.accumulator(0)
 
         def run_task(rows: pd.DataFrame) -> pd.DataFrame:
             from pyspark import TaskContext
             context = TaskContext.get()
-            return train_bucket(rows.drop(columns=["bucket", "_key"], errors="ignore"), spec,
-                                context.attemptNumber() if context else 0)
+            out = train_bucket(rows.drop(columns=["bucket", "_key"], errors="ignore"), spec,
+                               context.attemptNumber() if context else 0)
+            entities_done.add(len(out))
+            return out
 
         previous = {k: self.spark.conf.get(k, None) for k in ("spark.sql.shuffle.partitions",
                                                             "spark.sql.adaptive.coalescePartitions.enabled")}
@@ -137,18 +139,17 @@ class SparkBackend:
             results = keyed.groupBy("_key").applyInPandas(lambda rows: run_task(rows), schema)
         try:
             results = results.persist()
-            self._count_with_progress(results, plan, progress)
+            self._count_with_progress(results, plan, entities_done, progress)
         finally:
             for key, value in previous.items():
                 if value is not None:
                     self.spark.conf.set(key, value)
         return results
 
-    def _count_with_progress(self, results, plan: PartitionPlan, progress: Optional[Progress]) -> None:
-        """Materialize the results while reporting finished tasks as entities done."""
-        sc = self.spark.sparkContext
-        group = f"manymodels-train-{time.time_ns()}"
-        sc.setJobGroup(group, "manymodels training")
+    def _count_with_progress(self, results, plan: PartitionPlan, entities_done,
+                             progress: Optional[Progress]) -> None:
+        """Materialize the results while reporting entities of finished tasks (an accumulator
+        the tasks add to; Spark merges it on the driver as each task completes)."""
         done = threading.Event()
         failure: list[BaseException] = []
 
@@ -162,32 +163,17 @@ class SparkBackend:
 
         worker = threading.Thread(target=materialize, daemon=True)
         worker.start()
-        per_task = len(plan.assignment) / max(plan.buckets, 1)
-        reported = 0
+        total, reported = len(plan.assignment), 0
         while not done.wait(0.5):
-            finished = _finished_tasks(sc, group)
-            estimate = min(int(finished * per_task), len(plan.assignment) - 1)
-            if progress and estimate > reported:
-                progress(estimate - reported)
-                reported = estimate
+            finished = min(entities_done.value, total - 1)   # a retried task may count twice
+            if progress and finished > reported:
+                progress(finished - reported)
+                reported = finished
         worker.join()
-        sc.setLocalProperty("spark.jobGroup.id", None)
         if failure:
             raise failure[0]
         if progress:
-            progress(len(plan.assignment) - reported)
-
-
-def _finished_tasks(sc, group: str) -> int:
-    tracker = sc.statusTracker()
-    total = 0
-    for job_id in tracker.getJobIdsForGroup(group):
-        job = tracker.getJobInfo(job_id)
-        for stage_id in (job.stageIds if job else []):
-            stage = tracker.getStageInfo(stage_id)
-            if stage and stage.name and "count" not in stage.name:
-                total = max(total, stage.numCompletedTasks)
-    return total
+            progress(total - reported)
 
 
 class RayBackend:

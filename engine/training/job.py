@@ -91,7 +91,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     else:
         writer_lake = lake
         gold = lake.read(GOLD_SERIES, version=version)
-        extents = _extents_pandas(gold)
+        extents = entity_extents(gold)
     config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
     runner = make_backend(backend, config, spark)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
@@ -102,7 +102,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     timings["plan"] = time.perf_counter() - started
 
     tick = progress(len(plan.assignment), plan.buckets) if progress else None
-    planned = _with_plan(gold, extents, plan, spec, spark if backend == "spark" else None)
+    planned = tag_with_plan(gold, extents, plan, spec, spark if backend == "spark" else None)
     t0 = time.perf_counter()
     results = runner.train(planned, plan, spec, tick)
     timings["train"] = time.perf_counter() - t0
@@ -126,7 +126,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     return TrainReport(run_id, version, backend, plan, summary, written, timings)
 
 
-def _extents_pandas(gold: pd.DataFrame) -> pd.DataFrame:
+def entity_extents(gold: pd.DataFrame) -> pd.DataFrame:
     observed = gold[gold["y"].notna()].groupby("entity_id")["ds"].agg(["count", "max"])
     extents = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left")
     return extents.rename(columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
@@ -142,7 +142,7 @@ def _extents_spark(gold) -> pd.DataFrame:
             .toPandas().assign(observed=lambda f: f["observed"].fillna(0).astype(int)))
 
 
-def _with_plan(gold, extents: pd.DataFrame, plan: PartitionPlan, spec: TrainSpec, spark):
+def tag_with_plan(gold, extents: pd.DataFrame, plan: PartitionPlan, spec: TrainSpec, spark):
     """Gold rows tagged with their bucket, cut to the history the pure function will use
     (the last `max_history` observed steps plus any rows after them), so less data moves."""
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(spec.model.freq))

@@ -28,7 +28,7 @@ def write_config(tmp_path, **source) -> str:
 def test_help_on_every_command():
     top = manymodels("--help")
     assert top.returncode == 0 and "ingest" in top.stdout and "nightly" in top.stdout
-    for command in ("ingest", "nightly"):
+    for command in ("ingest", "train", "nightly"):
         out = manymodels(command, "--help")
         assert out.returncode == 0 and "--config" in out.stdout
 
@@ -58,3 +58,18 @@ def test_config_mistake_is_one_line_without_traceback(tmp_path):
     out = manymodels("nightly", "--config", str(path))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: config key 'horizon' must be >= 1 (steps of series.freq), got -1"
+
+
+def test_nightly_ingests_then_trains_on_the_new_gold_version(tmp_path):
+    path = tmp_path / "nightly.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "nightly-cli", "lake": {"root": str(tmp_path / "lake")}, "backend": "local",
+        "source": {"kind": "synthetic", "exogenous": ["temperature"],
+                   "synthetic": {"entities": 3, "periods": 24 * 21, "seed": 4}},
+        "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24,
+        "backtest": {"windows": 1, "step": 24}, "models": ["seasonal_naive", "theta"],
+        "training": {"workers": 1}}))
+    out = manymodels("nightly", "--config", str(path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "gold version 0" in out.stdout and "on gold version 0" in out.stdout
+    assert "entities: 3 (ok 3)" in out.stdout and "gold/forecasts 72" in out.stdout
