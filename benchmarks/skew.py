@@ -77,7 +77,7 @@ def main() -> None:
         extents["entity_id"].isin(warm.assignment)], warm, spec, None)), warm, spec).unpersist()  # warm workers
     recorded, results = None, []
     for label, strategy in (("cost (estimated)", "cost"), ("cost (learned)", "cost"), ("naive entity", "entity")):
-        plan = plan_partitions(rows, strategy=strategy, cores=args.cores, tasks_per_core=2, models=spec.models,
+        plan = plan_partitions(rows, strategy=strategy, cores=args.cores, tasks_per_core=config.partitions.tasks_per_core, models=spec.models,
                                fits_per_model=spec.windows + 1, max_history=spec.max_history,
                                recorded=recorded if label == "cost (learned)" else None)
         frame = spark.createDataFrame(tag_with_plan(gold, extents, plan, spec, None)).persist()

@@ -155,7 +155,7 @@ class PartitionsConfig:
     """How entities are grouped into tasks (see partitions/)."""
 
     strategy: str = "cost"
-    tasks_per_core: int = 2
+    tasks_per_core: int = 4
 
     def __post_init__(self) -> None:
         _check(self.strategy in PARTITION_STRATEGIES, "partitions.strategy",

@@ -1,7 +1,8 @@
 """Per-entity cost estimates: rows x per-model cost, or learned from recorded fit seconds.
 
-Costs are in seconds of one core. Before any run they come from `MODEL_SECONDS_PER_KROW`
-(measured by benchmarks/model_cost.py on hourly data; only their ratios matter for packing).
+Costs are in seconds of one core. Before any run they come from `MODEL_COST`, a fixed and a
+per-row part per fit measured by benchmarks/model_cost.py on hourly data (the fixed part
+matters: a 10x longer history is far less than 10x the work for most models).
 Once a run has recorded `fit_seconds` per entity, those replace the estimate: an entity's
 cost is its last fit time scaled by its change in rows, and entities never trained before
 get the estimate times the median ratio recorded/estimated of the others.
@@ -12,10 +13,12 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-# Seconds per fit per 1,000 history rows (one core), from benchmarks/model_cost.py.
-# The ensemble refits its members, which are already counted as candidates.
-MODEL_SECONDS_PER_KROW = {"seasonal_naive": 0.0005, "ets": 1.5, "theta": 0.085, "arima": 2.7, "mstl": 0.26,
-                          "prophet": 0.22, "ensemble": 0.0}
+# (fixed seconds, seconds per 1,000 history rows) per fit and forecast, one core, from
+# benchmarks/model_cost.py (336 and 2,160 hourly rows). The ensemble's members are already
+# counted as candidates; combining them costs next to nothing.
+MODEL_COST = {"seasonal_naive": (0.0007, 0.0001), "ets": (0.47, 1.29), "theta": (0.027, 0.05),
+              "arima": (0.30, 2.78), "mstl": (0.0, 0.32), "prophet": (0.038, 0.23), "ensemble": (0.0, 0.0)}
+UNKNOWN_MODEL_COST = (0.5, 1.0)
 # Fixed per-entity work (data preparation, metrics, serialization).
 ENTITY_OVERHEAD_SECONDS = 0.01
 
@@ -23,8 +26,9 @@ ENTITY_OVERHEAD_SECONDS = 0.01
 def estimate_costs(rows: Mapping[str, int], models: Sequence[str], fits_per_model: int,
                    max_history: int) -> dict[str, float]:
     """Estimated seconds per entity from its row count (capped at the fitted history)."""
-    per_krow = sum(MODEL_SECONDS_PER_KROW.get(m, 1.0) for m in models) * fits_per_model
-    return {e: ENTITY_OVERHEAD_SECONDS + per_krow * min(n, max_history) / 1000.0 for e, n in rows.items()}
+    fixed = sum(MODEL_COST.get(m, UNKNOWN_MODEL_COST)[0] for m in models) * fits_per_model
+    per_krow = sum(MODEL_COST.get(m, UNKNOWN_MODEL_COST)[1] for m in models) * fits_per_model
+    return {e: ENTITY_OVERHEAD_SECONDS + fixed + per_krow * min(n, max_history) / 1000.0 for e, n in rows.items()}
 
 
 def learn_costs(estimated: Mapping[str, float], rows: Mapping[str, int],

@@ -17,10 +17,11 @@ class MSTLModel(ForecastModel):
     name = "mstl"
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
-        self.periods_ = self.spec.usable_seasons(len(y))
+        # statsmodels' MSTL silently drops periods that are not below half the series length.
+        self.periods_ = tuple(m for m in self.spec.usable_seasons(len(y)) if m < len(y) // 2)
         if not self.periods_:
-            raise ModelError(f"mstl: needs two full cycles of a season in {list(self.spec.season_lengths)}, "
-                             f"the history has {len(y)} steps")
+            raise ModelError(f"mstl: needs more than two full cycles of a season in "
+                             f"{list(self.spec.season_lengths)}, the history has {len(y)} steps")
         self.y_ = y
         adjusted = self._decompose()
         self.trend_model_ = ETSModel(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))

@@ -31,6 +31,7 @@ TASK_RESULT_SCHEMA = RESULT_SCHEMA.append(pa.field("attempt", pa.int64()))
 LOCAL_MAX_ATTEMPTS = 3
 
 Progress = Callable[[int], None]   # called with the number of entities just finished
+Task = Callable[..., pd.DataFrame]  # (rows, spec, attempt) -> results; `train_bucket` outside tests
 
 
 def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.DataFrame:
@@ -52,8 +53,9 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, workers: int = 0):
+    def __init__(self, workers: int = 0, task: Task = None):
         self.workers = resolve_cores(workers)
+        self.task = task or train_bucket
 
     @property
     def cores(self) -> int:
@@ -80,7 +82,7 @@ class LocalBackend:
     def _run_pool(self, tasks, attempts, spec, results, progress) -> None:
         with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=get_context("spawn"),
                                  initializer=_pin_blas) as pool:
-            running = {pool.submit(train_bucket, rows, spec, attempts[b]): b for b, rows in tasks.items()}
+            running = {pool.submit(self.task, rows, spec, attempts[b]): b for b, rows in tasks.items()}
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -102,8 +104,9 @@ class SparkBackend:
 
     name = "spark"
 
-    def __init__(self, spark):
+    def __init__(self, spark, task: Task = None):
         self.spark = spark
+        self.task = task or train_bucket
 
     @property
     def cores(self) -> int:
@@ -114,12 +117,13 @@ class SparkBackend:
         from pyspark.sql import functions as F
         schema = spark_ddl(TASK_RESULT_SCHEMA)
         entities_done = self.spark.sparkContext.accumulator(0)
+        task = self.task
 
         def run_task(rows: pd.DataFrame) -> pd.DataFrame:
             from pyspark import TaskContext
             context = TaskContext.get()
-            out = train_bucket(rows.drop(columns=["bucket", "_key"], errors="ignore"), spec,
-                               context.attemptNumber() if context else 0)
+            out = task(rows.drop(columns=["bucket", "_key"], errors="ignore"), spec,
+                       context.attemptNumber() if context else 0)
             entities_done.add(len(out))
             return out
 

@@ -84,3 +84,13 @@ def test_corrupt_or_newer_model_bytes_are_refused_clearly():
 def test_unknown_model_name_lists_the_known_ones():
     with pytest.raises(ModelError, match="Unknown model: 'lstm'.*seasonal_naive"):
         make_model("lstm", SPEC)
+
+
+def test_mstl_uses_only_the_seasons_the_history_can_resolve():
+    frame = hourly(24 * 14)               # exactly two weekly cycles: too few for MSTL's 168 season
+    model = make_model("mstl", SPEC).fit(frame)
+    assert model.params()["periods"] == [24]
+    future = pd.DataFrame({"ds": pd.date_range(frame["ds"].iloc[-1], periods=25, freq="h")[1:]})
+    assert np.isfinite(model.forecast(future).mean).all()
+    with pytest.raises(ModelError, match="mstl: needs more than two full cycles"):
+        make_model("mstl", SPEC).fit(frame.head(40))

@@ -46,7 +46,7 @@ def test_local_training_writes_the_three_tables(lake_config):
     report = train(lake_config, backend="local", run_id="run-a",
                    progress=lambda total, tasks: ticks.append((total, tasks)) or ticks.append)
     assert report.entities == 5 and report.statuses["ok"] == 5 and report.failures.empty
-    assert ticks[0] == (5, 4) and sum(t for t in ticks[1:]) == 5
+    assert ticks[0] == (5, 5) and sum(t for t in ticks[1:]) == 5
     rows = counts(lake_config)
     assert rows[MODELS]["run-a"] == 5
     assert rows[FORECASTS]["run-a"] == 5 * 24
@@ -112,3 +112,18 @@ def test_train_command_prints_a_summary(lake_config, tmp_path):
     assert "Traceback" not in out.stderr
     help_text = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "--gold-version" in help_text.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_two_thousand_entities_train_identically_on_every_backend(tmp_path, spark):
+    config = make_config(tmp_path / "lake", horizon=24, backtest={"windows": 1, "step": 24, "metric": "mase"},
+                         models=["seasonal_naive", "theta"], training={"max_history": 24 * 14},
+                         source={"kind": "synthetic", "exogenous": ["temperature"],
+                                 "synthetic": {"entities": 2000, "periods": 24 * 14, "seed": 2}})
+    ingest(config, frames_for(config, "local"))
+    reports = {b: train(config, backend=b, run_id=f"big-{b}", spark=spark) for b in ("local", "spark", "ray")}
+    assert {r.entities for r in reports.values()} == {2000}
+    expected = models_of(config, "big-local")[COMPARED]
+    for backend in ("spark", "ray"):
+        pd.testing.assert_frame_equal(models_of(config, f"big-{backend}")[COMPARED], expected)

@@ -1,0 +1,57 @@
+"""Backends survive a worker process that dies (OOM killer, segfault): the task is retried."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from engine.config import parse_config
+from engine.sources.synthetic import synthetic_panel
+from engine.training.backends import LocalBackend, SparkBackend, train_bucket
+from engine.training.entity import TrainSpec
+from engine.training.job import entity_extents, tag_with_plan
+from partitions.plan import plan_partitions
+
+CONFIG = parse_config({"name": "crash", "source": {"kind": "synthetic", "synthetic": {"entities": 4,
+                                                                                    "periods": 24 * 14}},
+                       "series": {"freq": "h", "season_lengths": [24]}, "horizon": 24,
+                       "backtest": {"windows": 1, "step": 24}, "models": ["seasonal_naive"],
+                       "training": {"workers": 2}})
+
+
+def die_on_first_attempt(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.DataFrame:
+    """A task whose first attempt kills its worker process outright, as the OOM killer would."""
+    if attempt == 0 and rows["entity_id"].min() == "entity_0":
+        os._exit(137)
+    return train_bucket(rows, spec, attempt)
+
+
+def planned():
+    spec = TrainSpec.from_config(CONFIG)
+    gold = synthetic_panel(CONFIG.source.synthetic)
+    extents = entity_extents(gold)
+    plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])), strategy="cost", cores=2,
+                           tasks_per_core=1, models=spec.models, fits_per_model=2, max_history=spec.max_history)
+    return gold, extents, plan, spec
+
+
+def test_local_backend_reruns_tasks_of_a_dead_worker():
+    gold, extents, plan, spec = planned()
+    results = LocalBackend(2, task=die_on_first_attempt).train(tag_with_plan(gold, extents, plan, spec, None),
+                                                               plan, spec)
+    assert sorted(results["entity_id"]) == [f"entity_{i}" for i in range(4)]
+    assert (results["status"] == "ok").all()
+    crashed = results[results["entity_id"] == "entity_0"]
+    assert crashed["attempt"].iloc[0] >= 1
+
+
+@pytest.mark.spark
+def test_spark_retries_the_task_of_a_dead_python_worker(spark):
+    gold, extents, plan, spec = planned()
+    frame = spark.createDataFrame(tag_with_plan(gold, extents, plan, spec, None))
+    results = SparkBackend(spark, task=die_on_first_attempt).train(frame, plan, spec).toPandas()
+    assert sorted(results["entity_id"]) == [f"entity_{i}" for i in range(4)]
+    attempts = results.set_index("entity_id")["attempt"]
+    assert attempts["entity_0"] >= 1
+    assert (results["status"] == "ok").all()
