@@ -146,7 +146,9 @@ class SparkBackend:
             self._count_with_progress(results, plan, entities_done, progress)
         finally:
             for key, value in previous.items():
-                if value is not None:
+                if value is None:
+                    self.spark.conf.unset(key)
+                else:
                     self.spark.conf.set(key, value)
         return results
 

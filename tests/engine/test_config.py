@@ -37,11 +37,23 @@ def test_cluster_example_parses():
     ({"name": "x", "spark": "local"}, "'spark'", "must be a mapping"),
     ({"horizon": 3}, "name", "missing"),
     ({"name": "x", "max_failure_rate": 2}, "'max_failure_rate'", "between 0 and 1"),
+    ({"name": "x", "training": {"levels": [80, 100]}}, "'training.levels'", "between 0 and 100"),
+    ({"name": "x", "partitions": {"strategy": "random"}}, "'partitions.strategy'", "cost, entity"),
+    # Models that cannot work at the data's frequency fail before any work starts.
+    ({"name": "x", "series": {"freq": "d", "season_lengths": [24, 168]}}, "'series.season_lengths'",
+     "[24, 168], which at series.freq 'd' spans no day, week or year"),
+    ({"name": "x", "models": ["ets", "ensemble"]}, "'models'", "at least two others"),
+    ({"name": "x", "series": {"season_lengths": []}, "models": ["mstl"]}, "'models'", "mstl, which needs"),
 ])
 def test_bad_values_name_the_key_and_the_allowed_values(data, key, hint):
     with pytest.raises(ConfigError) as err:
         parse_config(data)
     assert key in str(err.value) and hint in str(err.value)
+
+
+def test_season_lengths_that_fit_their_frequency_are_accepted():
+    for freq, seasons in (("h", [24, 168, 8766]), ("15min", [96, 672]), ("d", [7, 365]), ("w", [52])):
+        assert parse_config({"name": "x", "series": {"freq": freq, "season_lengths": seasons}}).series.freq == freq
 
 
 def test_season_longer_than_the_data_is_rejected():
