@@ -1,4 +1,5 @@
-"""ETS (statsmodels `ETSModel`): additive errors and season, trend chosen by AICc.
+"""ETS (statsmodels `ETSModel`): additive errors; trend (none or damped additive) and season
+(none or additive) chosen by AICc.
 
 Only the shortest usable season is modelled as an ETS seasonal state (a 168-slot weekly
 state is slow to optimise and overfits); longer cycles are left to mstl/prophet/arima.
@@ -17,6 +18,7 @@ TRENDS = ((None, False), ("add", True))
 
 
 def _ets(y: np.ndarray, trend, damped: bool, season: int):
+    """`season` 1 means no seasonal component."""
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
     return ETSModel(pd.Series(y), error="add", trend=trend, damped_trend=damped,
                     seasonal="add" if season > 1 else None, seasonal_periods=season if season > 1 else None)
@@ -27,18 +29,21 @@ class ETSModel(ForecastModel):
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         seasons = self.spec.usable_seasons(len(y))
-        self.season_ = min(seasons) if seasons else 1
+        choices = sorted({1, min(seasons)} if seasons else {1}, reverse=True)
         best = None
-        for trend, damped in TRENDS:
-            try:
-                result = _ets(y, trend, damped, self.season_).fit(disp=False)
-            except (ValueError, np.linalg.LinAlgError):
-                continue
-            if np.isfinite(result.aicc) and (best is None or result.aicc < best[0]):
-                best = (result.aicc, trend, damped, result)
+        # AICc compares models fitted to the same observations, seasonal or not (statsmodels'
+        # ETS likelihood covers every observation), as in Hyndman's ets().
+        for season in choices:
+            for trend, damped in TRENDS:
+                try:
+                    result = _ets(y, trend, damped, season).fit(disp=False)
+                except (ValueError, np.linalg.LinAlgError):
+                    continue
+                if np.isfinite(result.aicc) and (best is None or result.aicc < best[0]):
+                    best = (result.aicc, trend, damped, season, result)
         if best is None:
             raise ModelError("ets: no trend/season configuration could be fitted")
-        _, self.trend_, self.damped_, self.result_ = best
+        _, self.trend_, self.damped_, self.season_, self.result_ = best
         self.y_ = y
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:

@@ -44,9 +44,11 @@ class MSTLModel(ForecastModel):
         return {"periods": list(self.periods_), "trend": self.trend_model_.params()}
 
     def _state(self) -> dict[str, Any]:
-        return {"periods": list(self.periods_), "y": self.y_, "trend_model": self.trend_model_._state()}
+        # The seasonal cycles are stored, not recomputed: restoring must be fast for online scoring.
+        return {"periods": list(self.periods_), "cycles": [c.tolist() for c in self.cycles_],
+                "trend_model": self.trend_model_._state()}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.periods_, self.y_ = tuple(state["periods"]), np.asarray(state["y"], dtype="float64")
-        self._decompose()
+        self.periods_ = tuple(state["periods"])
+        self.cycles_ = [np.asarray(c, dtype="float64") for c in state["cycles"]]
         self.trend_model_ = ETSModel.restore(replace(self.spec, season_lengths=()), [], state["trend_model"])

@@ -238,10 +238,9 @@ def _make(name: str, spec: TrainSpec, summary: dict) -> ForecastModel:
     return make_model(name, spec.model)
 
 
-def _fallback(history, future, spec, status, notes, reason=None, error=None, summary=None, backtests=None):
+def _fallback(history, future, spec, status, notes, reason, error=None):
     model = make_model(FALLBACK, spec.model).fit(history)
-    return _result(status, model, history, future, 0, spec, notes, summary or {}, backtests or [],
-                   reason=reason, error=error)
+    return _result(status, model, history, future, 0, spec, notes, {}, [], reason=reason, error=error)
 
 
 def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[str, Any]:
@@ -258,7 +257,8 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
 def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None):
     forecast: Forecast = model.forecast(future)
     frame = forecast.to_frame(future["ds"])
-    columnar = {"ds": frame["ds"].astype("int64").tolist(),
+    # Epoch nanoseconds whatever unit the gold timestamps came in with.
+    columnar = {"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist(),
                 **{c: frame[c].tolist() for c in frame.columns if c != "ds"}}
     candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
     return {"status": status, "champion": model.name, "reason": reason, "error": error, "n_obs": len(history),
@@ -288,5 +288,5 @@ def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:
     if not isinstance(result["forecast"], str):
         return None
     frame = pd.DataFrame(json.loads(result["forecast"]))
-    frame["ds"] = pd.to_datetime(frame["ds"], utc=True)
+    frame["ds"] = pd.to_datetime(frame["ds"], unit="ns", utc=True)
     return frame

@@ -87,7 +87,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         spark = spark or get_spark(config.spark)
         writer_lake = SparkLake(spark, config.lake.root)
         gold = writer_lake.read(GOLD_SERIES, version=version)
-        extents = _extents_spark(gold)
+        extents = entity_extents_spark(gold)
     else:
         writer_lake = lake
         gold = lake.read(GOLD_SERIES, version=version)
@@ -133,7 +133,7 @@ def entity_extents(gold: pd.DataFrame) -> pd.DataFrame:
         observed=lambda f: f["observed"].fillna(0).astype(int))
 
 
-def _extents_spark(gold) -> pd.DataFrame:
+def entity_extents_spark(gold) -> pd.DataFrame:
     from pyspark.sql import functions as F
     observed = F.col("y").isNotNull() & ~F.isnan("y")
     return (gold.groupBy("entity_id")
