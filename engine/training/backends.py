@@ -53,7 +53,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, workers: int = 0, task: Task = None):
+    def __init__(self, workers: int = 0, task: Optional[Task] = None):
         self.workers = resolve_cores(workers)
         self.task = task or train_bucket
 
@@ -104,7 +104,7 @@ class SparkBackend:
 
     name = "spark"
 
-    def __init__(self, spark, task: Task = None):
+    def __init__(self, spark, task: Optional[Task] = None):
         self.spark = spark
         self.task = task or train_bucket
 
