@@ -16,8 +16,8 @@ import numpy as np
 # (fixed seconds, seconds per 1,000 history rows) per fit and forecast, one core, from
 # benchmarks/model_cost.py (336 and 2,160 hourly rows). The ensemble's members are already
 # counted as candidates; combining them costs next to nothing.
-MODEL_COST = {"seasonal_naive": (0.0007, 0.0001), "ets": (0.47, 1.29), "theta": (0.027, 0.05),
-              "arima": (0.30, 2.78), "mstl": (0.0, 0.32), "prophet": (0.038, 0.23), "ensemble": (0.0, 0.0)}
+MODEL_COST = {"seasonal_naive": (0.0014, 0.0001), "ets": (0.98, 1.39), "theta": (0.055, 0.073),
+              "arima": (0.88, 2.33), "mstl": (0.0, 0.35), "prophet": (0.022, 0.27), "ensemble": (0.0, 0.0)}
 UNKNOWN_MODEL_COST = (0.5, 1.0)
 # Fixed per-entity work (data preparation, metrics, serialization).
 ENTITY_OVERHEAD_SECONDS = 0.01
