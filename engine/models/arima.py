@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
+from statsmodels.tsa.statespace.sarimax import SARIMAX
+from statsmodels.tsa.stattools import kpss
 
 from engine.models.base import (Forecast, ForecastModel, ModelError, fourier_order, fourier_terms,
                                 optional_array)
@@ -44,7 +47,6 @@ class ArimaModel(ForecastModel):
         return np.column_stack(parts)
 
     def _model(self, design: np.ndarray):
-        from statsmodels.tsa.statespace.sarimax import SARIMAX
         return SARIMAX(self.y_, exog=design if design.shape[1] else None, order=self.order_,
                        trend="c" if self.order_[1] == 0 else "n")
 
@@ -76,9 +78,6 @@ class ArimaModel(ForecastModel):
 
 
 def _select_order(y: np.ndarray, design: np.ndarray) -> tuple[int, int, int]:
-    from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
-    from statsmodels.tsa.stattools import kpss
-
     regressors = np.column_stack([np.ones(len(y)), np.arange(len(y)) / len(y), design])
     coef, *_ = np.linalg.lstsq(regressors[:, [0, *range(2, regressors.shape[1])]], y, rcond=None)
     resid = y - regressors[:, [0, *range(2, regressors.shape[1])]] @ coef

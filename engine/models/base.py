@@ -93,6 +93,8 @@ class ForecastModel(ABC):
                                     if c in history and history[c].notna().all())
         with warnings.catch_warnings():
             # Convergence chatter from statsmodels/prophet: the backtest judges the fit instead.
+            # (Model modules import statsmodels at the top: importing it in here would let the
+            # "always" filters statsmodels installs at import jump ahead of this one.)
             warnings.simplefilter("ignore")
             self._fit(history.reset_index(drop=True), y)
         self.fitted_ = True

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from statsmodels.tsa.exponential_smoothing.ets import ETSModel as _StatsmodelsETS
 
 from engine.models.base import Forecast, ForecastModel, ModelError
 
@@ -19,8 +20,7 @@ TRENDS = ((None, False), ("add", True))
 
 def _ets(y: np.ndarray, trend, damped: bool, season: int):
     """`season` 1 means no seasonal component."""
-    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-    return ETSModel(pd.Series(y), error="add", trend=trend, damped_trend=damped,
+    return _StatsmodelsETS(pd.Series(y), error="add", trend=trend, damped_trend=damped,
                     seasonal="add" if season > 1 else None, seasonal_periods=season if season > 1 else None)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from statsmodels.tsa.seasonal import MSTL
 
 from engine.models.base import Forecast, ForecastModel, ModelError
 from engine.models.ets import ETSModel
@@ -27,7 +28,6 @@ class MSTLModel(ForecastModel):
         self.trend_model_ = ETSModel(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
 
     def _decompose(self) -> np.ndarray:
-        from statsmodels.tsa.seasonal import MSTL
         result = MSTL(self.y_, periods=self.periods_).fit()
         seasonal = np.asarray(result.seasonal, dtype="float64").reshape(len(self.y_), -1)
         # Each component's last cycle, repeated forward.

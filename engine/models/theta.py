@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
 
 from engine.models.base import Forecast, ForecastModel
 
@@ -19,7 +20,6 @@ class ThetaModel(ForecastModel):
         self._refit()
 
     def _refit(self) -> None:
-        from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
         # Fitting is closed-form given the data, so a restored model refits to the same state.
         self.result_ = _Theta(pd.Series(self.y_), period=self.season_,
                               deseasonalize=self.season_ > 1, method="auto").fit()
