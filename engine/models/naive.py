@@ -14,8 +14,7 @@ class SeasonalNaiveModel(ForecastModel):
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         # The longest configured season with one full cycle; plain naive (m=1) below that.
-        fitting = [s for s in self.spec.season_lengths if len(y) >= s]
-        self.season_ = max(fitting) if fitting else 1
+        self.season_ = max(self.spec.usable_seasons(len(y), cycles=1), default=1)
         self.last_ = y[-self.season_:]
         errors = y[self.season_:] - y[:-self.season_] if len(y) > self.season_ else np.diff(y)
         self.sigma_ = float(np.sqrt(np.mean(errors ** 2))) if len(errors) else 0.0

@@ -108,13 +108,11 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
     summary = _summarize(backtests, spec)
     if "ensemble" in spec.models:
         _add_ensemble(history, spec, windows, backtests, forecasts, summary)
-    ranked = sorted((s[spec.metric], i, name) for i, (name, s) in enumerate(summary.items())
-                    if s["failed_windows"] == 0)
+    ranked = _ranked(summary, spec.metric)
     if not ranked:
         errors = "; ".join(sorted({b["error"] for b in backtests if b["error"]}))
         raise ManymodelsError(f"every candidate failed its backtest: {errors}")
-    champion = ranked[0][2]
-    model = _make(champion, spec, summary).fit(history)
+    model = _make(ranked[0], spec, summary).fit(history)
     return _result(OK, model, history, future, windows, spec, notes, summary, backtests)
 
 
@@ -155,8 +153,7 @@ def _future(history: pd.DataFrame, ahead: pd.DataFrame, spec: TrainSpec) -> pd.D
     last = history["ds"].iloc[-1]
     ds = pd.date_range(last + spec.freq, periods=spec.horizon, freq=spec.freq)
     future = pd.DataFrame({"ds": ds})
-    fitting = [s for s in spec.model.season_lengths if len(history) >= s]
-    lag = max(fitting) if fitting else 1
+    lag = max(spec.model.usable_seasons(len(history), cycles=1), default=1)
     steps = np.arange(spec.horizon)
     for column in history.columns.drop(["ds", "y"]):
         known = ahead.set_index("ds")[column].reindex(ds).to_numpy(dtype="float64") if len(ahead) else np.nan
@@ -165,21 +162,26 @@ def _future(history: pd.DataFrame, ahead: pd.DataFrame, spec: TrainSpec) -> pd.D
     return future
 
 
-def _backtest(history: pd.DataFrame, spec: TrainSpec, windows: int):
+def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
+    """(window, origin row, record stub, actuals, MASE scale) of each rolling-origin window."""
     n, h = len(history), spec.horizon
     y = history["y"].to_numpy()
-    records, forecasts = [], {}
     for window in range(windows):
         origin = n - h - (windows - 1 - window) * spec.step
-        train, test = history.iloc[:origin], history.iloc[origin:origin + h]
-        scale = mase_scale(train["y"].to_numpy(), _mase_season(spec, origin))
+        stub = {"window": window, "origin": history["ds"].iloc[origin].isoformat(), "error": None}
+        yield window, origin, stub, y[origin:origin + h], mase_scale(y[:origin], _mase_season(spec, origin))
+
+
+def _backtest(history: pd.DataFrame, spec: TrainSpec, windows: int):
+    records, forecasts = [], {}
+    for window, origin, stub, actual, scale in _origins(history, spec, windows):
+        train, test = history.iloc[:origin], history.iloc[origin:origin + spec.horizon]
         for name in spec.candidates:
-            record = {"candidate": name, "window": window, "origin": history["ds"].iloc[origin].isoformat(),
-                      "error": None}
+            record = {"candidate": name, **stub}
             try:
                 forecast = make_model(name, spec.model).fit(train).forecast(test.drop(columns="y"))
                 forecasts[(name, window)] = forecast
-                record.update(window_metrics(y[origin:origin + h], forecast, scale))
+                record.update(window_metrics(actual, forecast, scale))
             except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
                 if spec.fail_fast:
                     raise
@@ -213,21 +215,21 @@ def _finite(value: float) -> float:
     return value if np.isfinite(value) else float("inf")
 
 
+def _ranked(summary: dict, metric: str, finite: bool = False) -> list[str]:
+    """Candidates without a failed window, best mean `metric` first (ties: config order)."""
+    scored = [(s[metric], i, name) for i, (name, s) in enumerate(summary.items())
+              if s["failed_windows"] == 0 and (not finite or np.isfinite(s[metric]))]
+    return [name for *_, name in sorted(scored)]
+
+
 def _add_ensemble(history, spec, windows, backtests, forecasts, summary) -> None:
-    ranked = sorted((s[spec.metric], i, name) for i, (name, s) in enumerate(summary.items())
-                    if s["failed_windows"] == 0 and np.isfinite(s[spec.metric]))
-    members = [name for *_, name in ranked[:spec.ensemble_size]]
+    members = _ranked(summary, spec.metric, finite=True)[:spec.ensemble_size]
     if len(members) < 2:
         return
-    n, h = len(history), spec.horizon
-    y = history["y"].to_numpy()
     rows = []
-    for window in range(windows):
-        origin = n - h - (windows - 1 - window) * spec.step
+    for window, _, stub, actual, scale in _origins(history, spec, windows):
         combined = EnsembleModel.combine([forecasts[(m, window)] for m in members])
-        scale = mase_scale(y[:origin], _mase_season(spec, origin))
-        rows.append({"candidate": "ensemble", "window": window, "origin": history["ds"].iloc[origin].isoformat(),
-                     "error": None, **window_metrics(y[origin:origin + h], combined, scale)})
+        rows.append({"candidate": "ensemble", **stub, **window_metrics(actual, combined, scale)})
     backtests.extend(rows)
     summary["ensemble"] = {**_mean_metrics(rows), "members": members}
 

@@ -104,6 +104,9 @@ def test_gaps_outliers_and_a_missing_regressor_are_handled_per_entity():
     no_temp = result(no_temperature, spec)
     assert no_temp["status"] == "ok" and "'temperature' has no values for this entity" in no_temp["notes"]
     assert json.loads(no_temp["params"]).get("exogenous", []) == [] or no_temp["champion"] != "arima"
+    # The regressor-using candidate itself, forced to win, fits without the empty column.
+    arima_only = result(no_temperature, spec_for(["arima"]))
+    assert arima_only["champion"] == "arima" and json.loads(arima_only["params"])["exogenous"] == []
 
 
 def test_a_failing_candidate_is_recorded_and_the_others_still_compete(monkeypatch):
