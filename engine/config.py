@@ -6,6 +6,7 @@ the file without reading code. Workers receive these objects; they never read fi
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +54,38 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
+    """Tracking (parent run + a child run per entity) and the registry gate."""
+
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "manymodels-nightly"
     registered_model: str = "manymodels-router"
+    child_runs: bool = True
+    log_workers: int = 0
+    promotion_tolerance: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(bool(self.tracking_uri.strip()), "mlflow.tracking_uri", "must not be empty")
+        _check(bool(self.experiment.strip()), "mlflow.experiment", "must not be empty")
+        _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model)), "mlflow.registered_model",
+               f"must be letters, digits, '.', '_' or '-' (it becomes part of models:/ URIs), "
+               f"got {self.registered_model!r}")
+        _check(self.log_workers >= 0, "mlflow.log_workers", "must be >= 0 (0: one per CPU core)")
+        _check(self.promotion_tolerance >= 0, "mlflow.promotion_tolerance",
+               "must be >= 0 (a fraction: 0.02 lets a challenger be up to 2% worse than the champion)")
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """The routing model that serves every entity's champion (engine.routing)."""
+
+    shard_size: int = 256
+    cache_size: int = 1024
+    max_steps: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.shard_size >= 1, "routing.shard_size", "must be >= 1 (entities per shard file)")
+        _check(self.cache_size >= 1, "routing.cache_size", "must be >= 1 (models kept in memory per process)")
+        _check(self.max_steps >= 0, "routing.max_steps", "must be >= 0 (0: four times the horizon)")
 
 
 @dataclass(frozen=True)
@@ -179,6 +209,7 @@ class Config:
     max_failure_rate: float = 0.05
     training: TrainingConfig = field(default_factory=TrainingConfig)
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")

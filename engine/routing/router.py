@@ -1,0 +1,160 @@
+"""Route forecast requests to each entity's champion: validate, load lazily, forecast.
+
+A request is a frame of rows ``entity_id, ds`` (future timestamps on the series grid) plus
+the exogenous columns the entity's model was fitted with. Each entity is forecast once, from
+its training end up to its latest requested ``ds``; the requested rows are returned in request
+order with the columns of gold.forecasts. Exogenous values are needed only on the requested
+rows: the models' forecast at a step depends on that step's regressors alone, so steps that
+were not asked for are filled from the nearest requested one.
+
+Every problem with a request raises `RequestError` naming the entity or column at fault;
+the pyfunc turns it into an HTTP 400.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.errors import ManymodelsError
+from engine.models import ForecastModel, load_model
+from engine.routing.bundle import Bundle
+
+REQUIRED = ("entity_id", "ds")
+
+
+class RequestError(ManymodelsError):
+    """The request cannot be answered as sent; the message says what to change."""
+
+
+def output_columns(levels: tuple[int, ...]) -> list[str]:
+    bands = [f"yhat_{side}_{lvl}" for lvl in sorted(levels) for side in ("lower", "upper")]
+    return ["entity_id", "ds", "yhat", "yhat_lower", "yhat_upper", *bands, "model", "status", "run_id",
+            "forecast_origin"]
+
+
+class ModelCache:
+    """Restored models, least recently used dropped first; safe across server threads."""
+
+    def __init__(self, bundle: Bundle, size: int):
+        self.bundle, self.size = bundle, size
+        self._models: OrderedDict[str, ForecastModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, entity: str) -> ForecastModel:
+        with self._lock:
+            model = self._models.get(entity)
+            if model is not None:
+                self._models.move_to_end(entity)
+                return model
+            model = load_model(self.bundle.model_bytes(entity))
+            self._models[entity] = model
+            if len(self._models) > self.size:
+                self._models.popitem(last=False)
+            return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+class Router:
+    def __init__(self, folder: str | Path, cache_size: int = 1024):
+        self.bundle = Bundle(folder)
+        self.meta = self.bundle.meta
+        self.step = pd.tseries.frequencies.to_offset(self.meta.freq)
+        self.step_ns = pd.Timedelta(self.step).value
+        self.cache = ModelCache(self.bundle, cache_size)
+        self.columns = output_columns(self.meta.levels)
+
+    def predict(self, request: pd.DataFrame) -> pd.DataFrame:
+        request = self._validated(request)
+        parts = [self._forecast_entity(entity, rows) for entity, rows in request.groupby("entity_id", sort=False)]
+        out = pd.concat(parts).sort_index() if parts else pd.DataFrame(columns=self.columns)
+        return out[self.columns].reset_index(drop=True)
+
+    def _validated(self, request: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(request, pd.DataFrame):
+            raise RequestError(f"send a table of rows with columns {', '.join(REQUIRED)} (got {type(request).__name__})")
+        missing = [c for c in REQUIRED if c not in request.columns]
+        if missing:
+            raise RequestError(f"request lacks column(s) {missing}; every row needs entity_id and ds")
+        if request.empty:
+            raise RequestError("request has no rows")
+        request = request.reset_index(drop=True).copy()
+        if request["entity_id"].isna().any():
+            raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(request['entity_id'].isna())}")
+        request["entity_id"] = request["entity_id"].astype(str)
+        request["ds"] = _timestamps(request["ds"])
+        unknown = sorted(set(request["entity_id"]) - set(self.bundle.index))
+        if unknown:
+            raise RequestError(f"unknown entity {_listing(unknown)}: the routing model (run {self.meta.run_id}) "
+                               f"has {self.meta.entities} entities, e.g. {self.bundle.first_entity()!r}")
+        for column in self.meta.exogenous:
+            if column in request.columns:
+                request[column] = _numbers(request[column], column)
+        return request
+
+    def _forecast_entity(self, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
+        entry = self.bundle.index[entity]
+        offsets = (rows["ds"] - entry.origin).to_numpy().astype("timedelta64[ns]").astype("int64")
+        steps, remainder = np.divmod(offsets, self.step_ns)
+        if (steps < 1).any():
+            first = rows["ds"][steps < 1].min()
+            raise RequestError(f"entity {entity!r}: ds {first.isoformat()} is not after the training end "
+                               f"{entry.origin.isoformat()}; ask for timestamps after it")
+        if remainder.any():
+            odd = rows["ds"][remainder != 0].iloc[0]
+            raise RequestError(f"entity {entity!r}: ds {odd.isoformat()} is off the series grid (every "
+                               f"{self.meta.freq} from {entry.origin.isoformat()})")
+        horizon = int(steps.max())
+        if horizon > self.meta.max_steps:
+            raise RequestError(f"entity {entity!r}: ds {rows['ds'].max().isoformat()} is {horizon} steps after the "
+                               f"training end; this model answers up to {self.meta.max_steps} steps "
+                               "(routing.max_steps)")
+        future = pd.DataFrame({"ds": entry.origin + self.step * np.arange(1, horizon + 1)})
+        for column in entry.exogenous:
+            if column not in rows.columns or rows[column].isna().any():
+                raise RequestError(f"entity {entity!r}: column {column!r} is required (the {entry.champion} model "
+                                   "was fitted with it) and must have a value on every row")
+            values = pd.Series(np.nan, index=range(horizon))
+            values[steps - 1] = rows[column].to_numpy()
+            future[column] = values.ffill().bfill().to_numpy()
+        forecast = self.cache.get(entity).forecast(future).to_frame(future["ds"]).iloc[steps - 1]
+        widest = max(self.meta.levels)
+        forecast.index = rows.index
+        return forecast.assign(entity_id=entity, ds=rows["ds"], yhat_lower=forecast[f"yhat_lower_{widest}"],
+                               yhat_upper=forecast[f"yhat_upper_{widest}"], model=entry.champion,
+                               status=entry.status, run_id=self.meta.run_id, forecast_origin=entry.origin)
+
+
+def _timestamps(values: pd.Series) -> pd.Series:
+    """UTC timestamps from datetimes or ISO strings; naive values are taken as UTC."""
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise RequestError(f"column 'ds' must hold timestamps such as '2008-07-01T00:00:00Z' ({exc})") from None
+    if parsed.isna().any():
+        raise RequestError(f"column 'ds' is empty in row(s) {_rows(parsed.isna())}")
+    return parsed.dt.as_unit("ns")
+
+
+def _numbers(values: pd.Series, column: str) -> pd.Series:
+    converted = pd.to_numeric(values, errors="coerce")
+    bad = converted.isna() & values.notna()
+    if bad.any():
+        raise RequestError(f"column {column!r} must be numeric; row {int(np.flatnonzero(bad)[0])} holds "
+                           f"{values[bad].iloc[0]!r}")
+    return converted.astype("float64")
+
+
+def _rows(mask: pd.Series) -> str:
+    rows = np.flatnonzero(mask.to_numpy())
+    return ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+
+
+def _listing(values: list[str]) -> str:
+    shown = ", ".join(repr(v) for v in values[:5])
+    return shown + (f" and {len(values) - 5} more" if len(values) > 5 else "")

@@ -1,0 +1,179 @@
+"""After training: the parent run, a child run per entity, the routing model and the gate.
+
+Reads the run's rows back from gold.models (the published record, not the in-memory
+results), so a run can be (re)published from the lake alone: `publish(config, run_id)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+import engine
+from engine.config import Config
+from engine.errors import ConfigError
+from engine.lake import GOLD_SERIES, DeltaRsLake
+from engine.routing.bundle import write_bundle
+from engine.routing.pyfunc import log_routing_model
+from engine.tracking.children import child_runs, log_child_runs
+from engine.tracking.registry import GateDecision, gate
+from engine.tracking.store import experiment_id, prepared_uri
+from engine.training.entity import FAILED, OK
+from engine.training.tables import MODELS
+
+MAX_PARAMS = 100   # MLflow's per-request limit for log_batch
+
+
+@dataclass
+class PublishReport:
+    parent_run_id: str
+    experiment_id: str
+    children: int
+    model_uri: str
+    version: str
+    decision: GateDecision
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def children_per_second(self) -> float:
+        return self.children / max(self.seconds.get("children", 0.0), 1e-9)
+
+
+def aggregate_metric(models: pd.DataFrame, metric: str) -> float:
+    """Mean backtest `metric` of each entity's champion, over entities trained normally."""
+    values = []
+    for row in models[models["status"] == OK].itertuples():
+        value = json.loads(row.metrics or "{}").get(row.champion, {}).get(metric)
+        if value is not None and np.isfinite(value):
+            values.append(value)
+    return float(np.mean(values)) if values else float("inf")
+
+
+def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float]] = None,
+            backend: Optional[str] = None, progress: Optional[Callable[[int], Callable[[int], None]]] = None
+            ) -> PublishReport:
+    """Log run `run_id` of gold.models to MLflow and register its routing model."""
+    timings, started = {}, time.perf_counter()
+    lake = DeltaRsLake(config.lake.root)
+    if not lake.exists(MODELS):
+        raise ConfigError(f"no gold/models table under {config.lake.root}: run `manymodels train` first")
+    models = lake.read(MODELS, filters=[("run_id", "=", run_id)]).sort_values("entity_id", ignore_index=True)
+    if models.empty:
+        raise ConfigError(f"run {run_id} has no rows in gold/models")
+    uri = prepared_uri(config.mlflow.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = experiment_id(client, config.mlflow.experiment)
+    metric = config.backtest.metric
+    aggregate = aggregate_metric(models, metric)
+
+    parent = client.create_run(experiment, tags=_parent_tags(config, models, run_id, backend),
+                               run_name=f"{config.name}-{run_id[:8]}").info.run_id
+    try:
+        _log_parent(client, parent, config, models, aggregate, train_seconds or {})
+        timings["parent"] = time.perf_counter() - started
+
+        t0 = time.perf_counter()
+        tick = progress(len(models)) if progress else None
+        runs = child_runs(models, parent, run_id)
+        log_child_runs(uri, experiment, runs, config.mlflow.log_workers, tick)
+        timings["children"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="manymodels-bundle-") as folder:
+            write_bundle(models, folder, run_id=run_id, freq=config.series.freq, levels=tuple(config.training.levels),
+                         horizon=config.horizon, max_steps=config.routing.max_steps,
+                         shard_size=config.routing.shard_size)
+            with mlflow.start_run(run_id=parent):
+                info = log_routing_model(folder, config.routing.cache_size,
+                                         registered_model_name=config.mlflow.registered_model)
+        version = str(info.registered_model_version)
+        timings["register"] = time.perf_counter() - t0
+
+        decision = gate(client, config.mlflow.registered_model, version, metric, aggregate,
+                        config.mlflow.promotion_tolerance)
+        _log_decision(client, parent, decision, children=len(runs), seconds=timings)
+        client.set_terminated(parent, RunStatus.to_string(RunStatus.FINISHED))
+    except BaseException:
+        client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    timings["total"] = time.perf_counter() - started
+    return PublishReport(parent, experiment, len(runs), f"models:/{config.mlflow.registered_model}/{version}",
+                         version, decision, timings)
+
+
+def _parent_tags(config: Config, models: pd.DataFrame, run_id: str, backend: Optional[str]) -> dict[str, str]:
+    tags = {"manymodels.run_id": run_id, "manymodels.version": engine.__version__,
+            "manymodels.gold_table": DeltaRsLake(config.lake.root).path(GOLD_SERIES),
+            "manymodels.gold_version": str(int(models["gold_version"].iloc[0])),
+            "manymodels.backend": backend or config.backend, "manymodels.config_name": config.name}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(engine.__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.DataFrame, aggregate: float,
+                train_seconds: dict[str, float]) -> None:
+    now = int(time.time() * 1000)
+    params = [Param(k, v[:6000]) for k, v in _flat_config(dataclasses.asdict(config)).items()]
+    statuses = models["status"].value_counts()
+    figures = {"entities": len(models), **{f"status.{s}": int(n) for s, n in statuses.items()},
+               **{f"champions.{c}": int(n) for c, n in models["champion"].dropna().value_counts().items()},
+               f"aggregate.{config.backtest.metric}": aggregate,
+               "fit_seconds.total": float(models["fit_seconds"].sum()),
+               **{f"seconds.{k}": float(v) for k, v in train_seconds.items()}}
+    for i in range(0, len(params), MAX_PARAMS):
+        client.log_batch(parent, params=params[i:i + MAX_PARAMS])
+    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
+    summary = models[["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt"]]
+    client.log_table(parent, data=summary, artifact_file="entities.json")
+    client.log_table(parent, data=summary[summary["status"] == FAILED], artifact_file="failures.json")
+    client.log_dict(parent, dataclasses.asdict(config), "config.json")
+
+
+def _log_decision(client: MlflowClient, parent: str, decision: GateDecision, children: int,
+                  seconds: dict[str, float]) -> None:
+    now = int(time.time() * 1000)
+    metrics = {"gate.challenger": decision.challenger_value, "gate.promoted": float(decision.promoted),
+               "mlflow.child_runs": float(children),
+               "mlflow.child_runs_per_second": children / max(seconds.get("children", 0.0), 1e-9),
+               **{f"seconds.publish_{k}": v for k, v in seconds.items()}}
+    if decision.champion_value is not None:
+        metrics["gate.champion"] = decision.champion_value
+    tags = [RunTag("gate.decision", "promoted" if decision.promoted else "rejected"),
+            RunTag("gate.reason", decision.reason), RunTag("gate.version", str(decision.version)),
+            RunTag("gate.champion_version", str(decision.champion_version or "none"))]
+    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                     params=[Param("gate.tolerance", str(decision.tolerance)), Param("gate.metric", decision.metric)],
+                     tags=tags)
+
+
+def _flat_config(data: dict, prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value) if not isinstance(value, str) else value
+    return flat
