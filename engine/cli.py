@@ -40,6 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the latest)")
     train.add_argument("--run-id", metavar="ID", help="reuse a run id: its rows in the output tables are replaced")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    train.add_argument("--no-mlflow", action="store_true", help="skip MLflow: no parent/child runs, no new "
+                       "routing model version (the Delta tables are still written)")
+
+    score = sub.add_parser("score", help="batch-score entities through the registered routing model into "
+                           "gold.forecasts", description="Forecast every entity (or --entity ...) of the routing "
+                           "model: the horizon after each entity's training end, through the registered model "
+                           "on Spark (one model load per executor), MERGEd into gold.forecasts.")
+    _config_arg(score)
+    score.add_argument("--model-uri", metavar="URI", help="model to score with (default: "
+                       "models:/<mlflow.registered_model>@champion)")
+    score.add_argument("--entity", nargs="+", metavar="ID", help="score only these entities")
+
+    serve = sub.add_parser("serve", help="serve the champion routing model over REST (MLflow scoring server)",
+                           description="Serve the registered routing model with MLflow's scoring server: POST "
+                           "rows of entity_id, ds (+ exogenous) to /invocations; GET /ping for health. Runs until "
+                           "stopped (Ctrl-C).")
+    serve.add_argument("--config", required=True, metavar="PATH", help="job config YAML (see configs/nightly.yaml)")
+    serve.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
+    serve.add_argument("--model-uri", metavar="URI", help="model to serve (default: "
+                       "models:/<mlflow.registered_model>@champion)")
+    serve.add_argument("--workers", type=int, default=1, help="server processes (default 1; each keeps its own "
+                       "model cache)")
 
     nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
                              description="Run the nightly job. Stages so far: ingest (bronze/silver/gold), then "
@@ -55,6 +78,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config)
         if args.command == "train":
             return _run_train(config, args)
+        if args.command == "score":
+            return _run_score(config, args)
+        if args.command == "serve":
+            return _run_serve(config, args)
         if args.command == "nightly":
             args.run_id = uuid.uuid4().hex   # one id for every stage of this night's run
             report, code = _run_ingest(config, args, title="nightly")
@@ -113,7 +140,63 @@ def _run_train(config, args, gold_version=None) -> int:
         for b in bar:
             b.close()
     print(training_summary(report))
+    if not getattr(args, "no_mlflow", False):
+        _run_publish(config, report, args)
     return 0
+
+
+def _run_publish(config, report, args) -> None:
+    from tqdm import tqdm
+
+    from engine.tracking.publish import publish
+
+    bars = []
+
+    def progress(total: int):
+        bars.append(tqdm(total=total, unit="run", desc="mlflow child runs",
+                         disable=getattr(args, "no_progress", False)))
+        return bars[0].update
+
+    try:
+        result = publish(config, report.run_id, train_seconds=report.seconds, backend=report.backend,
+                         progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"mlflow: parent run {result.parent_run_id} in experiment '{config.mlflow.experiment}' "
+          f"({config.mlflow.tracking_uri}), {result.children} child runs in {result.seconds['children']:.1f}s "
+          f"({result.children_per_second:.0f}/s)")
+    print(f"registry: {config.mlflow.registered_model} {result.decision.describe()}")
+
+
+def _run_score(config, args) -> int:
+    from engine.scoring.batch import score
+
+    backend = args.backend or config.backend
+    report = score(config, model_uri=args.model_uri, entities=args.entity, backend=backend)
+    print(f"scored {report.entities} entities with {report.model_uri} (training run {report.run_id}): "
+          f"{report.rows} forecast rows MERGEd into gold/forecasts, "
+          + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
+    return 0
+
+
+def _run_serve(config, args) -> int:
+    """Replace this process with MLflow's scoring server (signals and exit codes are its own)."""
+    from engine.scoring.batch import champion_uri, check_model
+    from engine.tracking.store import prepared_uri
+
+    model_uri = args.model_uri or champion_uri(config)
+    check_model(config, model_uri)
+    # MLflow starts `uvicorn` by name: put this interpreter's scripts folder first on PATH.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = dict(os.environ, MLFLOW_TRACKING_URI=prepared_uri(config.mlflow.tracking_uri), PATH=path)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", model_uri, "--host", args.host,
+               "--port", str(args.port), "--env-manager", "local", "--workers", str(args.workers)]
+    print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (health: /ping); Ctrl-C stops",
+          flush=True)
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)
+    return 0   # not reached
 
 
 def training_summary(report) -> str:

@@ -80,15 +80,23 @@ class DeltaRsLake:
                     run_id: str) -> int:
         """Upsert one run's rows by `keys` and drop that run's rows missing from `frame`, in one
         MERGE commit; other runs' rows are untouched. Returns rows in `frame`."""
+        return self.upsert(table, frame, schema, keys, delete_scope=_run_scope(run_id))
+
+    def upsert(self, table: str, frame: pd.DataFrame, schema: pa.Schema, keys: Sequence[str],
+               delete_scope: Optional[str] = None) -> int:
+        """MERGE `frame` by `keys` (update or insert) in one commit; with `delete_scope`, target
+        rows in that scope that `frame` lacks are deleted in the same commit. Returns rows in `frame`."""
         from deltalake import DeltaTable, write_deltalake
         data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         if not self.exists(table):
             write_deltalake(self.path(table), data, mode="append")
             return data.num_rows
-        (DeltaTable(self.path(table))
-         .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", streamed_exec=False)
-         .when_matched_update_all().when_not_matched_insert_all()
-         .when_not_matched_by_source_delete(predicate=_run_scope(run_id)).execute())
+        merge = (DeltaTable(self.path(table))
+                 .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", streamed_exec=False)
+                 .when_matched_update_all().when_not_matched_insert_all())
+        if delete_scope:
+            merge = merge.when_not_matched_by_source_delete(predicate=delete_scope)
+        merge.execute()
         return data.num_rows
 
     def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
@@ -138,14 +146,21 @@ class SparkLake:
     def replace_run(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
                     run_id: str) -> int:
         """As `DeltaRsLake.replace_run`, with delta-spark."""
+        return self.upsert(table, frame, schema, keys, delete_scope=_run_scope(run_id))
+
+    def upsert(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
+               delete_scope: Optional[str] = None) -> int:
+        """As `DeltaRsLake.upsert`, with delta-spark."""
         from delta.tables import DeltaTable
         frame = frame.select(*schema.names)
         if not self.exists(table):
             frame.write.format("delta").mode("append").save(self.path(table))
         else:
-            (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
-             .merge(frame.alias("s"), _key_predicate(keys)).whenMatchedUpdateAll().whenNotMatchedInsertAll()
-             .whenNotMatchedBySourceDelete(condition=_run_scope(run_id)).execute())
+            merge = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
+                     .merge(frame.alias("s"), _key_predicate(keys)).whenMatchedUpdateAll().whenNotMatchedInsertAll())
+            if delete_scope:
+                merge = merge.whenNotMatchedBySourceDelete(condition=delete_scope)
+            merge.execute()
         return frame.count()
 
     def overwrite(self, table: str, frame: "SparkFrame", schema: pa.Schema,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Optional
 
 from mlflow.tracking import MlflowClient
 
@@ -23,10 +24,18 @@ def prepared_uri(uri: str) -> str:
     return uri
 
 
+def artifact_location(uri: str) -> Optional[str]:
+    """Artifacts of a sqlite store go beside the database file (not into the working folder);
+    a tracking server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
         return found.experiment_id
-    return client.create_experiment(name)
+    return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))

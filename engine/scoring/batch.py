@@ -1,0 +1,169 @@
+"""Batch scoring: every (or selected) entity through the registered routing model, MERGEd
+into gold.forecasts.
+
+The request for an entity is what training forecast: the `horizon` steps after the entity's
+training end, with exogenous values from gold rows there (an ingested weather forecast) or by
+persistence, built by the same `prepare` the trainer uses. On Spark the model folder is shipped
+with `addFile` and each Python worker loads it once (`_cached_model`), then scores its groups.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from engine.config import Config
+from engine.errors import ConfigError
+from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake
+from engine.routing.bundle import Bundle
+from engine.routing.pyfunc import ARTIFACT
+from engine.training.entity import TrainSpec, prepare
+from engine.training.tables import FORECASTS, KEYS, RunContext
+
+_MODELS: dict[str, object] = {}
+
+
+@dataclass
+class ScoreReport:
+    model_uri: str
+    run_id: str
+    entities: int
+    rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def champion_uri(config: Config) -> str:
+    return f"models:/{config.mlflow.registered_model}@champion"
+
+
+def check_model(config: Config, model_uri: str) -> None:
+    """Fail with one clear line when `model_uri` resolves to nothing in the registry."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from engine.tracking.store import prepared_uri
+    if not model_uri.startswith("models:/"):
+        return
+    client = MlflowClient(prepared_uri(config.mlflow.tracking_uri))
+    name, _, ref = model_uri[len("models:/"):].partition("@")
+    try:
+        if ref:
+            client.get_model_version_by_alias(name, ref)
+        else:
+            client.get_registered_model(name.split("/")[0])
+    except MlflowException as exc:
+        raise ConfigError(f"no model {model_uri} in {config.mlflow.tracking_uri}: {exc.message.splitlines()[0]} "
+                          "(train first with `manymodels train`, or pass --model-uri)") from None
+
+
+def download_model(config: Config, model_uri: str, folder: str) -> str:
+    """The model's local folder; a clear error when the URI names nothing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from engine.tracking.store import prepared_uri
+    mlflow.set_tracking_uri(prepared_uri(config.mlflow.tracking_uri))
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder)
+    except MlflowException as exc:
+        raise ConfigError(f"cannot load {model_uri} from {config.mlflow.tracking_uri}: {exc.message.splitlines()[0]}"
+                          " (train first with `manymodels train`, or pass --model-uri)") from None
+
+
+def bundle_folder(model_folder: str) -> Path:
+    """Where a downloaded routing model keeps its bundle (as recorded in its MLmodel file)."""
+    from mlflow.models import Model
+    flavor = Model.load(model_folder).flavors.get("python_function", {})
+    artifact = flavor.get("artifacts", {}).get(ARTIFACT)
+    if artifact is None:
+        raise ConfigError(f"{model_folder} is not a manymodels routing model (no '{ARTIFACT}' artifact)")
+    return Path(model_folder) / artifact["path"]
+
+
+def scoring_request(rows: pd.DataFrame, origin: pd.Timestamp, spec: TrainSpec) -> pd.DataFrame:
+    """Routing-model rows for one entity: the horizon after `origin`, as training saw it (later
+    observations are hidden so the split, the history length and the exogenous fill match)."""
+    rows = rows.assign(ds=pd.to_datetime(rows["ds"], utc=True))   # Spark hands naive UTC timestamps
+    rows.loc[rows["ds"] > origin, "y"] = np.nan
+    _, future, _ = prepare(rows, spec)
+    # MLflow's signature check takes naive datetimes only; the router reads them as UTC.
+    ds = pd.to_datetime(future["ds"], utc=True).dt.tz_localize(None)
+    return future.assign(entity_id=str(rows["entity_id"].iloc[0]), ds=ds)
+
+
+def score_frame(rows: pd.DataFrame, model_path: str, origins: dict[str, pd.Timestamp], spec: TrainSpec,
+                columns: list[str]) -> pd.DataFrame:
+    """Score the entities in `rows` (gold rows) with the routing model at `model_path`."""
+    requests = [scoring_request(group, origins[entity], spec) for entity, group in rows.groupby("entity_id")]
+    if not requests:
+        return pd.DataFrame(columns=columns)
+    return _cached_model(model_path).predict(pd.concat(requests, ignore_index=True))[columns]
+
+
+def _cached_model(path: str):
+    """One load per Python worker process: Spark reuses workers across tasks."""
+    model = _MODELS.get(path)
+    if model is None:
+        import mlflow
+        model = _MODELS.setdefault(path, mlflow.pyfunc.load_model(path))
+    return model
+
+
+def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Sequence[str]] = None,
+          backend: Optional[str] = None, spark=None) -> ScoreReport:
+    backend = backend or config.backend
+    model_uri = model_uri or champion_uri(config)
+    timings, started = {}, time.perf_counter()
+    spec = TrainSpec.from_config(config)
+    with tempfile.TemporaryDirectory(prefix="manymodels-score-") as tmp:
+        local = download_model(config, model_uri, tmp)
+        bundle = Bundle(bundle_folder(local))
+        wanted = sorted(bundle.index) if not entities else sorted(set(entities))
+        unknown = [e for e in wanted if e not in bundle]
+        if unknown:
+            raise ConfigError(f"entity {', '.join(map(repr, unknown[:10]))} not in {model_uri} "
+                              f"({bundle.meta.entities} entities, e.g. {bundle.first_entity()!r})")
+        origins = {e: bundle.index[e].origin for e in wanted}
+        context = RunContext(bundle.meta.run_id, 0, bundle.meta.levels, pd.Timestamp.now(tz="UTC"))
+        schema = context.schema(FORECASTS)
+        timings["load"] = time.perf_counter() - started
+        t0 = time.perf_counter()
+        if backend == "spark":
+            rows = _score_spark(config, spark, local, origins, spec, schema)
+        else:
+            lake = DeltaRsLake(config.lake.root)
+            gold = lake.read(GOLD_SERIES, filters=[("entity_id", "in", wanted)])
+            rows = lake.upsert(FORECASTS, score_frame(gold, local, origins, spec, schema.names), schema,
+                               KEYS[FORECASTS])
+        timings["score_and_merge"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    return ScoreReport(model_uri, bundle.meta.run_id, len(wanted), rows, timings)
+
+
+def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSpec, schema) -> int:
+    from pyspark import SparkFiles
+    from pyspark.sql import functions as F
+
+    from engine.medallion.schemas import spark_ddl
+    from engine.spark import get_spark
+
+    spark = spark or get_spark(config.spark)
+    lake = SparkLake(spark, config.lake.root)
+    name = Path(local).name
+    spark.sparkContext.addFile(local, recursive=True)
+    columns = schema.names
+
+    def score_group(rows: pd.DataFrame) -> pd.DataFrame:
+        return score_frame(rows, SparkFiles.get(name), origins, spec, columns)
+
+    gold = lake.read(GOLD_SERIES).filter(F.col("entity_id").isin(list(origins)))
+    scored = gold.groupBy("entity_id").applyInPandas(score_group, spark_ddl(schema)).persist()
+    try:
+        return lake.upsert(FORECASTS, scored, schema, KEYS[FORECASTS])
+    finally:
+        scored.unpersist()
