@@ -11,6 +11,7 @@ from engine.config import Config, parse_config
 def make_config(lake: Path, **overrides) -> Config:
     """A small valid config on `lake`; keyword overrides replace top-level keys."""
     data = {"name": "test", "lake": {"root": str(lake)},
+            "mlflow": {"tracking_uri": f"sqlite:///{Path(lake).parent / 'mlflow.db'}", "experiment": "test"},
             "spark": {"master": "local[2]", "ui": False, "shuffle_partitions": 2},
             "source": {"kind": "synthetic", "exogenous": ["temperature"],
                        "synthetic": {"entities": 4, "periods": 24 * 28, "seed": 7}},

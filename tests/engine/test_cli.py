@@ -28,7 +28,7 @@ def write_config(tmp_path, **source) -> str:
 def test_help_on_every_command():
     top = manymodels("--help")
     assert top.returncode == 0 and "ingest" in top.stdout and "nightly" in top.stdout
-    for command in ("ingest", "train", "nightly"):
+    for command in ("ingest", "train", "nightly", "score", "serve"):
         out = manymodels(command, "--help")
         assert out.returncode == 0 and "--config" in out.stdout
 
@@ -64,6 +64,7 @@ def test_nightly_ingests_then_trains_on_the_new_gold_version(tmp_path):
     path = tmp_path / "nightly.yaml"
     path.write_text(yaml.safe_dump({
         "name": "nightly-cli", "lake": {"root": str(tmp_path / "lake")}, "backend": "local",
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
         "source": {"kind": "synthetic", "exogenous": ["temperature"],
                    "synthetic": {"entities": 3, "periods": 24 * 21, "seed": 4}},
         "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24,

@@ -103,6 +103,8 @@ def test_train_command_prints_a_summary(lake_config, tmp_path):
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump({
         "name": "cli-train", "lake": {"root": str(lake_config.lake.root)}, "backend": "local",
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "cli",
+                   "registered_model": "cli-router"},
         "source": SETTINGS["source"], "series": {"freq": "h", "season_lengths": [24, 168]},
         **{k: v for k, v in SETTINGS.items() if k != "source"}}))
     out = subprocess.run([sys.executable, "-m", "engine", "train", "--config", str(path), "--no-progress"],
@@ -110,6 +112,7 @@ def test_train_command_prints_a_summary(lake_config, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "entities: 5 (ok 5)" in out.stdout and "champions: " in out.stdout and "entities/s" in out.stdout
     assert "Traceback" not in out.stderr
+    assert "5 child runs" in out.stdout and "registry: cli-router version 1 promoted to champion" in out.stdout
     help_text = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], capture_output=True, text=True)
     assert help_text.returncode == 0 and "--gold-version" in help_text.stdout
 

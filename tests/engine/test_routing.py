@@ -1,0 +1,123 @@
+"""The routing bundle and router: shards, lazy loading, bounded cache, request validation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.models import make_model
+from engine.routing.bundle import Bundle, write_bundle
+from engine.routing.router import RequestError, Router
+from tests.engine.test_models import SPEC, hourly
+
+HORIZON = 24
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Five entities: ARIMA with temperature for 'a', seasonal naive (no regressors) for the rest."""
+    histories, rows = {}, []
+    for i, entity in enumerate("abcde"):
+        history = hourly(24 * 14, seed=i)
+        model = make_model("arima" if entity == "a" else "seasonal_naive", SPEC).fit(history)
+        histories[entity] = (history, model)
+        rows.append({"entity_id": entity, "champion": model.name, "status": "ok",
+                     "forecast_origin": history["ds"].iloc[-1], "model": model.to_bytes()})
+    rows.append({"entity_id": "no-model", "champion": None, "status": "failed", "forecast_origin": None,
+                 "model": None})
+    folder = tmp_path_factory.mktemp("bundle")
+    meta = write_bundle(pd.DataFrame(rows), folder, run_id="run1", freq="h", levels=(80, 95), horizon=HORIZON,
+                        max_steps=0, shard_size=2)
+    return folder, meta, histories
+
+
+def request(entity: str, origin: pd.Timestamp, steps, temperature: float | None = 60.0) -> pd.DataFrame:
+    ds = [origin + pd.Timedelta(hours=int(s)) for s in steps]
+    frame = pd.DataFrame({"entity_id": entity, "ds": ds})
+    if temperature is not None:
+        frame["temperature"] = temperature
+    return frame
+
+
+def test_bundle_shards_entities_and_indexes_them(fitted):
+    folder, meta, _ = fitted
+    assert (meta.entities, meta.shards, meta.exogenous, meta.max_steps) == (5, 3, ("temperature",), 4 * HORIZON)
+    assert sorted(p.name for p in (folder / "shards").iterdir()) == ["00000.arrow", "00001.arrow", "00002.arrow"]
+    bundle = Bundle(folder)
+    assert bundle.entities() == list("abcde") and "no-model" not in bundle
+    assert bundle.index["a"].exogenous == ("temperature",) and bundle.index["b"].exogenous == ()
+
+
+def test_router_answers_what_the_model_forecasts_in_request_order(fitted):
+    folder, _, histories = fitted
+    router = Router(folder)
+    history, model = histories["a"]
+    origin = history["ds"].iloc[-1]
+    future = pd.DataFrame({"ds": origin + pd.Timedelta(hours=1) * np.arange(1, HORIZON + 1),
+                           "temperature": np.linspace(50, 70, HORIZON)})
+    expected = model.forecast(future).to_frame(future["ds"])
+    # Ask for every other step, in reverse order, mixed with another entity.
+    steps = np.arange(HORIZON, 0, -2)
+    wanted = pd.DataFrame({"entity_id": "a", "ds": future["ds"].iloc[steps - 1].to_numpy(),
+                           "temperature": future["temperature"].iloc[steps - 1].to_numpy()})
+    mixed = pd.concat([wanted.iloc[:3], request("b", histories["b"][0]["ds"].iloc[-1], [1, 2], None),
+                       wanted.iloc[3:]], ignore_index=True)
+    out = router.predict(mixed)
+    assert list(out["entity_id"]) == list(mixed["entity_id"]) and (out["ds"] == mixed["ds"]).all()
+    got = out[out["entity_id"] == "a"].reset_index(drop=True)
+    np.testing.assert_allclose(got["yhat"], expected["yhat"].iloc[steps - 1], rtol=1e-9)
+    np.testing.assert_allclose(got["yhat_upper"], expected["yhat_upper_95"].iloc[steps - 1], rtol=1e-9)
+    assert set(out["model"]) == {"arima", "seasonal_naive"} and set(out["run_id"]) == {"run1"}
+    assert (out["forecast_origin"][out["entity_id"] == "a"] == origin).all()
+
+
+def test_shards_load_lazily_and_the_model_cache_is_bounded(fitted):
+    folder, _, histories = fitted
+    router = Router(folder, cache_size=2)
+    assert router.bundle.loaded_shards() == 0 and len(router.cache) == 0
+    for entity in "bcd":
+        router.predict(request(entity, histories[entity][0]["ds"].iloc[-1], [1]))
+    assert router.bundle.loaded_shards() == 2   # b is in shard 0, c and d in shard 1
+    assert len(router.cache) == 2
+
+
+def test_naive_timestamps_and_iso_strings_are_read_as_utc(fitted):
+    folder, _, histories = fitted
+    origin = histories["b"][0]["ds"].iloc[-1]
+    router = Router(folder)
+    aware = router.predict(request("b", origin, [1, 2]))
+    naive = router.predict(request("b", origin.tz_localize(None), [1, 2]))
+    text = router.predict(request("b", origin, [1, 2]).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%dT%H:%M")))
+    assert aware.equals(naive) and aware.equals(text)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing ds", "lacks column(s) ['ds']"),
+    ("unknown entity", "unknown entity 'zz'"),
+    ("before training end", "entity 'b': ds"),
+    ("off grid", "is off the series grid"),
+    ("too far", "answers up to 96 steps"),
+    ("missing regressor", "entity 'a': column 'temperature' is required"),
+    ("text regressor", "column 'temperature' must be numeric; row 0 holds 'hot'"),
+    ("bad timestamp", "column 'ds' must hold timestamps"),
+    ("no rows", "request has no rows"),
+    ("empty entity", "column 'entity_id' is empty in row(s) 0"),
+])
+def test_bad_requests_name_the_entity_or_column(fitted, case, message):
+    folder, _, histories = fitted
+    origin = {e: h[0]["ds"].iloc[-1] for e, h in histories.items()}
+    bad = {
+        "missing ds": request("b", origin["b"], [1]).drop(columns="ds"),
+        "unknown entity": request("zz", origin["b"], [1]),
+        "before training end": request("b", origin["b"], [0]),
+        "off grid": request("b", origin["b"] + pd.Timedelta(minutes=30), [1]),
+        "too far": request("b", origin["b"], [97]),
+        "missing regressor": request("a", origin["a"], [1], temperature=None),
+        "text regressor": request("a", origin["a"], [1]).assign(temperature="hot"),
+        "bad timestamp": request("b", origin["b"], [1]).assign(ds="tomorrow-ish"),
+        "no rows": request("b", origin["b"], []),
+        "empty entity": request("b", origin["b"], [1]).assign(entity_id=None),
+    }[case]
+    with pytest.raises(RequestError) as info:
+        Router(folder).predict(bad)
+    assert message in str(info.value)
