@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.manymodels-installed
 CONFIG ?= configs/nightly.yaml
 
-.PHONY: setup nightly ingest test test-slow clean
+.PHONY: setup services nightly ingest test test-slow tracking-server clean
 
 setup: $(STAMP)
 
@@ -26,11 +26,19 @@ nightly: setup
 ingest: setup
 	$(BIN)/manymodels ingest --config $(CONFIG)
 
-test: setup
+# The tests start their own MLflow server on PostgreSQL; PostgreSQL comes from Debian's packages.
+services:
+	scripts/tracking-server.sh install
+
+test: setup services
 	$(BIN)/python -m pytest
 
-test-slow: setup
+test-slow: setup services
 	$(BIN)/python -m pytest -m "slow or not slow"
 
+# A long-lived MLflow tracking server on PostgreSQL under ./tracking (stop: scripts/tracking-server.sh stop tracking)
+tracking-server: setup services
+	scripts/tracking-server.sh start tracking 5000 5432
+
 clean:
-	rm -rf lakehouse lakehouse-synthetic mlflow.db spark-warehouse .pytest_cache
+	rm -rf lakehouse lakehouse-synthetic mlflow.db mlflow.db-shm mlflow.db-wal mlartifacts mlruns spark-warehouse .pytest_cache

@@ -1,0 +1,65 @@
+"""The same publish/register/serve path against a real `mlflow server` on PostgreSQL, started
+and stopped by the project's own script (which installs PostgreSQL from Debian if needed)."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from engine.lake import DeltaRsLake
+from engine.medallion import frames_for
+from engine.medallion.pipeline import ingest
+from engine.scoring.batch import score
+from engine.tracking.publish import publish
+from engine.training.job import train
+from engine.training.tables import FORECASTS
+from tests.conftest import make_config
+from tests.engine.test_mlflow import free_port
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tracking-server.sh"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tracking-server")
+    started = subprocess.run([str(SCRIPT), "start", str(folder), str(free_port()), str(free_port()), "2"],
+                             capture_output=True, text=True, timeout=600)
+    assert started.returncode == 0, started.stderr + (folder / "mlflow.log").read_text(errors="replace")[-3000:]
+    uri = started.stdout.strip().splitlines()[-1]
+    assert uri.startswith("http://127.0.0.1:")
+    yield uri
+    subprocess.run([str(SCRIPT), "destroy", str(folder)], capture_output=True, text=True, timeout=120)
+
+
+def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(server, tmp_path):
+    config = make_config(tmp_path / "lake", horizon=24, backtest={"windows": 1, "step": 24, "metric": "mae"},
+                         models=["seasonal_naive", "theta"], training={"max_history": 24 * 14, "workers": 1},
+                         source={"kind": "synthetic", "exogenous": ["temperature"],
+                                 "synthetic": {"entities": 3, "periods": 24 * 16, "seed": 2}},
+                         mlflow={"tracking_uri": server, "experiment": "pg", "registered_model": "pg-router"})
+    ingest(config, frames_for(config, "local"))
+    report = train(config, backend="local")
+    first = publish(config, report.run_id, backend="local")
+    second = publish(config, report.run_id, backend="local")
+
+    client = MlflowClient(server)
+    assert client._tracking_client.store.__class__.__name__ == "RestStore"
+    children = client.search_runs([first.experiment_id], f"tags.mlflow.parentRunId = '{first.parent_run_id}'")
+    assert sorted(c.data.tags["entity_id"] for c in children) == sorted(report.summary["entity_id"])
+    assert all("seasonal_naive.mae" in c.data.metrics for c in children)
+    assert first.decision.promoted and first.decision.reason == "first version"
+    assert second.decision.promoted and second.decision.champion_version == first.version
+    assert str(client.get_model_version_by_alias("pg-router", "champion").version) == second.version
+
+    # The model's artifacts went through the server's artifact proxy; scoring reads them back.
+    lake = DeltaRsLake(config.lake.root)
+    trained = lake.read(FORECASTS).sort_values(["entity_id", "ds"], ignore_index=True)
+    result = score(config, backend="local")
+    assert result.rows == len(trained)
+    pd.testing.assert_frame_equal(lake.read(FORECASTS).sort_values(["entity_id", "ds"], ignore_index=True), trained)
+    mlflow.set_tracking_uri(server)
+    assert mlflow.models.get_model_info("models:/pg-router@champion").signature is not None
