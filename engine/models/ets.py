@@ -51,8 +51,8 @@ class ETSModel(ForecastModel):
         bounds = {}
         prediction = self.result_.get_prediction(start=n, end=n + horizon - 1)
         for level in self.spec.levels:
-            frame = prediction.summary_frame(alpha=1 - level / 100.0)
-            bounds[level] = (frame["pi_lower"].to_numpy(), frame["pi_upper"].to_numpy())
+            interval = np.asarray(prediction.pred_int(alpha=1 - level / 100.0))
+            bounds[level] = (interval[:, 0], interval[:, 1])
         return Forecast(np.asarray(prediction.predicted_mean, dtype="float64"), bounds)
 
     def params(self) -> dict[str, Any]:

@@ -71,9 +71,11 @@ class Router:
 
     def predict(self, request: pd.DataFrame) -> pd.DataFrame:
         request = self._validated(request)
+        entities = request["entity_id"]
+        if (entities.to_numpy() == entities.iat[0]).all():    # the common online case: one entity
+            return self._forecast_entity(entities.iat[0], request).reset_index(drop=True)
         parts = [self._forecast_entity(entity, rows) for entity, rows in request.groupby("entity_id", sort=False)]
-        out = pd.concat(parts).sort_index() if parts else pd.DataFrame(columns=self.columns)
-        return out[self.columns].reset_index(drop=True)
+        return pd.concat(parts).sort_index().reset_index(drop=True)
 
     def _validated(self, request: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(request, pd.DataFrame):
@@ -122,12 +124,14 @@ class Router:
             values = pd.Series(np.nan, index=range(horizon))
             values[steps - 1] = rows[column].to_numpy()
             future[column] = values.ffill().bfill().to_numpy()
-        forecast = self.cache.get(entity).forecast(future).to_frame(future["ds"]).iloc[steps - 1]
-        widest = max(self.meta.levels)
-        forecast.index = rows.index
-        return forecast.assign(entity_id=entity, ds=rows["ds"], yhat_lower=forecast[f"yhat_lower_{widest}"],
-                               yhat_upper=forecast[f"yhat_upper_{widest}"], model=entry.champion,
-                               status=entry.status, run_id=self.meta.run_id, forecast_origin=entry.origin)
+        forecast = self.cache.get(entity).forecast(future)
+        pick, widest = steps - 1, max(self.meta.levels)
+        data = {"entity_id": entity, "ds": rows["ds"], "yhat": forecast.mean[pick],
+                "yhat_lower": forecast.bounds[widest][0][pick], "yhat_upper": forecast.bounds[widest][1][pick]}
+        for level in self.meta.levels:
+            data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = (b[pick] for b in forecast.bounds[level])
+        data.update(model=entry.champion, status=entry.status, run_id=self.meta.run_id, forecast_origin=entry.origin)
+        return pd.DataFrame(data, index=rows.index, columns=self.columns)
 
 
 def _timestamps(values: pd.Series) -> pd.Series:

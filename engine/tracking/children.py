@@ -1,26 +1,27 @@
 """One MLflow child run per entity, logged in bulk from the driver.
 
 Each child costs three tracking requests whatever its size: `create_run` (with every tag),
-one `log_batch` (all params and metrics) and `update_run` (finished). MLflow's stores spend
-most of that time in Python (SQLAlchemy), so children are fanned out over workers: processes
-for a file-backed sqlite store (one GIL each; WAL lets their commits interleave), threads for
-a tracking server (the work is on the server, the client waits on sockets).
+one `log_batch` (all params and metrics) and `set_terminated`. There is no public MLflow API
+that creates many runs in one request, so that is the floor. Against a tracking server the
+requests are fanned out over threads (the client only waits on sockets; the server and its
+database work in parallel). Against a sqlite file they run one after another in this process:
+the store's cost is Python (SQLAlchemy) under sqlite's single write lock, and parallel
+writers were measured slower (benchmarks/mlflow_logging.py).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from typing import Callable, Iterable, Optional
 
 import pandas as pd
 
-# Below this many children a pool costs more to start than it saves.
-POOL_MIN_CHILDREN = 200
-CHUNK = 100
+CHUNK = 20
+THREADS_PER_WORKER = 4
+MAX_PARAMS = 100
 
 
 @dataclass(frozen=True)
@@ -72,22 +73,16 @@ def _flatten(params: dict, prefix: str = "") -> dict[str, str]:
 def log_child_runs(uri: str, experiment_id: str, runs: list[ChildRun], workers: int = 0,
                    tick: Optional[Callable[[int], None]] = None) -> list[str]:
     """Log `runs` as finished child runs; returns their MLflow run ids in order."""
-    if not runs:
-        return []
     chunks = [runs[i:i + CHUNK] for i in range(0, len(runs), CHUNK)]
-    workers = min(workers or os.cpu_count() or 1, len(chunks))
-    if workers <= 1 or len(runs) < POOL_MIN_CHILDREN:
+    workers = workers or os.cpu_count() or 1
+    if is_local_store(uri) or workers <= 1 or len(chunks) <= 1:
         ids = []
         for chunk in chunks:
             ids += _log_chunk(uri, experiment_id, chunk)
             if tick:
                 tick(len(chunk))
         return ids
-    if _is_local_store(uri):
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-    else:
-        pool = ThreadPoolExecutor(workers * 4)
-    with pool:
+    with ThreadPoolExecutor(workers * THREADS_PER_WORKER) as pool:
         futures = [pool.submit(_log_chunk, uri, experiment_id, chunk) for chunk in chunks]
         ids = []
         for future, chunk in zip(futures, chunks):
@@ -97,25 +92,25 @@ def log_child_runs(uri: str, experiment_id: str, runs: list[ChildRun], workers: 
     return ids
 
 
-def _is_local_store(uri: str) -> bool:
-    return uri.startswith("sqlite:") or "://" not in uri or uri.startswith("file:")
-
-
-_CLIENTS: dict[str, object] = {}
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
 def _log_chunk(uri: str, experiment_id: str, runs: Iterable[ChildRun]) -> list[str]:
     from mlflow.entities import Metric, Param, RunStatus
     from mlflow.tracking import MlflowClient
 
-    client = _CLIENTS.get(uri) or _CLIENTS.setdefault(uri, MlflowClient(uri))
+    client = MlflowClient(uri)   # cheap: stores are cached per URI by MLflow
     ids = []
     for run in runs:
         now = int(time.time() * 1000)
         created = client.create_run(experiment_id, start_time=now, tags=run.tags, run_name=run.name)
         run_id = created.info.run_id
         metrics = [Metric(k, v, now, 0) for k, v in run.metrics.items()]   # MLflow stores inf/NaN itself
-        client.log_batch(run_id, metrics=metrics, params=[Param(k, v) for k, v in run.params.items()])
+        params = [Param(k, v) for k, v in run.params.items()]
+        client.log_batch(run_id, metrics=metrics, params=params[:MAX_PARAMS])
+        for i in range(MAX_PARAMS, len(params), MAX_PARAMS):   # MLflow takes 100 params per request
+            client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED), end_time=now)
         ids.append(run_id)
     return ids

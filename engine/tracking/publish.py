@@ -26,13 +26,11 @@ from engine.errors import ConfigError
 from engine.lake import GOLD_SERIES, DeltaRsLake
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import log_routing_model
-from engine.tracking.children import child_runs, log_child_runs
+from engine.tracking.children import MAX_PARAMS, child_runs, log_child_runs
 from engine.tracking.registry import GateDecision, gate
 from engine.tracking.store import experiment_id, prepared_uri
 from engine.training.entity import FAILED, OK
 from engine.training.tables import MODELS
-
-MAX_PARAMS = 100   # MLflow's per-request limit for log_batch
 
 
 @dataclass

@@ -14,7 +14,9 @@ from engine.lake import DeltaRsLake
 from engine.medallion import frames_for
 from engine.medallion.pipeline import ingest
 from engine.scoring.batch import score
+from engine.tracking.children import ChildRun, log_child_runs
 from engine.tracking.publish import publish
+from engine.tracking.store import experiment_id
 from engine.training.job import train
 from engine.training.tables import FORECASTS
 from tests.conftest import make_config
@@ -63,3 +65,15 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
     pd.testing.assert_frame_equal(lake.read(FORECASTS).sort_values(["entity_id", "ds"], ignore_index=True), trained)
     mlflow.set_tracking_uri(server)
     assert mlflow.models.get_model_info("models:/pg-router@champion").signature is not None
+
+
+def test_child_runs_fan_out_over_threads_against_the_server(server):
+    client = MlflowClient(server)
+    experiment = experiment_id(client, "fan-out")
+    parent = client.create_run(experiment).info.run_id
+    runs = [ChildRun(f"e{i}", {"mlflow.parentRunId": parent, "entity_id": f"e{i}"}, {"champion": "ets"},
+                     {"ets.mase": float(i)}) for i in range(90)]
+    ids = log_child_runs(server, experiment, runs, workers=2)
+    assert [client.get_run(i).data.tags["entity_id"] for i in ids] == [f"e{i}" for i in range(90)]
+    found = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
+    assert len(found) == 90 and all(r.info.status == "FINISHED" for r in found)
