@@ -62,12 +62,20 @@ def input_example(folder: str | Path, steps: int = 3) -> pd.DataFrame:
 def log_routing_model(folder: str | Path, cache_size: int, registered_model_name: Optional[str] = None,
                       name: str = "router"):
     """Log the bundle as a pyfunc model in the active run (and register it); returns ModelInfo."""
+    return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
+                                   **_model_arguments(folder, cache_size))
+
+
+def save_routing_model(folder: str | Path, path: str | Path, cache_size: int) -> None:
+    """The same model written to a local folder (no tracking server involved)."""
+    mlflow.pyfunc.save_model(str(path), **_model_arguments(folder, cache_size))
+
+
+def _model_arguments(folder: str | Path, cache_size: int) -> dict[str, Any]:
     bundle = Bundle(folder)
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=str(Path(__file__).with_name("served.py")), artifacts={ARTIFACT: str(folder)},
-        model_config={"cache_size": cache_size},
-        signature=signature(bundle.meta), input_example=input_example(folder),
-        pip_requirements=_requirements(), registered_model_name=registered_model_name)
+    return dict(python_model=str(Path(__file__).with_name("served.py")), artifacts={ARTIFACT: str(folder)},
+                model_config={"cache_size": cache_size}, signature=signature(bundle.meta),
+                input_example=input_example(folder), pip_requirements=_requirements())
 
 
 def _requirements() -> list[str]:

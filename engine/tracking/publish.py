@@ -82,14 +82,10 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
         _log_parent(client, parent, config, models, aggregate, train_seconds or {})
         timings["parent"] = time.perf_counter() - started
 
+        # The model first: it is what scoring waits for; child runs of many entities take longer.
         t0 = time.perf_counter()
-        tick = progress(len(models)) if progress else None
-        runs = child_runs(models, parent, run_id)
-        log_child_runs(uri, experiment, runs, config.mlflow.log_workers, tick)
-        timings["children"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="manymodels-bundle-") as folder:
+        with tempfile.TemporaryDirectory(prefix="manymodels-bundle-") as tmp:
+            folder = Path(tmp) / "bundle"
             write_bundle(models, folder, run_id=run_id, freq=config.series.freq, levels=tuple(config.training.levels),
                          horizon=config.horizon, max_steps=config.routing.max_steps,
                          shard_size=config.routing.shard_size)
@@ -97,11 +93,19 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
                 info = log_routing_model(folder, config.routing.cache_size,
                                          registered_model_name=config.mlflow.registered_model)
         version = str(info.registered_model_version)
-        timings["register"] = time.perf_counter() - t0
-
         decision = gate(client, config.mlflow.registered_model, version, metric, aggregate,
                         config.mlflow.promotion_tolerance)
-        _log_decision(client, parent, decision, children=len(runs), seconds=timings)
+        _log_decision(client, parent, decision)
+        timings["register"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        runs = child_runs(models, parent, run_id) if config.mlflow.child_runs else []
+        if runs:
+            log_child_runs(uri, experiment, runs, config.mlflow.log_workers, progress(len(runs)) if progress else None)
+        timings["children"] = time.perf_counter() - t0
+        _log_figures(client, parent, {"mlflow.child_runs": len(runs),
+                                      "mlflow.child_runs_per_second": len(runs) / max(timings["children"], 1e-9),
+                                      **{f"seconds.publish_{k}": v for k, v in timings.items()}})
         client.set_terminated(parent, RunStatus.to_string(RunStatus.FINISHED))
     except BaseException:
         client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
@@ -133,7 +137,6 @@ def _git_commit() -> Optional[str]:
 
 def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.DataFrame, aggregate: float,
                 train_seconds: dict[str, float]) -> None:
-    now = int(time.time() * 1000)
     params = [Param(k, v[:6000]) for k, v in _flat_config(dataclasses.asdict(config)).items()]
     statuses = models["status"].value_counts()
     figures = {"entities": len(models), **{f"status.{s}": int(n) for s, n in statuses.items()},
@@ -143,28 +146,28 @@ def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.Da
                **{f"seconds.{k}": float(v) for k, v in train_seconds.items()}}
     for i in range(0, len(params), MAX_PARAMS):
         client.log_batch(parent, params=params[i:i + MAX_PARAMS])
-    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
+    _log_figures(client, parent, figures)
     summary = models[["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt"]]
     client.log_table(parent, data=summary, artifact_file="entities.json")
     client.log_table(parent, data=summary[summary["status"] == FAILED], artifact_file="failures.json")
     client.log_dict(parent, dataclasses.asdict(config), "config.json")
 
 
-def _log_decision(client: MlflowClient, parent: str, decision: GateDecision, children: int,
-                  seconds: dict[str, float]) -> None:
-    now = int(time.time() * 1000)
-    metrics = {"gate.challenger": decision.challenger_value, "gate.promoted": float(decision.promoted),
-               "mlflow.child_runs": float(children),
-               "mlflow.child_runs_per_second": children / max(seconds.get("children", 0.0), 1e-9),
-               **{f"seconds.publish_{k}": v for k, v in seconds.items()}}
+def _log_decision(client: MlflowClient, parent: str, decision: GateDecision) -> None:
+    figures = {"gate.challenger": decision.challenger_value, "gate.promoted": float(decision.promoted)}
     if decision.champion_value is not None:
-        metrics["gate.champion"] = decision.champion_value
+        figures["gate.champion"] = decision.champion_value
     tags = [RunTag("gate.decision", "promoted" if decision.promoted else "rejected"),
             RunTag("gate.reason", decision.reason), RunTag("gate.version", str(decision.version)),
             RunTag("gate.champion_version", str(decision.champion_version or "none"))]
-    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                     params=[Param("gate.tolerance", str(decision.tolerance)), Param("gate.metric", decision.metric)],
-                     tags=tags)
+    client.log_batch(parent, params=[Param("gate.tolerance", str(decision.tolerance)),
+                                     Param("gate.metric", decision.metric)], tags=tags)
+    _log_figures(client, parent, figures)
+
+
+def _log_figures(client: MlflowClient, parent: str, figures: dict[str, float]) -> None:
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
 
 
 def _flat_config(data: dict, prefix: str = "") -> dict[str, str]:

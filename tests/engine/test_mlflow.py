@@ -2,6 +2,7 @@
 model and its gate, batch scoring into gold.forecasts (local and Spark), the REST server."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -164,6 +165,16 @@ def test_unknown_model_or_entity_is_a_clear_error(published):
         score(config, entities=["nope"], backend="local")
     with pytest.raises(ConfigError, match="cannot load models:/test-router@staging"):
         score(config, model_uri="models:/test-router@staging", backend="local")
+
+
+def test_child_runs_can_be_switched_off(published):
+    config, report, _ = published
+    quiet = dataclasses.replace(config, mlflow=dataclasses.replace(config.mlflow, child_runs=False))
+    result = publish(quiet, report.run_id)
+    client = MlflowClient(config.mlflow.tracking_uri)
+    assert result.children == 0 and not client.search_runs(
+        [result.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert client.get_run(result.parent_run_id).data.metrics["entities"] == 4
 
 
 def test_many_child_runs_are_logged_in_order_with_progress(tmp_path):
