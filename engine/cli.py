@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_mlflow()
     try:
         config = load_config(args.config)
         if args.command == "train":
@@ -94,6 +95,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: Delta commits are atomic, so rerun the same command to finish", file=sys.stderr)
         return 130
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines and download bars would drown the job's own progress and summary."""
+    import logging
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _run_ingest(config, args, title: str):
