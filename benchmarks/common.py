@@ -29,7 +29,7 @@ def record(name: str, rows: Iterable[dict]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.csv"
     rows = [{**machine(), **row} for row in rows]
-    fields = list(rows[0])
+    fields = list(dict.fromkeys(k for row in rows for k in row))
     if path.exists():
         with path.open() as handle:
             existing = next(csv.reader(handle), [])

@@ -116,7 +116,7 @@ class Router:
             raise RequestError(f"entity {entity!r}: ds {rows['ds'].max().isoformat()} is {horizon} steps after the "
                                f"training end; this model answers up to {self.meta.max_steps} steps "
                                "(routing.max_steps)")
-        future = pd.DataFrame({"ds": entry.origin + self.step * np.arange(1, horizon + 1)})
+        future = pd.DataFrame({"ds": pd.date_range(entry.origin + self.step, periods=horizon, freq=self.step)})
         for column in entry.exogenous:
             if column not in rows.columns or rows[column].isna().any():
                 raise RequestError(f"entity {entity!r}: column {column!r} is required (the {entry.champion} model "
