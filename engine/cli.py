@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
                              description="Run the nightly job. Stages so far: ingest (bronze/silver/gold), then "
-                             "train (backtest, champion, forecast) on the gold version just written.")
+                             "train (backtest, champion, forecast) on the gold version just written, then MLflow "
+                             "(parent and child runs, a routing model version through the promotion gate).")
     _config_arg(nightly)
     nightly.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return parser
