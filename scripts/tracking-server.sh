@@ -29,8 +29,8 @@ install() {
   if [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/postgres" ]; then return 0; fi
   echo "installing PostgreSQL from Debian's packages..." >&2
   export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get install -y -qq postgresql >/dev/null 2>&1 \
-    || { as_root apt-get update -qq && as_root apt-get install -y -qq postgresql >/dev/null; }
+  as_root apt-get install -y -qq --no-install-recommends postgresql >/dev/null 2>&1 \
+    || { as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends postgresql >/dev/null; }
 }
 
 # PostgreSQL refuses to run as root: as root, run it as the 'postgres' user the package creates.
