@@ -64,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1; each keeps its own "
                        "model cache)")
 
+    forecasts = sub.add_parser("forecasts", help="forecasts for analysts (no Spark, no JVM)",
+                               description="Read published forecasts and actuals from gold with delta-rs.")
+    pull_cmd = forecasts.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
+        "pull", help="the latest (or a given) forecast origin with actuals, as csv, parquet or a png chart",
+        description="Write the latest published forecast per entity (or that of --origin) with its 80/95% "
+        "intervals and the actuals where known: a table (csv, parquet) or a chart, one panel per entity (png).")
+    pull_cmd.add_argument("--config", required=True, metavar="PATH", help="job config YAML")
+    pull_cmd.add_argument("--entity", nargs="+", metavar="ID", help="only these entities (default: all)")
+    pull_cmd.add_argument("--start", metavar="T", help="first forecast timestamp to include (UTC unless given)")
+    pull_cmd.add_argument("--end", metavar="T", help="last forecast timestamp to include")
+    pull_cmd.add_argument("--origin", metavar="T", help="forecast origin to read (default: each entity's latest)")
+    pull_cmd.add_argument("--format", required=True, choices=("csv", "parquet", "png"), help="output format")
+    pull_cmd.add_argument("--output", required=True, metavar="PATH", help="file to write")
+    pull_cmd.add_argument("--history", type=int, default=0, metavar="STEPS",
+                          help="history shown before the origin in png (default: 3 x horizon)")
+
     nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
                              description="Run the nightly job. Stages so far: ingest (bronze/silver/gold), then "
                              "train (backtest, champion, forecast) on the gold version just written, then MLflow "
@@ -84,6 +100,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _run_score(config, args)
         if args.command == "serve":
             return _run_serve(config, args)
+        if args.command == "forecasts":
+            return _run_pull(config, args)
         if args.command == "nightly":
             args.run_id = uuid.uuid4().hex   # one id for every stage of this night's run
             report, code = _run_ingest(config, args, title="nightly")
@@ -186,6 +204,28 @@ def _run_score(config, args) -> int:
     print(f"scored {report.entities} entities with {report.model_uri} (training run {report.run_id}): "
           f"{report.rows} forecast rows MERGEd into gold/forecasts, "
           + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
+    return 0
+
+
+def _run_pull(config, args) -> int:
+    from engine.analyst.pull import pull
+
+    history = args.history or 3 * config.horizon
+    pulled = pull(config, entities=args.entity, start=args.start, end=args.end, origin=args.origin,
+                  history_steps=history if args.format == "png" else 0)
+    frame = pulled.forecasts
+    if args.format == "csv":
+        frame.to_csv(args.output, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    elif args.format == "parquet":
+        frame.to_parquet(args.output, index=False)
+    else:
+        from engine.analyst.plot import plot_forecasts
+        plot_forecasts(pulled, args.output, tuple(config.training.levels))
+    origins = frame.groupby("entity_id")["forecast_origin"].first()
+    print(f"wrote {args.output}: {frame['entity_id'].nunique()} entities, {len(frame)} forecast rows "
+          f"({int(frame['y'].notna().sum())} with actuals), origin "
+          + (origins.iloc[0].isoformat() if origins.nunique() == 1 else
+             f"{origins.min().isoformat()} .. {origins.max().isoformat()}"))
     return 0
 
 

@@ -57,9 +57,17 @@ class DeltaRsLake:
     def read(self, table: str, version: Optional[int] = None, columns: Optional[list[str]] = None,
              filters=None) -> pd.DataFrame:
         """Rows of `table` (at `version`, for time travel) as pandas."""
+        import pyarrow as pa
         from deltalake import DeltaTable
         dt = DeltaTable(self.path(table), version=version)
-        return dt.to_pandas(columns=columns, filters=filters)
+        try:
+            return dt.to_pandas(columns=columns, filters=filters)
+        except pa.ArrowNotImplementedError:
+            # Files written by delta-rs MERGE can hold strings as string_view, which pyarrow's
+            # filter kernels do not compare with plain strings: filter after reading instead.
+            wanted = None if columns is None else list(dict.fromkeys([*columns, *(c for c, _, _ in filters)]))
+            frame = dt.to_pandas(columns=wanted)
+            return _apply_filters(frame, filters)[columns or frame.columns].reset_index(drop=True)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         """Insert the rows whose `keys` are not in the table yet (atomic MERGE); returns rows inserted."""
@@ -170,6 +178,24 @@ class SparkLake:
             writer = writer.partitionBy(*partition_by)
         writer.save(self.path(table))
         return self.version(table)
+
+
+_OPERATORS = {"=": "__eq__", "==": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__",
+              ">=": "__ge__"}
+
+
+def _apply_filters(frame: pd.DataFrame, filters) -> pd.DataFrame:
+    """delta-rs style `[(column, op, value)]` filters (ANDed) applied with pandas."""
+    keep = pd.Series(True, index=frame.index)
+    for column, op, value in filters:
+        values = frame[column]
+        if op == "in":
+            keep &= values.isin(list(value))
+        elif op == "not in":
+            keep &= ~values.isin(list(value))
+        else:
+            keep &= getattr(values, _OPERATORS[op])(value)
+    return frame[keep]
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
