@@ -1,0 +1,133 @@
+"""GEFCom2012 load track: the engine's forecast of the competition week vs the official benchmark.
+
+    make nightly                          # trains on the competition history, registers the champion
+    python benchmarks/gefcom_wrmse.py [--config configs/nightly.yaml] [--model-uri URI]
+
+The competition's forecast week is 2008-07-01 00:00 to 2008-07-07 23:00 (zones 1-20 and the
+system total, zone 21). The registered routing model forecasts those hours from each entity's
+training end (2008-06-30 05:00); the score is the competition's weighted RMSE with the weights
+of `Load_solution.csv` (8 per zone-day, 160 per system-day), next to the vanilla benchmark's
+forecasts (`Load_benchmark.csv`) on exactly the same hours. Target: >= 20% below the benchmark.
+
+Temperature for the forecast week was not given to competitors. Two assumptions are scored:
+`persistence` (what the engine does without a weather forecast: each hour repeats the same hour
+one week earlier) and `actual` (the realized temperatures of `temperature_solution.csv`, an
+upper bound that a perfect weather forecast would reach). Holidays come from the calendar
+(2008-07-04 is Independence Day) in both. Appends rows to benchmarks/results/gefcom_wrmse.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import record, say  # noqa: E402
+
+WEEK = pd.date_range("2008-07-01 00:00", "2008-07-07 23:00", freq="h", tz="UTC")
+
+
+def competition_file(name: str) -> pd.DataFrame:
+    from engine.sources.gefcom2012 import data_dir
+    return pd.read_csv(data_dir() / name)
+
+
+def hourly(frame: pd.DataFrame, value: str = "load") -> pd.DataFrame:
+    """Zone-day rows with h1..h24 -> one row per zone and hour (h1 is the hour from 00:00)."""
+    hours = [f"h{i}" for i in range(1, 25)]
+    long = frame.melt(id_vars=[c for c in frame.columns if c not in hours], value_vars=hours, var_name="h",
+                      value_name=value)
+    day = pd.to_datetime(long[["year", "month", "day"]])
+    long["ds"] = (day + pd.to_timedelta(long["h"].str[1:].astype(int) - 1, unit="h")).dt.tz_localize("UTC")
+    long["entity_id"] = "zone_" + long["zone_id"].astype(str)
+    return long
+
+
+def week_truth() -> pd.DataFrame:
+    solution = hourly(competition_file("Load_solution.csv"))
+    benchmark = hourly(competition_file("Load_benchmark.csv"), "benchmark")
+    truth = solution[solution["ds"].isin(WEEK)][["id", "entity_id", "ds", "load", "weight"]]
+    return truth.merge(benchmark[["id", "ds", "benchmark"]], on=["id", "ds"])
+
+
+def actual_temperature() -> pd.Series:
+    temps = competition_file("temperature_solution.csv")
+    temps["ds"] = (pd.to_datetime(temps[["year", "month", "day"]]) + pd.to_timedelta(temps["hour"] - 1, unit="h")
+                   ).dt.tz_localize("UTC")
+    value = [c for c in temps.columns if c.startswith("T")][0]
+    return temps.groupby("ds")[value].mean()   # the engine's temperature: mean of the 11 stations
+
+
+def wrmse(error: np.ndarray, weight: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(weight * error ** 2) / np.sum(weight)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/nightly.yaml")
+    parser.add_argument("--model-uri", help="default: models:/<mlflow.registered_model>@champion")
+    args = parser.parse_args()
+
+    import mlflow
+
+    from engine.config import load_config
+    from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, DeltaRsLake
+    from engine.scoring.batch import champion_uri, scoring_request
+    from engine.tracking.store import prepared_uri
+    from engine.training.entity import TrainSpec
+
+    config = load_config(args.config)
+    mlflow.set_tracking_uri(prepared_uri(config.mlflow.tracking_uri))
+    model_uri = args.model_uri or champion_uri(config)
+    model = mlflow.pyfunc.load_model(model_uri)
+    router = model.unwrap_python_model().router
+    truth = week_truth()
+    lake = DeltaRsLake(config.lake.root)
+    gold = lake.read(GOLD_SERIES, filters=[("entity_id", "in", sorted(truth["entity_id"].unique()))])
+    holidays = set(pd.to_datetime(lake.read(GOLD_HOLIDAYS)["date"]).dt.date)
+    temperature = actual_temperature()
+
+    rows, scores = [], {}
+    for assumption in ("persistence", "actual"):
+        requests = []
+        for entity, history in gold.groupby("entity_id"):
+            origin = router.bundle.index[entity].origin
+            steps = int((WEEK[-1] - origin) / pd.Timedelta(hours=1))
+            spec = dataclasses.replace(TrainSpec.from_config(config), horizon=steps)
+            future = scoring_request(history, origin, spec)
+            future = future[future["ds"].dt.tz_localize("UTC").isin(WEEK)].copy()
+            stamps = future["ds"].dt.tz_localize("UTC")
+            if "is_holiday" in future:
+                future["is_holiday"] = stamps.dt.date.isin(holidays).astype(float).to_numpy()
+            if assumption == "actual" and "temperature" in future:
+                future["temperature"] = stamps.map(temperature).to_numpy()
+            requests.append(future)
+        forecast = model.predict(pd.concat(requests, ignore_index=True))
+        scored = truth.merge(forecast[["entity_id", "ds", "yhat", "model"]], on=["entity_id", "ds"], how="left")
+        if scored["yhat"].isna().any():
+            raise SystemExit(f"no forecast for {scored['yhat'].isna().sum()} competition hours")
+        weight = scored["weight"].to_numpy(dtype=float)
+        engine = wrmse(scored["load"].to_numpy() - scored["yhat"].to_numpy(), weight)
+        vanilla = wrmse(scored["load"].to_numpy() - scored["benchmark"].to_numpy(), weight)
+        zones = scored[scored["entity_id"] != "zone_21"]
+        scores[assumption] = (engine, vanilla)
+        say(f"temperature {assumption:11s}: engine WRMSE {engine:,.0f} vs vanilla benchmark {vanilla:,.0f} "
+            f"({engine / vanilla - 1:+.1%}); zones only {wrmse((zones['load'] - zones['yhat']).to_numpy(), zones['weight'].to_numpy(float)):,.0f} "
+            f"vs {wrmse((zones['load'] - zones['benchmark']).to_numpy(), zones['weight'].to_numpy(float)):,.0f}; "
+            f"{len(scored)} hours")
+        rows.append({"assumption": assumption, "model_uri": model_uri, "run_id": router.meta.run_id,
+                     "hours": len(scored), "engine_wrmse": round(engine, 1), "benchmark_wrmse": round(vanilla, 1),
+                     "ratio": round(engine / vanilla, 4)})
+    engine, vanilla = scores["persistence"]
+    say(f"\ntarget (>= 20% below the benchmark, persistence temperatures): "
+        f"{'met' if engine <= 0.8 * vanilla else 'NOT met'} ({1 - engine / vanilla:.1%} below)")
+    say(f"results appended to {record('gefcom_wrmse', rows)}")
+
+
+if __name__ == "__main__":
+    main()
