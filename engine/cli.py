@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
                              description="Run the nightly job. Stages so far: ingest (bronze/silver/gold), then "
                              "train (backtest, champion, forecast) on the gold version just written, then MLflow "
-                             "(parent and child runs, a routing model version through the promotion gate).")
+                             "(parent and child runs, a routing model version through the promotion gate), then "
+                             "score every entity with the champion into gold.forecasts; ends with a summary.")
     _config_arg(nightly)
     nightly.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return parser
@@ -103,10 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "forecasts":
             return _run_pull(config, args)
         if args.command == "nightly":
-            args.run_id = uuid.uuid4().hex   # one id for every stage of this night's run
-            report, code = _run_ingest(config, args, title="nightly")
-            train_code = _run_train(config, args, gold_version=report.gold_version)
-            return code or train_code
+            return _run_nightly(config, args)
         return _run_ingest(config, args, title="ingest")[1]
     except ManymodelsError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -118,9 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _quiet_mlflow() -> None:
     """MLflow's INFO lines and download bars would drown the job's own progress and summary."""
-    import logging
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")   # read when mlflow is imported
 
 
 def _run_ingest(config, args, title: str):
@@ -145,7 +142,35 @@ def _run_ingest(config, args, title: str):
     return report, 0
 
 
-def _run_train(config, args, gold_version=None) -> int:
+def _run_nightly(config, args) -> int:
+    """ingest -> train -> MLflow (runs, registry gate) -> score with the champion, one run id."""
+    args.run_id = uuid.uuid4().hex
+    started, seconds = time.perf_counter(), {}
+    ingested, code = _run_ingest(config, args, title="nightly")
+    seconds["ingest"] = time.perf_counter() - started
+    t0 = time.perf_counter()
+    trained, published = _train_and_publish(config, args, gold_version=ingested.gold_version)
+    seconds["train"] = trained.seconds["total"]
+    seconds["mlflow"] = time.perf_counter() - t0 - seconds["train"]
+    t0 = time.perf_counter()
+    scored = _score(config, args)
+    seconds["score"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(trained.statuses.items()))
+    print(f"nightly summary: run {trained.run_id}, gold version {trained.gold_version}; {trained.entities} entities "
+          f"({statuses}); champions " + ", ".join(f"{k} {v}" for k, v in trained.champions.most_common())
+          + f"; {len(trained.failures)} failed; MLflow parent run {published.parent_run_id}; registry: "
+          f"{published.decision.describe()}; {scored.rows} forecast rows published from run {scored.run_id}; "
+          "time " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+    return code
+
+
+def _run_train(config, args) -> int:
+    _train_and_publish(config, args)
+    return 0
+
+
+def _train_and_publish(config, args, gold_version=None):
     from engine.training.job import train
 
     backend = args.backend or config.backend
@@ -167,12 +192,11 @@ def _run_train(config, args, gold_version=None) -> int:
         for b in bar:
             b.close()
     print(training_summary(report))
-    if not getattr(args, "no_mlflow", False):
-        _run_publish(config, report, args)
-    return 0
+    published = None if getattr(args, "no_mlflow", False) else _run_publish(config, report, args)
+    return report, published
 
 
-def _run_publish(config, report, args) -> None:
+def _run_publish(config, report, args):
     from tqdm import tqdm
 
     from engine.tracking.publish import publish
@@ -194,17 +218,24 @@ def _run_publish(config, report, args) -> None:
           f"({config.mlflow.tracking_uri}), {result.children} child runs in {result.seconds['children']:.1f}s "
           f"({result.children_per_second:.0f}/s)")
     print(f"registry: {config.mlflow.registered_model} {result.decision.describe()}")
+    return result
 
 
 def _run_score(config, args) -> int:
+    _score(config, args)
+    return 0
+
+
+def _score(config, args):
     from engine.scoring.batch import score
 
     backend = args.backend or config.backend
-    report = score(config, model_uri=args.model_uri, entities=args.entity, backend=backend)
+    report = score(config, model_uri=getattr(args, "model_uri", None), entities=getattr(args, "entity", None),
+                   backend=backend)
     print(f"scored {report.entities} entities with {report.model_uri} (training run {report.run_id}): "
           f"{report.rows} forecast rows MERGEd into gold/forecasts, "
           + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
-    return 0
+    return report
 
 
 def _run_pull(config, args) -> int:

@@ -97,12 +97,14 @@ def scoring_request(rows: pd.DataFrame, origin: pd.Timestamp, spec: TrainSpec) -
 
 
 def score_frame(rows: pd.DataFrame, model_path: str, origins: dict[str, pd.Timestamp], spec: TrainSpec,
-                columns: list[str]) -> pd.DataFrame:
-    """Score the entities in `rows` (gold rows) with the routing model at `model_path`."""
+                columns: list[str], inputs: list[str]) -> pd.DataFrame:
+    """Score the entities in `rows` (gold rows) with the routing model at `model_path`, sending
+    only the model's `inputs` (regressors no champion uses are left out)."""
     requests = [scoring_request(group, origins[entity], spec) for entity, group in rows.groupby("entity_id")]
     if not requests:
         return pd.DataFrame(columns=columns)
-    return _cached_model(model_path).predict(pd.concat(requests, ignore_index=True))[columns]
+    request = pd.concat(requests, ignore_index=True)
+    return _cached_model(model_path).predict(request[[c for c in inputs if c in request]])[columns]
 
 
 def _cached_model(path: str):
@@ -129,23 +131,24 @@ def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Se
             raise ConfigError(f"entity {', '.join(map(repr, unknown[:10]))} not in {model_uri} "
                               f"({bundle.meta.entities} entities, e.g. {bundle.first_entity()!r})")
         origins = {e: bundle.index[e].origin for e in wanted}
+        inputs = ["entity_id", "ds", *bundle.meta.exogenous]
         context = RunContext(bundle.meta.run_id, 0, bundle.meta.levels, pd.Timestamp.now(tz="UTC"))
         schema = context.schema(FORECASTS)
         timings["load"] = time.perf_counter() - started
         t0 = time.perf_counter()
         if backend == "spark":
-            rows = _score_spark(config, spark, local, origins, spec, schema)
+            rows = _score_spark(config, spark, local, origins, spec, schema, inputs)
         else:
             lake = DeltaRsLake(config.lake.root)
             gold = lake.read(GOLD_SERIES, filters=[("entity_id", "in", wanted)])
-            rows = lake.upsert(FORECASTS, score_frame(gold, local, origins, spec, schema.names), schema,
+            rows = lake.upsert(FORECASTS, score_frame(gold, local, origins, spec, schema.names, inputs), schema,
                                KEYS[FORECASTS])
         timings["score_and_merge"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return ScoreReport(model_uri, bundle.meta.run_id, len(wanted), rows, timings)
 
 
-def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSpec, schema) -> int:
+def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSpec, schema, inputs) -> int:
     from pyspark import SparkFiles
     from pyspark.sql import functions as F
 
@@ -159,7 +162,7 @@ def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSp
     columns = schema.names
 
     def score_group(rows: pd.DataFrame) -> pd.DataFrame:
-        return score_frame(rows, SparkFiles.get(name), origins, spec, columns)
+        return score_frame(rows, SparkFiles.get(name), origins, spec, columns, inputs)
 
     gold = lake.read(GOLD_SERIES).filter(F.col("entity_id").isin(list(origins)))
     scored = gold.groupBy("entity_id").applyInPandas(score_group, spark_ddl(schema)).persist()

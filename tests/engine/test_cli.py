@@ -74,3 +74,7 @@ def test_nightly_ingests_then_trains_on_the_new_gold_version(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "gold version 0" in out.stdout and "on gold version 0" in out.stdout
     assert "entities: 3 (ok 3)" in out.stdout and "gold/forecasts 72" in out.stdout
+    assert "registry: manymodels-router version 1 promoted to champion: first version" in out.stdout
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith("nightly summary: run ") and "3 entities (ok 3)" in summary
+    assert "72 forecast rows published" in summary and "score" in summary and "total" in summary
