@@ -13,7 +13,7 @@ is first asked for, so memory grows with the entities used, not with the bundle.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional
 
@@ -41,9 +41,7 @@ class BundleMeta:
     shards: int
 
     def to_dict(self) -> dict:
-        return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "run_id": self.run_id, "freq": self.freq,
-                "levels": list(self.levels), "horizon": self.horizon, "max_steps": self.max_steps,
-                "exogenous": list(self.exogenous), "entities": self.entities, "shards": self.shards}
+        return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "BundleMeta":
@@ -51,9 +49,8 @@ class BundleMeta:
             raise ValueError("not a manymodels routing bundle (meta.json has no routing format marker)")
         if data.get("version", 0) > BUNDLE_VERSION:
             raise ValueError(f"routing bundle format {data['version']} is newer than this manymodels reads; upgrade")
-        return cls(run_id=data["run_id"], freq=data["freq"], levels=tuple(data["levels"]), horizon=data["horizon"],
-                   max_steps=data["max_steps"], exogenous=tuple(data["exogenous"]), entities=data["entities"],
-                   shards=data["shards"])
+        return cls(**{f.name: tuple(data[f.name]) if isinstance(data[f.name], list) else data[f.name]
+                      for f in fields(cls)})
 
 
 def write_bundle(models: pd.DataFrame, folder: str | Path, *, run_id: str, freq: str, levels: tuple[int, ...],

@@ -46,27 +46,28 @@ def _child(row, parent_id: str, engine_run_id: str) -> ChildRun:
     if isinstance(row.error, str):
         tags["error"] = row.error[:5000]
     params = {"champion": str(row.champion or "none"), "n_obs": str(row.n_obs), "windows": str(row.windows)}
-    params.update(_flatten(json.loads(row.params or "{}")))
-    metrics = {"fit_seconds": float(row.fit_seconds)}
+    params.update(flat_params(json.loads(row.params or "{}")))
     candidates = json.loads(row.metrics or "{}")
+    metrics = {"fit_seconds": float(row.fit_seconds)}
     for candidate, values in candidates.items():
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                metrics[f"{candidate}.{key}"] = float(value)
-    for key, value in candidates.get(row.champion, {}).items():   # the champion's figures, unprefixed
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics[key] = float(value)
+        metrics.update({f"{candidate}.{k}": v for k, v in _numbers(values).items()})
+    metrics.update(_numbers(candidates.get(row.champion, {})))   # the champion's figures, unprefixed
     return ChildRun(str(row.entity_id), tags, params, metrics)
 
 
-def _flatten(params: dict, prefix: str = "") -> dict[str, str]:
+def _numbers(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def flat_params(data: dict, prefix: str = "") -> dict[str, str]:
+    """Nested settings as MLflow params: dotted keys, JSON for non-strings, at most 6000 chars
+    (MLflow's limit); an empty mapping is logged as ``{}``."""
     flat = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_params(value, f"{prefix}{key}."))
         else:
-            text = value if isinstance(value, str) else json.dumps(value)
-            flat[f"{prefix}{key}"] = text[:6000]   # MLflow's param value limit
+            flat[f"{prefix}{key}"] = (value if isinstance(value, str) else json.dumps(value))[:6000]
     return flat
 
 

@@ -26,7 +26,7 @@ from engine.errors import ConfigError
 from engine.lake import GOLD_SERIES, DeltaRsLake
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import log_routing_model
-from engine.tracking.children import MAX_PARAMS, child_runs, log_child_runs
+from engine.tracking.children import MAX_PARAMS, child_runs, flat_params, log_child_runs
 from engine.tracking.registry import GateDecision, gate
 from engine.tracking.store import experiment_id, prepared_uri
 from engine.training.entity import FAILED, OK
@@ -137,7 +137,7 @@ def _git_commit() -> Optional[str]:
 
 def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.DataFrame, aggregate: float,
                 train_seconds: dict[str, float]) -> None:
-    params = [Param(k, v[:6000]) for k, v in _flat_config(dataclasses.asdict(config)).items()]
+    params = [Param(k, v) for k, v in flat_params(dataclasses.asdict(config)).items()]
     statuses = models["status"].value_counts()
     figures = {"entities": len(models), **{f"status.{s}": int(n) for s, n in statuses.items()},
                **{f"champions.{c}": int(n) for c, n in models["champion"].dropna().value_counts().items()},
@@ -168,13 +168,3 @@ def _log_decision(client: MlflowClient, parent: str, decision: GateDecision) -> 
 def _log_figures(client: MlflowClient, parent: str, figures: dict[str, float]) -> None:
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
-
-
-def _flat_config(data: dict, prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat_config(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value) if not isinstance(value, str) else value
-    return flat
