@@ -15,7 +15,7 @@ import pyarrow as pa
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame, SparkSession
 
-BRONZE, REJECTED = "bronze", "bronze/_rejected_batches"
+BRONZE, REJECTED, SLICES = "bronze", "bronze/_rejected_batches", "bronze/_slices"
 SILVER_SERIES, GOLD_SERIES, GOLD_HOLIDAYS = "silver/series", "gold/series", "gold/holidays"
 
 
@@ -53,6 +53,11 @@ class DeltaRsLake:
     def version(self, table: str) -> Optional[int]:
         from deltalake import DeltaTable
         return DeltaTable(self.path(table)).version() if self.exists(table) else None
+
+    def committed_at(self, table: str) -> Optional[int]:
+        """Epoch milliseconds of the table's latest commit (None: no table)."""
+        from deltalake import DeltaTable
+        return DeltaTable(self.path(table)).history(1)[0]["timestamp"] if self.exists(table) else None
 
     def read(self, table: str, version: Optional[int] = None, columns: Optional[list[str]] = None,
              filters=None) -> pd.DataFrame:
@@ -178,6 +183,17 @@ class SparkLake:
             writer = writer.partitionBy(*partition_by)
         writer.save(self.path(table))
         return self.version(table)
+
+
+def observed_before(frame, as_of: Optional[pd.Timestamp]):
+    """Rows of a pandas or Spark frame with `ds` before `as_of` (all rows when None): what a job
+    run as of that time may see, future exogenous values included."""
+    if as_of is None:
+        return frame
+    if isinstance(frame, pd.DataFrame):
+        return frame[frame["ds"] < as_of].reset_index(drop=True)
+    from pyspark.sql import functions as F
+    return frame.filter(F.col("ds") < F.lit(as_of.to_pydatetime()))
 
 
 _OPERATORS = {"=": "__eq__", "==": "__eq__", "!=": "__ne__", "<": "__lt__", "<=": "__le__", ">": "__gt__",

@@ -61,6 +61,12 @@ class LocalFrames:
         return {"rows": len(frame), "entities": int(frame["entity_id"].nunique()),
                 **{f: int(frame[f].sum()) for f in flags}}
 
+    def last_observed(self, frame: pd.DataFrame, before: Optional[pd.Timestamp] = None) -> Optional[pd.Timestamp]:
+        seen = frame["y"].notna()
+        if before is not None:
+            seen &= frame["ds"] < before
+        return frame.loc[seen, "ds"].max() if seen.any() else None
+
     def is_empty(self, frame: pd.DataFrame) -> bool:
         return frame.empty
 
@@ -119,6 +125,15 @@ class SparkFrames:
         row = frame.agg(F.count(F.lit(1)).alias("rows"), F.countDistinct("entity_id").alias("entities"),
                         *(F.sum(F.col(f).cast("long")).alias(f) for f in flags)).first()
         return {k: int(row[k] or 0) for k in row.asDict()}
+
+    def last_observed(self, frame, before: Optional[pd.Timestamp] = None) -> Optional[pd.Timestamp]:
+        from pyspark.sql import functions as F
+        seen = F.col("y").isNotNull() & ~F.isnan("y")
+        if before is not None:
+            seen &= F.col("ds") < F.lit(before.to_pydatetime())
+        # toPandas, not collect: it honours the session time zone (UTC) instead of the host's.
+        last = frame.filter(seen).agg(F.max("ds").alias("last")).toPandas()["last"].iloc[0]
+        return None if pd.isna(last) else pd.Timestamp(last).tz_localize("UTC")
 
     def is_empty(self, frame) -> bool:
         return frame.isEmpty()

@@ -1,9 +1,11 @@
 """sources -> bronze -> silver -> gold, on either frame backend.
 
 Bronze is append-only and idempotent: a batch (content hash) is inserted once by a MERGE on
-``(_batch_id, _row)``. A batch that cannot be parsed still lands in bronze, is recorded in
+``(_batch_id, _row)``. With ``as_of`` (a replayed night), each file is cut to what had been
+received by then and not by the previous recorded night (``bronze/_slices``), so a night
+appends only its new slice and rerunning it appends nothing. A batch that cannot be parsed still lands in bronze, is recorded in
 ``bronze/_rejected_batches`` with the reason, and is left out of silver. Silver and gold are
-rebuilt from bronze only when bronze changed, each in one Delta commit, so a failure leaves
+rebuilt from bronze only when bronze changed since gold was last written, each in one Delta commit, so a failure leaves
 the previous versions intact and readers never see half a table.
 """
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pandas as pd
 
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, bronze_table
+from engine.faults import crash_point
+from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, SLICES, DeltaRsLake, bronze_table
 from engine.medallion.cleaning import GoldPreparer, SilverCleaner, longest_season
 from engine.medallion.schemas import (SILVER_FLAGS, gold_schema, parsed_calendar_schema, parsed_exogenous_schema,
                                       parsed_target_schema, rejected_schema, silver_schema)
@@ -37,6 +40,7 @@ class IngestReport:
     silver: dict[str, int] = field(default_factory=dict)
     gold: dict[str, int] = field(default_factory=dict)
     gold_version: Optional[int] = None
+    data_end: Optional[pd.Timestamp] = None      # last observed target timestamp (before as_of)
     rebuilt: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -64,8 +68,11 @@ class BatchParser:
         return parsed[list(self.columns)]
 
 
-def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebuild: bool = False) -> IngestReport:
-    """Run sources -> bronze -> silver -> gold with a frame backend (`LocalFrames` or `SparkFrames`)."""
+def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebuild: bool = False,
+           as_of: Optional[pd.Timestamp] = None) -> IngestReport:
+    """Run sources -> bronze -> silver -> gold with a frame backend (`LocalFrames` or `SparkFrames`).
+
+    `as_of` (UTC) ingests only what had been received by then: observations before it."""
     source, report = Source(config.source), IngestReport()
     target, exog_sets, calendars = _split_datasets(source.datasets, config)
     target_exog = tuple(c for c in config.source.exogenous if c in target.provides)
@@ -76,6 +83,8 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
 
     started = time.perf_counter()
     batches = source.read()
+    if as_of is not None:
+        batches = _sliced(batches, source, frames, as_of, progress)
     report.batches = len(batches)
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(frames)
@@ -92,16 +101,20 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
             if new:
                 frames.insert_new(REJECTED, _rejection_row(batch, reason, ingested_at), keys=["_batch_id"])
                 rejected_ids.add(batch.batch_id)
+    if as_of is not None:
+        frames.insert_new(SLICES, _slice_row(config.source.kind, as_of, ingested_at), keys=["source", "as_of"])
+    crash_point("after-write:bronze")
     report.seconds["bronze"] = time.perf_counter() - started
     progress(f"bronze: {report.batches} batch(es), {report.new_batches} new, "
              f"{sum(report.bronze_inserted.values())} row(s) inserted, {len(report.rejected)} rejected")
 
-    if not rebuild and report.new_batches == 0 and not report.new_rejections and frames.lake.exists(GOLD_SERIES):
+    if not rebuild and _gold_is_current(config, [d.name for d in source.datasets]):
         version = frames.lake.version(GOLD_SERIES)
         gold = frames.read(GOLD_SERIES, version)
         # A config that changed the exogenous columns needs a rebuild even with the same input.
         if list(gold.columns) == gold_schema(config.source.exogenous).names:
             report.gold_version, report.gold = version, frames.summarize(gold, ["is_imputed"])
+            report.data_end = frames.last_observed(gold, as_of)
             progress(f"silver/gold: bronze unchanged, gold stays at version {version}")
             return report
 
@@ -137,6 +150,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
         report.gold_version = frames.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
                                                partition_by=["entity_id"])
         report.gold = frames.summarize(gold, ["is_imputed"])
+        report.data_end = frames.last_observed(gold, as_of)
     finally:
         frames.release(gold)
     report.rebuilt = True
@@ -144,6 +158,48 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     progress(f"gold: {report.gold['rows']} row(s), {report.gold['entities']} entities, "
              f"{report.gold['is_imputed']} imputed, version {report.gold_version}")
     return report
+
+
+def _gold_is_current(config: Config, datasets: list[str]) -> bool:
+    """Gold was written after every bronze commit (a job killed between bronze and gold left
+    bronze newer, so the rerun rebuilds instead of trusting an outdated gold)."""
+    lake = DeltaRsLake(config.lake.root)
+    gold = lake.committed_at(GOLD_SERIES)
+    if gold is None:
+        return False
+    bronze = [lake.committed_at(t) for t in [*map(bronze_table, datasets), REJECTED]]
+    return all(b is None or b < gold for b in bronze)
+
+
+def _sliced(batches: list[RawBatch], source: Source, frames, as_of: pd.Timestamp, progress) -> list[RawBatch]:
+    """Each batch cut to [previous recorded night, as_of); reference datasets stay whole."""
+    since = _previous_night(frames, source.conf.kind, as_of)
+    out = []
+    for batch in batches:
+        window = source.dataset(batch.dataset).window
+        if window is None:
+            out.append(batch)
+            continue
+        rows = window(batch.frame, since, as_of)
+        if len(rows):
+            out.append(RawBatch(batch.dataset, f"{batch.file}@as-of={as_of.isoformat()}", rows))
+    progress(f"as of {as_of.isoformat()}: slice from "
+             f"{since.isoformat() if since is not None else 'the start'}, {sum(len(b.frame) for b in out)} raw row(s)")
+    return out
+
+
+def _previous_night(frames, kind: str, as_of: pd.Timestamp) -> Optional[pd.Timestamp]:
+    lake = DeltaRsLake(frames.lake.root)     # a few rows: read without Spark, UTC-aware
+    if not lake.exists(SLICES):
+        return None
+    slices = lake.read(SLICES)
+    earlier = slices.loc[(slices["source"] == kind) & (slices["as_of"] < as_of), "as_of"]
+    return earlier.max() if len(earlier) else None
+
+
+def _slice_row(kind: str, as_of: pd.Timestamp, at: pd.Timestamp) -> pd.DataFrame:
+    return pd.DataFrame({"source": [kind], "as_of": pd.Series([as_of], dtype="datetime64[us, UTC]"),
+                         "recorded_at": pd.Series([at], dtype="datetime64[us, UTC]")})
 
 
 def _split_datasets(datasets: list[Dataset], config: Config) -> tuple[Dataset, list[Dataset], list[Dataset]]:

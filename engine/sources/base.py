@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,12 +38,37 @@ class BatchRejected(Exception):
     """The batch cannot be parsed; the message says which rows/columns and why."""
 
 
+# (raw rows, since, until) -> the raw rows an observer would have received in [since, until).
+Window = Callable[[pd.DataFrame, Optional[pd.Timestamp], pd.Timestamp], pd.DataFrame]
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str                                    # bronze table name
     role: str                                    # TARGET | EXOGENOUS | CALENDAR
     parse: Callable[[pd.DataFrame], pd.DataFrame]
     provides: tuple[str, ...] = ()               # exogenous columns its parsed rows carry
+    # How to cut a raw batch to a time slice for `--as-of` replays; None: the dataset is
+    # reference data (a holiday list) that is received whole.
+    window: Optional[Window] = None
+
+
+@dataclass(frozen=True)
+class LongWindow:
+    """Rows of a long-format file whose `time` falls in [since, until). Rows whose time does
+    not parse stay in every slice, so the batch is rejected with the parser's message."""
+
+    time: str
+
+    def __call__(self, raw: pd.DataFrame, since: Optional[pd.Timestamp], until: pd.Timestamp) -> pd.DataFrame:
+        column = bronze_column(self.time)
+        if column not in raw.columns:
+            return raw
+        ds = pd.to_datetime(raw[column].astype("string").str.strip(), errors="coerce", utc=True, format="mixed")
+        inside = ds < until
+        if since is not None:
+            inside &= ds >= since
+        return raw[(ds.isna() | inside).to_numpy()].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

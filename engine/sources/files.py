@@ -8,8 +8,8 @@ import pandas as pd
 
 from engine.config import SourceConfig
 from engine.errors import IngestError
-from engine.sources.base import (TARGET, BatchRejected, Dataset, RawBatch, invalid_number, parse_numbers,
-                                 parse_timestamps, row_labels, bronze_column)
+from engine.sources.base import (TARGET, BatchRejected, Dataset, LongWindow, RawBatch, bronze_column, invalid_number,
+                                 parse_numbers, parse_timestamps, row_labels)
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class LongParser:
 def files_datasets(conf: SourceConfig) -> list[Dataset]:
     cols = conf.columns
     exog = tuple(conf.exogenous)
-    return [Dataset(conf.kind, TARGET, LongParser(cols.entity, cols.time, cols.target, exog), provides=exog)]
+    return [Dataset(conf.kind, TARGET, LongParser(cols.entity, cols.time, cols.target, exog), provides=exog,
+                    window=LongWindow(cols.time))]
 
 
 def read_files(conf: SourceConfig) -> list[RawBatch]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,25 @@ def _hourly_long(raw: pd.DataFrame, key: str) -> pd.DataFrame:
     hour = long["hour"].str[1:].astype(int) - 1
     long["ds"] = (day + pd.to_timedelta(hour, unit="h")).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
     return long
+
+
+def day_window(raw: pd.DataFrame, since: Optional[pd.Timestamp], until: pd.Timestamp) -> pd.DataFrame:
+    """The day rows a feed would have sent by `until` that hold an hour in [since, until):
+    hours from `until` on are still blank (not measured yet), earlier hours of the day are
+    re-sent as they were. Rows whose date does not parse stay, so the batch is rejected."""
+    try:
+        dates = raw[["year", "month", "day"]].apply(pd.to_numeric, errors="coerce")
+        day = pd.to_datetime(dates, errors="coerce").dt.tz_localize("UTC")
+    except (KeyError, ValueError):
+        return raw
+    inside = day < until
+    if since is not None:
+        inside &= day + pd.Timedelta(hours=23) >= since
+    keep = (day.isna() | inside).to_numpy()
+    sliced, day = raw[keep].copy(), day[keep]
+    for h, column in enumerate(HOURS):
+        sliced.loc[(day + pd.Timedelta(hours=h) >= until).to_numpy(), column] = ""
+    return sliced.reset_index(drop=True)
 
 
 def parse_load(raw: pd.DataFrame) -> pd.DataFrame:
@@ -104,6 +124,7 @@ def parse_holidays(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def gefcom2012_datasets() -> list[Dataset]:
-    return [Dataset("gefcom2012_load", TARGET, parse_load),
-            Dataset("gefcom2012_temperature", EXOGENOUS, parse_temperature, provides=("temperature", *STATIONS)),
+    return [Dataset("gefcom2012_load", TARGET, parse_load, window=day_window),
+            Dataset("gefcom2012_temperature", EXOGENOUS, parse_temperature, provides=("temperature", *STATIONS),
+                    window=day_window),
             Dataset("gefcom2012_holidays", CALENDAR, parse_holidays, provides=("is_holiday",))]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from engine.config import SyntheticConfig
-from engine.sources.base import TARGET, Dataset, RawBatch
+from engine.sources.base import TARGET, Dataset, LongWindow, RawBatch
 from engine.sources.files import LongParser
 
 DATASET = "synthetic"
@@ -70,4 +70,5 @@ def read_synthetic(conf: SyntheticConfig) -> list[RawBatch]:
 
 
 def synthetic_datasets() -> list[Dataset]:
-    return [Dataset(DATASET, TARGET, LongParser("entity_id", "ds", "y", ("temperature",)), provides=("temperature",))]
+    return [Dataset(DATASET, TARGET, LongParser("entity_id", "ds", "y", ("temperature",)), provides=("temperature",),
+                    window=LongWindow("ds"))]
