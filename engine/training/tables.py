@@ -1,8 +1,10 @@
 """gold.backtests, gold.models and gold.forecasts: schemas, rows from results, keyed writes.
 
-Each table is written with a MERGE keyed on ``run_id`` plus its row key, which also deletes
-rows of the same run that the new results no longer have: rerunning a run id replaces its
-rows, other runs' rows (the forecast history) stay.
+Each table is written with one MERGE that also deletes rows of the same run that the new
+results no longer have: rerunning a run id replaces its rows, other runs' rows stay.
+Backtests and models are keyed on ``run_id`` plus their row key (every run is kept);
+forecasts on ``(entity_id, ds, forecast_origin)``, so each origin's forecast exists exactly
+once: a later run forecasting the same origin supersedes it, earlier origins stay as history.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from engine.training.entity import forecast_frame
 
 BACKTESTS, MODELS, FORECASTS = "gold/backtests", "gold/models", "gold/forecasts"
 KEYS = {BACKTESTS: ("run_id", "entity_id", "candidate", "window"), MODELS: ("run_id", "entity_id"),
-        FORECASTS: ("run_id", "entity_id", "ds")}
+        FORECASTS: ("entity_id", "ds", "forecast_origin")}
 METRIC_COLUMNS = ("mae", "rmse", "smape", "mase")
 
 

@@ -59,25 +59,37 @@ def test_local_training_writes_the_three_tables(lake_config):
 
 def test_rerunning_a_run_id_replaces_its_rows_and_other_runs_stay(lake_config):
     train(lake_config, backend="local", run_id="run-a")
-    train(lake_config, backend="local", run_id="run-b")
+    train(lake_config, backend="local", run_id="run-a")
     rows = counts(lake_config)
-    assert rows[FORECASTS]["run-a"] == rows[FORECASTS]["run-b"] == 5 * 24
+    assert rows[FORECASTS]["run-a"] == 5 * 24
     assert rows[MODELS]["run-a"] == 5 and rows[BACKTESTS]["run-a"] == 30
-    second = train(lake_config, backend="local", run_id="run-c")
+    second = train(lake_config, backend="local", run_id="run-b")
     assert second.plan.learned   # costs now come from recorded fit seconds
+    rows = counts(lake_config)
+    # Models and backtests of every run stay; the forecast of an origin exists once, from its latest run.
+    assert rows[MODELS].to_dict() == {"run-a": 5, "run-b": 5}
+    assert rows[BACKTESTS].to_dict() == {"run-a": 30, "run-b": 30}
+    assert rows[FORECASTS].to_dict() == {"run-b": 5 * 24}
 
 
 @pytest.mark.spark
 def test_spark_and_ray_give_results_identical_to_local(lake_config, spark):
+    lake, by_run = DeltaRsLake(lake_config.lake.root), {}
+
+    def forecasts_of(run_id: str) -> pd.DataFrame:   # read at once: a later run of the origin supersedes them
+        rows = lake.read(FORECASTS, filters=[("run_id", "=", run_id)])
+        return rows.drop(columns="run_id").sort_values(["entity_id", "ds"], ignore_index=True)
+
     local = train(lake_config, backend="local", run_id="parity-local")
+    by_run["parity-local"] = forecasts_of("parity-local")
     spark_report = train(lake_config, backend="spark", run_id="parity-spark", spark=spark)
+    by_run["parity-spark"] = forecasts_of("parity-spark")
     ray_report = train(lake_config, backend="ray", run_id="parity-ray")
+    by_run["parity-ray"] = forecasts_of("parity-ray")
     expected = models_of(lake_config, "parity-local")[COMPARED]
     for run_id in ("parity-spark", "parity-ray"):
         pd.testing.assert_frame_equal(models_of(lake_config, run_id)[COMPARED], expected)
-    forecasts = DeltaRsLake(lake_config.lake.root).read(FORECASTS)
-    by_run = {r: f.drop(columns="run_id").sort_values(["entity_id", "ds"], ignore_index=True)
-              for r, f in forecasts.groupby("run_id") if r.startswith("parity")}
+    assert len(by_run["parity-local"]) == 5 * 24
     pd.testing.assert_frame_equal(by_run["parity-spark"], by_run["parity-local"])
     pd.testing.assert_frame_equal(by_run["parity-ray"], by_run["parity-local"])
     assert spark_report.entities == ray_report.entities == local.entities == 5
