@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.manymodels-installed
 CONFIG ?= configs/nightly.yaml
 
-.PHONY: setup services nightly ingest test test-slow tracking-server clean
+.PHONY: setup services nightly replay ingest test test-slow tracking-server clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): setup.cfg constraints.txt
 
 nightly: setup
 	$(BIN)/manymodels nightly --config $(CONFIG)
+
+# Replay GEFCom2012 as nights on its own lake: the history to FROM, then one night per day to TO.
+FROM ?= 2008-06-24
+TO ?= 2008-07-01
+REPLAY_CONFIG ?= configs/replay.yaml
+replay: setup
+	for night in $$($(BIN)/python -c "import pandas as pd; print(*pd.date_range('$(FROM)', '$(TO)').strftime('%Y-%m-%d'))"); do \
+		$(BIN)/manymodels nightly --config $(REPLAY_CONFIG) --as-of $$night --no-progress || exit $$?; \
+	done
 
 ingest: setup
 	$(BIN)/manymodels ingest --config $(CONFIG)
@@ -41,4 +50,4 @@ tracking-server: setup services
 	scripts/tracking-server.sh start tracking 5000 5432
 
 clean:
-	rm -rf lakehouse lakehouse-synthetic mlflow.db mlflow.db-shm mlflow.db-wal mlartifacts mlruns spark-warehouse .pytest_cache
+	rm -rf lakehouse lakehouse-synthetic lakehouse-replay replay-mlflow.db* mlflow.db mlflow.db-shm mlflow.db-wal mlartifacts mlruns spark-warehouse .pytest_cache

@@ -5,13 +5,18 @@ import argparse
 import os
 import sys
 import time
-import uuid
+from pathlib import Path
 from typing import Optional, Sequence
 
 from engine.config import BACKENDS, load_config
 from engine.errors import ManymodelsError
+from engine.nightly.lock import LakeBusy, LakeLock
+from engine.training.job import TrainingFailed
 
-EXIT_USER_ERROR, EXIT_REJECTED = 2, 3
+# Exit codes: 0 done; 1 an unexpected error (trace in the log file named); 2 a user mistake
+# (config, arguments, missing data); 3 input batches rejected (the rest was processed);
+# 4 too many entities failed training (nothing published); 75 the lake is busy (EX_TEMPFAIL).
+EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_TRAINING_FAILED, EXIT_BUSY = 1, 2, 3, 4, 75
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -80,12 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     pull_cmd.add_argument("--history", type=int, default=0, metavar="STEPS",
                           help="history shown before the origin in png (default: 3 x horizon)")
 
-    nightly = sub.add_parser("nightly", help="the nightly job: every stage built so far, with a summary",
-                             description="Run the nightly job. Stages so far: ingest (bronze/silver/gold), then "
-                             "train (backtest, champion, forecast) on the gold version just written, then MLflow "
-                             "(parent and child runs, a routing model version through the promotion gate), then "
-                             "score every entity with the champion into gold.forecasts; ends with a summary.")
+    nightly = sub.add_parser(
+        "nightly", help="the nightly job: ingest, train, MLflow and registry gate, score; ends with a summary",
+        description="Run one night: ingest (bronze/silver/gold), train (backtest, champion, forecast) on the gold "
+        "version just written, log to MLflow (parent and child runs, a routing model version through the "
+        "promotion gate), then score every entity with the champion into gold.forecasts. The night's run id comes "
+        "from its as-of time, so rerunning a night replaces its rows; stages a crashed run finished are not "
+        "redone; a night whose inputs equal a finished night's reuses its models (nightly.reuse_models). One job "
+        "per lake at a time. Exit codes: 0 done, 1 unexpected error, 2 user mistake, 3 input batch(es) rejected, "
+        "4 too many entities failed, 75 lake busy.")
     _config_arg(nightly)
+    nightly.add_argument("--as-of", metavar="TIMESTAMP", help="replay the night at this time (UTC unless an offset "
+                         "is given): ingest only data received by then (observations before it) and forecast from "
+                         "there, e.g. --as-of 2008-06-24")
+    nightly.add_argument("--retrain", action="store_true", help="train and publish again even if this night (or "
+                         "one with the same inputs) is already done")
     nightly.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     return parser
 
@@ -93,25 +107,52 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_mlflow()
+    config = None
     try:
         config = load_config(args.config)
-        if args.command == "train":
-            return _run_train(config, args)
-        if args.command == "score":
-            return _run_score(config, args)
         if args.command == "serve":
             return _run_serve(config, args)
         if args.command == "forecasts":
             return _run_pull(config, args)
         if args.command == "nightly":
-            return _run_nightly(config, args)
-        return _run_ingest(config, args, title="ingest")[1]
+            return _run_nightly(config, args)     # holds the lake's lock itself
+        # Every command that writes to the lake holds its lock (one writer at a time).
+        with LakeLock(config.lake.root, f"manymodels {args.command} '{config.name}'", config.nightly.lock_timeout):
+            if args.command == "train":
+                return _run_train(config, args)
+            if args.command == "score":
+                return _run_score(config, args)
+            return _run_ingest(config, args, title="ingest")[1]
+    except LakeBusy as exc:
+        print(f"busy: {exc}", file=sys.stderr)
+        return EXIT_BUSY
+    except TrainingFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
     except ManymodelsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: Delta commits are atomic, so rerun the same command to finish", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug or an outage: one line here, the trace in a file
+        log = _write_trace(config)
+        print(f"error: {args.command} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(full trace in {log}); rerun the same command to finish once the cause is fixed", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _write_trace(config) -> str:
+    import tempfile
+    import traceback
+    folder = Path(config.lake.root) / "_manymodels" / "logs" if config else Path(tempfile.gettempdir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    path.write_text(traceback.format_exc())
+    return str(path)
 
 
 def _quiet_mlflow() -> None:
@@ -120,15 +161,15 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")   # read when mlflow is imported
 
 
-def _run_ingest(config, args, title: str):
+def _run_ingest(config, args, title: str, as_of=None):
     from engine.medallion import frames_for
     from engine.medallion.pipeline import ingest
 
-    run_id, started = getattr(args, "run_id", None) or uuid.uuid4().hex, time.perf_counter()
-    backend = args.backend or config.backend
-    print(f"manymodels {title} '{config.name}' run {run_id}: lake {config.lake.root}, backend {backend}")
+    started, backend = time.perf_counter(), args.backend or config.backend
+    print(f"manymodels {title} '{config.name}': lake {config.lake.root}, backend {backend}"
+          + (f", as of {as_of.isoformat()}" if as_of is not None else ""), flush=True)
     report = ingest(config, frames_for(config, backend), progress=lambda msg: print(f"  {msg}", flush=True),
-                    rebuild=getattr(args, "rebuild", False))
+                    rebuild=getattr(args, "rebuild", False), as_of=as_of)
     print(f"summary: {report.gold.get('entities', 0)} entities, {report.gold.get('rows', 0)} gold rows, "
           f"gold version {report.gold_version}, "
           + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
@@ -143,34 +184,60 @@ def _run_ingest(config, args, title: str):
 
 
 def _run_nightly(config, args) -> int:
-    """ingest -> train -> MLflow (runs, registry gate) -> score with the champion, one run id."""
-    args.run_id = uuid.uuid4().hex
-    started, seconds = time.perf_counter(), {}
-    ingested, code = _run_ingest(config, args, title="nightly")
-    seconds["ingest"] = time.perf_counter() - started
-    t0 = time.perf_counter()
-    trained, published = _train_and_publish(config, args, gold_version=ingested.gold_version)
-    seconds["train"] = trained.seconds["total"]
-    seconds["mlflow"] = time.perf_counter() - t0 - seconds["train"]
-    t0 = time.perf_counter()
-    scored = _score(config, args)
-    seconds["score"] = time.perf_counter() - t0
-    seconds["total"] = time.perf_counter() - started
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(trained.statuses.items()))
-    print(f"nightly summary: run {trained.run_id}, gold version {trained.gold_version}; {trained.entities} entities "
-          f"({statuses}); champions " + ", ".join(f"{k} {v}" for k, v in trained.champions.most_common())
-          + f"; {len(trained.failures)} failed; MLflow parent run {published.parent_run_id}; registry: "
-          f"{published.decision.describe()}; {scored.rows} forecast rows published from run {scored.run_id}; "
-          "time " + ", ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
-    return code
+    from engine.nightly.job import run_night
+
+    as_of = _as_of(args.as_of)
+    report = run_night(config, ConsoleStages(config, args), as_of=as_of, retrain=args.retrain)
+    print(report.summary())
+    if report.exit_code:
+        print(f"error: {report.rejected} input batch(es) rejected (their raw rows are in bronze, see "
+              "bronze/_rejected_batches); the night ran on the accepted data", file=sys.stderr)
+    return report.exit_code
+
+
+def _as_of(text: Optional[str]):
+    if text is None:
+        return None
+    import pandas as pd
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError:
+        raise ManymodelsError(f"--as-of {text!r} is not a timestamp (e.g. 2008-06-24 or 2008-06-24T06:00)") from None
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+class ConsoleStages:
+    """The nightly stages as the CLI runs them: progress bars and a few lines per stage."""
+
+    def __init__(self, config, args):
+        self.config, self.args = config, args
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+
+    def ingest(self, as_of):
+        report, code = _run_ingest(self.config, self.args, title="nightly", as_of=as_of)
+        return report, len(report.rejected) if code else 0
+
+    def train(self, run_id: str, gold_version: int, as_of):
+        self.args.run_id = run_id
+        return _train(self.config, self.args, gold_version=gold_version, as_of=as_of)
+
+    def publish(self, run_id: str, train_seconds: dict):
+        return _run_publish(self.config, run_id, train_seconds, self.args)
+
+    def score(self, as_of):
+        return _score(self.config, self.args, as_of=as_of)
 
 
 def _run_train(config, args) -> int:
-    _train_and_publish(config, args)
+    report = _train(config, args)
+    if not args.no_mlflow:
+        _run_publish(config, report.run_id, report.seconds, args)
     return 0
 
 
-def _train_and_publish(config, args, gold_version=None):
+def _train(config, args, gold_version=None, as_of=None):
     from engine.training.job import train
 
     backend = args.backend or config.backend
@@ -187,16 +254,15 @@ def _train_and_publish(config, args, gold_version=None):
     try:
         report = train(config, backend=backend,
                        gold_version=gold_version if gold_version is not None else getattr(args, "gold_version", None),
-                       run_id=getattr(args, "run_id", None), progress=progress)
+                       run_id=getattr(args, "run_id", None), progress=progress, as_of=as_of)
     finally:
         for b in bar:
             b.close()
     print(training_summary(report))
-    published = None if getattr(args, "no_mlflow", False) else _run_publish(config, report, args)
-    return report, published
+    return report
 
 
-def _run_publish(config, report, args):
+def _run_publish(config, run_id: str, train_seconds: dict, args):
     from tqdm import tqdm
 
     from engine.tracking.publish import publish
@@ -209,7 +275,7 @@ def _run_publish(config, report, args):
         return bars[0].update
 
     try:
-        result = publish(config, report.run_id, train_seconds=report.seconds, backend=report.backend,
+        result = publish(config, run_id, train_seconds=train_seconds, backend=args.backend or config.backend,
                          progress=progress)
     finally:
         for bar in bars:
@@ -226,12 +292,12 @@ def _run_score(config, args) -> int:
     return 0
 
 
-def _score(config, args):
+def _score(config, args, as_of=None):
     from engine.scoring.batch import score
 
     backend = args.backend or config.backend
     report = score(config, model_uri=getattr(args, "model_uri", None), entities=getattr(args, "entity", None),
-                   backend=backend)
+                   backend=backend, as_of=as_of)
     print(f"scored {report.entities} entities with {report.model_uri} (training run {report.run_id}): "
           f"{report.rows} forecast rows MERGEd into gold/forecasts, "
           + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))

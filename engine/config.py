@@ -89,6 +89,18 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class NightlyConfig:
+    """The nightly job's policies (engine.nightly)."""
+
+    reuse_models: bool = True
+    lock_timeout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.lock_timeout >= 0, "nightly.lock_timeout",
+               "must be >= 0 seconds (0: exit at once when another job holds the lake)")
+
+
+@dataclass(frozen=True)
 class ColumnsConfig:
     entity: str = "entity_id"
     time: str = "ds"
@@ -210,6 +222,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
@@ -243,6 +256,15 @@ class Config:
         return ModelSpec(freq=self.series.freq, season_lengths=tuple(self.series.season_lengths),
                          levels=tuple(sorted(self.training.levels)), exogenous=tuple(self.source.exogenous),
                          seed=self.training.seed)
+
+    def fingerprint(self) -> str:
+        """Hash of everything that shapes the models: where and how a job runs (spark,
+        backend, partitions, mlflow, nightly) is left out, since backends give the same models."""
+        import hashlib
+        import json
+        shaping = {k: v for k, v in dataclasses.asdict(self).items()
+                   if k not in ("spark", "backend", "partitions", "mlflow", "nightly", "lake")}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
     def lake_root(self) -> Path:

@@ -19,7 +19,8 @@ import pandas as pd
 
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake
+from engine.faults import crash_point
+from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
 from engine.routing.bundle import Bundle
 from engine.routing.pyfunc import ARTIFACT
 from engine.training.entity import TrainSpec, prepare
@@ -117,7 +118,8 @@ def _cached_model(path: str):
 
 
 def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Sequence[str]] = None,
-          backend: Optional[str] = None, spark=None) -> ScoreReport:
+          backend: Optional[str] = None, spark=None, as_of: Optional[pd.Timestamp] = None) -> ScoreReport:
+    """Score `entities` (default: all of the model's) from gold rows before `as_of` (default: all)."""
     backend = backend or config.backend
     model_uri = model_uri or champion_uri(config)
     timings, started = {}, time.perf_counter()
@@ -137,18 +139,21 @@ def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Se
         timings["load"] = time.perf_counter() - started
         t0 = time.perf_counter()
         if backend == "spark":
-            rows = _score_spark(config, spark, local, origins, spec, schema, inputs)
+            rows = _score_spark(config, spark, local, origins, spec, schema, inputs, as_of)
         else:
             lake = DeltaRsLake(config.lake.root)
-            gold = lake.read(GOLD_SERIES, filters=[("entity_id", "in", wanted)])
-            rows = lake.upsert(FORECASTS, score_frame(gold, local, origins, spec, schema.names, inputs), schema,
-                               KEYS[FORECASTS])
+            gold = observed_before(lake.read(GOLD_SERIES, filters=[("entity_id", "in", wanted)]), as_of)
+            scored = score_frame(gold, local, origins, spec, schema.names, inputs)
+            crash_point("before-write:score")
+            rows = lake.upsert(FORECASTS, scored, schema, KEYS[FORECASTS])
+        crash_point("after-write:score")
         timings["score_and_merge"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return ScoreReport(model_uri, bundle.meta.run_id, len(wanted), rows, timings)
 
 
-def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSpec, schema, inputs) -> int:
+def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSpec, schema, inputs,
+                 as_of: Optional[pd.Timestamp]) -> int:
     from pyspark import SparkFiles
     from pyspark.sql import functions as F
 
@@ -164,9 +169,11 @@ def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSp
     def score_group(rows: pd.DataFrame) -> pd.DataFrame:
         return score_frame(rows, SparkFiles.get(name), origins, spec, columns, inputs)
 
-    gold = lake.read(GOLD_SERIES).filter(F.col("entity_id").isin(list(origins)))
+    gold = observed_before(lake.read(GOLD_SERIES), as_of).filter(F.col("entity_id").isin(list(origins)))
     scored = gold.groupBy("entity_id").applyInPandas(score_group, spark_ddl(schema)).persist()
     try:
+        scored.count()
+        crash_point("before-write:score")
         return lake.upsert(FORECASTS, scored, schema, KEYS[FORECASTS])
     finally:
         scored.unpersist()

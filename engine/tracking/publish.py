@@ -76,6 +76,7 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     metric = config.backtest.metric
     aggregate = aggregate_metric(models, metric)
 
+    _end_abandoned(client, experiment, run_id)
     parent = client.create_run(experiment, tags=_parent_tags(config, models, run_id, backend),
                                run_name=f"{config.name}-{run_id[:8]}").info.run_id
     try:
@@ -113,6 +114,13 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     timings["total"] = time.perf_counter() - started
     return PublishReport(parent, experiment, len(runs), f"models:/{config.mlflow.registered_model}/{version}",
                          version, decision, timings)
+
+
+def _end_abandoned(client: MlflowClient, experiment: str, run_id: str) -> None:
+    """Mark KILLED the parent runs of `run_id` that a crashed earlier attempt left RUNNING."""
+    for run in client.search_runs([experiment], filter_string=f"tags.`manymodels.run_id` = '{run_id}' "
+                                  "and attributes.status = 'RUNNING'"):
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
 
 
 def _parent_tags(config: Config, models: pd.DataFrame, run_id: str, backend: Optional[str]) -> dict[str, str]:

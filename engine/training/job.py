@@ -17,13 +17,15 @@ import pandas as pd
 
 from engine.config import Config
 from engine.errors import ConfigError, ManymodelsError
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake
+from engine.faults import crash_point
+from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
 from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
 from partitions.plan import PartitionPlan, plan_partitions
 
-SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt"]
+SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt",
+                   "forecast_origin"]
 
 
 class TrainingFailed(ManymodelsError):
@@ -61,14 +63,21 @@ class TrainReport:
         return int((self.summary["attempt"] > 0).sum())
 
     @property
+    def origin(self) -> Optional[str]:
+        """The latest forecast origin of the run (ISO), None when nothing was forecast."""
+        origins = pd.to_datetime(self.summary["forecast_origin"], utc=True).dropna()
+        return origins.max().isoformat() if len(origins) else None
+
+    @property
     def entities_per_second(self) -> float:
         return self.entities / max(self.seconds.get("train", 0.0), 1e-9)
 
 
 def train(config: Config, backend: Optional[str] = None, gold_version: Optional[int] = None,
           run_id: Optional[str] = None, progress: Optional[Callable[[int, int], Callable[[int], None]]] = None,
-          spark=None) -> TrainReport:
-    """Train every entity of gold.series; `progress(total, tasks)` returns a per-entity tick."""
+          spark=None, as_of: Optional[pd.Timestamp] = None) -> TrainReport:
+    """Train every entity of gold.series; `progress(total, tasks)` returns a per-entity tick.
+    With `as_of`, only gold rows before it are seen (a replayed night)."""
     backend = backend or config.backend
     run_id = run_id or uuid.uuid4().hex
     spec = TrainSpec.from_config(config)
@@ -86,11 +95,11 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         from engine.spark import get_spark
         spark = spark or get_spark(config.spark)
         writer_lake = SparkLake(spark, config.lake.root)
-        gold = writer_lake.read(GOLD_SERIES, version=version)
+        gold = observed_before(writer_lake.read(GOLD_SERIES, version=version), as_of)
         extents = entity_extents_spark(gold)
     else:
         writer_lake = lake
-        gold = lake.read(GOLD_SERIES, version=version)
+        gold = observed_before(lake.read(GOLD_SERIES, version=version), as_of)
         extents = entity_extents(gold)
     config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
     runner = make_backend(backend, config, spark)
@@ -101,7 +110,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
                            recorded=_recorded_costs(lake))
     timings["plan"] = time.perf_counter() - started
 
-    tick = progress(len(plan.assignment), plan.buckets) if progress else None
+    tick = _crash_point_on(progress(len(plan.assignment), plan.buckets) if progress else None)
     planned = tag_with_plan(gold, extents, plan, spec, spark if backend == "spark" else None)
     t0 = time.perf_counter()
     results = runner.train(planned, plan, spec, tick)
@@ -118,12 +127,23 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         schema = context.schema(table)
         rows = (_spark_rows(results, context, table, schema) if backend == "spark"
                 else context.rows(table)(results))
+        crash_point(f"before-write:{table}")
         written[table] = writer_lake.replace_run(table, rows, schema, KEYS[table], run_id)
+        crash_point(f"after-write:{table}")
     if backend == "spark":
         results.unpersist()
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return TrainReport(run_id, version, backend, plan, summary, written, timings)
+
+
+def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], None]:
+    """The progress tick, plus the `training` crash point once an entity has finished."""
+    def ticked(done: int) -> None:
+        if tick:
+            tick(done)
+        crash_point("training")
+    return ticked
 
 
 def entity_extents(gold: pd.DataFrame) -> pd.DataFrame:

@@ -58,23 +58,3 @@ def test_config_mistake_is_one_line_without_traceback(tmp_path):
     out = manymodels("nightly", "--config", str(path))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: config key 'horizon' must be >= 1 (steps of series.freq), got -1"
-
-
-def test_nightly_ingests_then_trains_on_the_new_gold_version(tmp_path):
-    path = tmp_path / "nightly.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "nightly-cli", "lake": {"root": str(tmp_path / "lake")}, "backend": "local",
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-        "source": {"kind": "synthetic", "exogenous": ["temperature"],
-                   "synthetic": {"entities": 3, "periods": 24 * 21, "seed": 4}},
-        "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24,
-        "backtest": {"windows": 1, "step": 24}, "models": ["seasonal_naive", "theta"],
-        "training": {"workers": 1}}))
-    out = manymodels("nightly", "--config", str(path), "--no-progress")
-    assert out.returncode == 0, out.stderr
-    assert "gold version 0" in out.stdout and "on gold version 0" in out.stdout
-    assert "entities: 3 (ok 3)" in out.stdout and "gold/forecasts 72" in out.stdout
-    assert "registry: manymodels-router version 1 promoted to champion: first version" in out.stdout
-    summary = out.stdout.strip().splitlines()[-1]
-    assert summary.startswith("nightly summary: run ") and "3 entities (ok 3)" in summary
-    assert "72 forecast rows published" in summary and "score" in summary and "total" in summary

@@ -1,0 +1,161 @@
+"""The nightly job: ingest -> train -> MLflow (runs, registry gate) -> score, once per night.
+
+A *night* is named by its as-of time (``--as-of``, or the hour after the last observation), and
+its run id is derived from it, so every table row a night writes is keyed by the same run id:
+rerunning a night replaces its rows instead of adding a second copy. The job holds the lake's
+lock throughout and records each finished stage in the ledger; a rerun after a crash skips what
+is recorded for the same inputs and does the rest. When a night's inputs (gold version, last
+observation, config) equal a finished night's, its models are reused (`nightly.reuse_models`).
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+import pandas as pd
+
+from engine.config import Config
+from engine.errors import ManymodelsError
+from engine.nightly.ledger import Inputs, Ledger
+from engine.nightly.lock import LakeLock
+from engine.training.tables import FORECASTS
+
+
+class NothingToTrain(ManymodelsError):
+    """Gold holds no observation (before the as-of time)."""
+
+
+class Stages(Protocol):
+    """How each stage runs and reports (the CLI prints progress bars and stage summaries)."""
+
+    def ingest(self, as_of: Optional[pd.Timestamp]): ...
+    def train(self, run_id: str, gold_version: int, as_of: Optional[pd.Timestamp]): ...
+    def publish(self, run_id: str, train_seconds: dict): ...
+    def score(self, as_of: Optional[pd.Timestamp]): ...
+    def say(self, line: str) -> None: ...
+
+
+@dataclass
+class NightReport:
+    run_id: str
+    as_of: pd.Timestamp
+    inputs: Inputs
+    outcome: dict = field(default_factory=dict)      # what the night published (the ledger's "done" detail)
+    skipped: list[str] = field(default_factory=list)  # stages already done for these inputs
+    reused_from: Optional[str] = None
+    rejected: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.rejected else 0
+
+    def summary(self) -> str:
+        o = self.outcome
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(o.get("statuses", {}).items()))
+        champions = ", ".join(f"{k} {v}" for k, v in Counter(o.get("champions", {})).most_common())
+        parts = [f"nightly summary: night {self.as_of.isoformat()} run {self.run_id}",
+                 f"gold version {self.inputs.gold_version} (data to "
+                 f"{self.inputs.data_end.isoformat() if self.inputs.data_end is not None else 'none'})"]
+        if self.reused_from:
+            parts.append(f"nothing changed since run {self.reused_from}: its models and forecasts stand")
+        parts += [f"{o.get('entities', 0)} entities ({statuses})", f"champions {champions or 'none'}",
+                  f"{o.get('failed', 0)} failed", f"MLflow parent run {o.get('parent_run_id', 'none')}",
+                  f"registry: {o.get('registry', 'no new version')}",
+                  f"{o.get('forecast_rows', 0)} forecast rows published (origin {o.get('origin', 'n/a')})"]
+        if o.get("scored_run_id"):
+            parts.append(f"champion scored {o.get('scored_rows', 0)} rows (run {o['scored_run_id']})")
+        if self.skipped:
+            parts.append("resumed: " + ", ".join(self.skipped) + " already done")
+        if self.rejected:
+            parts.append(f"{self.rejected} input batch(es) rejected")
+        parts.append("time " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
+        return "; ".join(parts)
+
+
+def night_run_id(name: str, as_of: pd.Timestamp) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{as_of:%Y%m%dT%H%M}Z"
+
+
+def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = None,
+              retrain: bool = False) -> NightReport:
+    """Run (or finish, or confirm) the night `as_of`; `retrain` ignores recorded stages."""
+    started = time.perf_counter()
+    with LakeLock(config.lake.root, f"manymodels nightly '{config.name}'", config.nightly.lock_timeout):
+        t0 = time.perf_counter()
+        ingested, rejected = stages.ingest(as_of)
+        seconds = {"ingest": time.perf_counter() - t0}
+        if ingested.gold_version is None or ingested.data_end is None:
+            raise NothingToTrain("gold holds no observation" + (f" before {as_of.isoformat()}" if as_of else "")
+                                 + ": check the source (or pick a later --as-of)")
+        night = as_of if as_of is not None else ingested.data_end + pd.tseries.frequencies.to_offset(config.series.freq)
+        inputs = Inputs(int(ingested.gold_version), ingested.data_end, config.fingerprint())
+        report = NightReport(night_run_id(config.name, night), night, inputs, rejected=rejected, seconds=seconds)
+        ledger = Ledger(config.lake.root)
+        reuse = config.nightly.reuse_models and not retrain
+        done = ledger.progress(report.run_id, inputs) if reuse else {}
+        if reuse and "done" not in done:
+            earlier = ledger.completed_with(inputs)
+            if earlier is not None:
+                report.reused_from = earlier["run_id"]
+                report.outcome = {**_json(earlier["detail"]), "forecast_rows": 0, "scored_rows": 0}
+                ledger.record(report.run_id, night, "done", inputs, **report.outcome, reused_from=report.reused_from)
+                stages.say(f"reuse: gold version, last observation and config are those of run "
+                           f"{report.reused_from}: no retraining, nothing new to publish")
+        if report.reused_from is None:
+            _run_stages(config, stages, ledger, report, done, as_of)
+        report.seconds["total"] = time.perf_counter() - started
+    return report
+
+
+def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightReport, done: dict,
+                as_of: Optional[pd.Timestamp]) -> None:
+    run_id, night, inputs, seconds = report.run_id, report.as_of, report.inputs, report.seconds
+    if "done" in done:
+        report.outcome, report.skipped = done["done"], ["every stage"]
+        stages.say(f"night {night.isoformat()} (run {run_id}) is already complete for these inputs: nothing to do "
+                   "(set nightly.reuse_models: false or pass --retrain to train again)")
+        return
+    trained = done.get("train")
+    if trained is not None:
+        report.skipped.append("train")
+        stages.say(f"train: done earlier for run {run_id} on these inputs; its models are reused")
+    else:
+        t0 = time.perf_counter()
+        result = stages.train(run_id, inputs.gold_version, as_of)
+        trained = {"entities": result.entities, "statuses": dict(result.statuses),
+                   "champions": dict(result.champions), "failed": len(result.failures),
+                   "origin": result.origin, "forecast_rows": int(result.written.get(FORECASTS, 0)),
+                   "train_seconds": result.seconds}
+        ledger.record(run_id, night, "train", inputs, **trained)
+        seconds["train"] = time.perf_counter() - t0
+        done = {"train": trained}
+    published = done.get("mlflow")
+    if published is not None:
+        report.skipped.append("mlflow")
+    else:
+        t0 = time.perf_counter()
+        result = stages.publish(run_id, trained.get("train_seconds", {}))
+        published = {"parent_run_id": result.parent_run_id, "version": result.version,
+                     "registry": f"{config.mlflow.registered_model} {result.decision.describe()}"}
+        ledger.record(run_id, night, "mlflow", inputs, **published)
+        seconds["mlflow"] = time.perf_counter() - t0
+    scored = done.get("score")
+    if scored is not None:
+        report.skipped.append("score")
+    else:
+        t0 = time.perf_counter()
+        result = stages.score(as_of)
+        scored = {"scored_rows": result.rows, "scored_run_id": result.run_id, "model_uri": result.model_uri}
+        ledger.record(run_id, night, "score", inputs, **scored)
+        seconds["score"] = time.perf_counter() - t0
+    report.outcome = {**{k: v for k, v in trained.items() if k != "train_seconds"}, **published, **scored}
+    ledger.record(run_id, night, "done", inputs, **report.outcome)
+
+
+def _json(text: str) -> dict:
+    return json.loads(text)
