@@ -17,7 +17,9 @@ import yaml
 from engine.errors import ConfigError
 
 # Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
-MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "ensemble")
+MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "ensemble")
+# Candidates that fit years of history (training.long_history) rather than training.max_history.
+LONG_HISTORY_MODELS = ("tempreg",)
 PARTITION_STRATEGIES = ("cost", "entity")
 STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
 # The natural cycles of energy series (a day, a week, a year): a season length that spans
@@ -177,6 +179,7 @@ class TrainingConfig:
     """Per-entity training: how much history to fit, interval levels, ensemble and fault policy."""
 
     max_history: int = 2016
+    long_history: int = 26280
     levels: list[int] = field(default_factory=lambda: [80, 95])
     ensemble_size: int = 3
     seed: int = 0
@@ -185,6 +188,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_history >= 2, "training.max_history", "must be >= 2 steps")
+        _check(self.long_history >= self.max_history, "training.long_history",
+               f"must be >= training.max_history ({self.max_history}): it is the history of long-memory models")
         _check(bool(self.levels) and all(0 < lvl < 100 for lvl in self.levels), "training.levels",
                "must list interval levels in percent, each between 0 and 100 (e.g. [80, 95])")
         _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
@@ -246,6 +251,9 @@ class Config:
         _check(not odd, "series.season_lengths",
                f"has {odd}, which at series.freq {self.series.freq!r} spans no day, week or year; give season "
                f"lengths in steps of {self.series.freq!r} (e.g. 24 and 168 for hourly data, 7 for daily)")
+        if "tempreg" in self.models:
+            _check("temperature" in self.source.exogenous, "models",
+                   "lists tempreg, which regresses load on temperature: add temperature to source.exogenous")
         if "mstl" in self.models:
             _check(any(s > 1 for s in self.series.season_lengths), "models",
                    "lists mstl, which needs at least one series.season_lengths entry > 1")
@@ -255,7 +263,14 @@ class Config:
         from engine.models.base import ModelSpec
         return ModelSpec(freq=self.series.freq, season_lengths=tuple(self.series.season_lengths),
                          levels=tuple(sorted(self.training.levels)), exogenous=tuple(self.source.exogenous),
-                         seed=self.training.seed)
+                         seed=self.training.seed, max_history=self.training.max_history)
+
+    @property
+    def history_steps(self) -> int:
+        """Steps of history each entity's training reads: years when a long-history model is a candidate."""
+        if any(m in LONG_HISTORY_MODELS for m in self.models):
+            return self.training.long_history
+        return self.training.max_history
 
     def fingerprint(self) -> str:
         """Hash of everything that shapes the models: where and how a job runs (spark,

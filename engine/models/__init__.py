@@ -8,10 +8,11 @@ from engine.models.ets import ETSModel
 from engine.models.mstl import MSTLModel
 from engine.models.naive import SeasonalNaiveModel
 from engine.models.prophet import ProphetModel
+from engine.models.tempreg import TempRegModel
 from engine.models.theta import ThetaModel
 
 MODEL_CLASSES: dict[str, type[ForecastModel]] = {cls.name: cls for cls in (
-    SeasonalNaiveModel, ETSModel, ThetaModel, ArimaModel, MSTLModel, ProphetModel, EnsembleModel)}
+    SeasonalNaiveModel, ETSModel, ThetaModel, ArimaModel, MSTLModel, ProphetModel, TempRegModel, EnsembleModel)}
 FALLBACK = SeasonalNaiveModel.name
 
 

@@ -40,6 +40,7 @@ class ModelSpec:
     levels: tuple[int, ...] = (80, 95)
     exogenous: tuple[str, ...] = ()
     seed: int = 0
+    max_history: int = 0       # most recent steps a model fits (0: all); long-history models see all
 
     def usable_seasons(self, n: int, cycles: int = 2) -> tuple[int, ...]:
         """Season lengths with at least `cycles` full cycles in `n` observations."""
@@ -78,6 +79,7 @@ class ForecastModel(ABC):
 
     name: ClassVar[str]
     uses_exogenous: ClassVar[bool] = False
+    long_history: ClassVar[bool] = False    # fits years (training.long_history), not max_history
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -85,6 +87,8 @@ class ForecastModel(ABC):
         self.fitted_ = False
 
     def fit(self, history: pd.DataFrame) -> "ForecastModel":
+        if not self.long_history and 0 < self.spec.max_history < len(history):
+            history = history.iloc[-self.spec.max_history:]
         y = history["y"].to_numpy(dtype="float64")
         if len(y) == 0 or not np.isfinite(y).all():
             raise ModelError(f"{self.name}: history must be non-empty and free of NaN/inf")

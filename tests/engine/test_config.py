@@ -70,3 +70,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("name: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_tempreg_needs_temperature_and_reads_the_long_history():
+    from engine.config import parse_config
+    base = {"name": "t", "source": {"kind": "synthetic", "exogenous": ["temperature"]}}
+    config = parse_config({**base, "models": ["theta", "tempreg"], "training": {"long_history": 9000}})
+    assert config.history_steps == 9000 and parse_config({**base, "models": ["theta"]}).history_steps == 2016
+    with pytest.raises(ConfigError, match="lists tempreg, which regresses load on temperature"):
+        parse_config({**base, "source": {"kind": "synthetic"}, "models": ["tempreg"]})
+    with pytest.raises(ConfigError, match="training.long_history' must be >= training.max_history"):
+        parse_config({**base, "training": {"max_history": 500, "long_history": 100}})

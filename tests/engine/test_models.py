@@ -94,3 +94,30 @@ def test_mstl_uses_only_the_seasons_the_history_can_resolve():
     assert np.isfinite(model.forecast(future).mean).all()
     with pytest.raises(ModelError, match="mstl: needs more than two full cycles"):
         make_model("mstl", SPEC).fit(frame.head(40))
+
+
+def test_tempreg_learns_a_u_shaped_temperature_response_and_needs_temperature():
+    rng = np.random.default_rng(5)
+    ds = pd.date_range("2022-01-01", periods=24 * 730, freq="h", tz="UTC")
+    temperature = 60 + 25 * np.sin(2 * np.pi * (ds.dayofyear.to_numpy() - 100) / 365) + rng.normal(0, 5, len(ds))
+    y = 1000 + 0.8 * (temperature - 62) ** 2 + 100 * (ds.hour.to_numpy() >= 8) + rng.normal(0, 10, len(ds))
+    frame = pd.DataFrame({"ds": ds, "y": y, "temperature": temperature})
+    history, future = frame.iloc[:-168], frame.iloc[-168:].drop(columns="y")
+    future = future.assign(temperature=future["temperature"] + 15)   # a heat wave the history never had that week
+    truth = 1000 + 0.8 * (future["temperature"] - 62) ** 2 + 100 * (future["ds"].dt.hour >= 8)
+    tempreg = make_model("tempreg", SPEC).fit(history).forecast(future).mean
+    naive = make_model("seasonal_naive", SPEC).fit(history).forecast(future).mean
+    assert np.sqrt(np.mean((tempreg - truth) ** 2)) < 0.2 * np.sqrt(np.mean((naive - truth) ** 2))
+
+    without = ModelSpec(freq="h", season_lengths=(24, 168), exogenous=())
+    with pytest.raises(ModelError, match="tempreg: needs a 'temperature' exogenous column"):
+        make_model("tempreg", without).fit(history)
+
+
+def test_short_memory_models_fit_only_the_last_max_history_steps():
+    frame = hourly(24 * 60)
+    spec = ModelSpec(freq="h", season_lengths=(24, 168), exogenous=("temperature",), max_history=24 * 21)
+    future = hourly(24 * 61).iloc[-24:].drop(columns="y")
+    whole = make_model("theta", spec).fit(frame).forecast(future).mean
+    tail = make_model("theta", spec).fit(frame.tail(24 * 21)).forecast(future).mean
+    np.testing.assert_allclose(whole, tail)
