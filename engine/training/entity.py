@@ -60,7 +60,7 @@ class TrainSpec:
     def from_config(cls, config: Config) -> "TrainSpec":
         return cls(models=tuple(config.models), horizon=config.horizon, windows=config.backtest.windows,
                    step=config.backtest.step, metric=config.backtest.metric,
-                   max_history=config.training.max_history, ensemble_size=config.training.ensemble_size,
+                   max_history=config.history_steps, ensemble_size=config.training.ensemble_size,
                    model=config.model_spec(), fail_fast=config.training.fail_fast)
 
     @property
@@ -104,7 +104,7 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
     if windows < 1:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes,
                          reason=f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
-    backtests, forecasts = _backtest(history, spec, windows)
+    backtests, forecasts = _backtest(history, spec, windows, scenario=future.attrs.get("scenario", ()))
     summary = _summarize(backtests, spec)
     if "ensemble" in spec.models:
         _add_ensemble(history, spec, windows, backtests, forecasts, summary)
@@ -120,9 +120,10 @@ def prepare(rows: pd.DataFrame, spec: TrainSpec) -> tuple[pd.DataFrame, pd.DataF
     """Recent, gap-free history and the future rows to forecast (with exogenous values).
 
     Exogenous values for the future come from gold rows past the last observed target (e.g. an
-    ingested weather forecast) where present, otherwise they repeat the same position of the
-    longest season in the history (persistence): callers with real future values should pass
-    them to the model directly.
+    ingested weather forecast) where present. Otherwise a weather-like column takes the mean of
+    the same hours around the same dates in earlier years when the history spans more than a
+    year (normal weather), and anything else repeats the same position of the longest season
+    (persistence): callers with real future values should pass them to the model directly.
     """
     exogenous = [c for c in spec.model.exogenous if c in rows]
     frame = rows[["ds", "y", *exogenous]].sort_values("ds", kind="stable").reset_index(drop=True)
@@ -155,11 +156,37 @@ def _future(history: pd.DataFrame, ahead: pd.DataFrame, spec: TrainSpec) -> pd.D
     future = pd.DataFrame({"ds": ds})
     lag = max(spec.model.usable_seasons(len(history), cycles=1), default=1)
     steps = np.arange(spec.horizon)
+    scenario = []
     for column in history.columns.drop(["ds", "y"]):
-        known = ahead.set_index("ds")[column].reindex(ds).to_numpy(dtype="float64") if len(ahead) else np.nan
-        tail = history[column].to_numpy()[-lag:]
-        future[column] = np.where(np.isfinite(known), known, tail[steps % lag])
+        known = (ahead.set_index("ds")[column].reindex(ds).to_numpy(dtype="float64") if len(ahead)
+                 else np.full(len(ds), np.nan))
+        values = history[column].to_numpy(dtype="float64")
+        fill = values[-lag:][steps % lag]
+        if not np.isin(values, (0.0, 1.0)).all():      # weather, not a 0/1 calendar flag
+            normal = same_dates_earlier_years(history.set_index("ds")[column], ds)
+            fill = np.where(np.isfinite(normal), normal, fill)
+        future[column] = np.where(np.isfinite(known), known, fill)
+        if not np.isfinite(known).all():
+            scenario.append(column)
+    # Columns the forecast fills by a scenario: backtests fill them the same way (ex ante).
+    future.attrs["scenario"] = tuple(scenario)
     return future
+
+
+def same_dates_earlier_years(values: pd.Series, ds: pd.DatetimeIndex, days: int = 7) -> np.ndarray:
+    """Per future step, the mean of the same time of day within +-`days` days of the same date in
+    every earlier year the history covers (a normal-weather scenario), NaN with under a year."""
+    first = values.index[0]
+    if ds[0] - first < pd.Timedelta(days=365 + days):
+        return np.full(len(ds), np.nan)
+    samples = []
+    for years in range(1, int((ds[-1] - first).days // 365) + 1):
+        for shift in range(-days, days + 1):
+            samples.append(values.reindex(ds - pd.Timedelta(days=365 * years - shift)).to_numpy(dtype="float64"))
+    with np.errstate(invalid="ignore"):
+        stacked = np.vstack(samples)
+        counts = np.isfinite(stacked).sum(axis=0)
+        return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
 
 
 def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
@@ -172,10 +199,17 @@ def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
         yield window, origin, stub, y[origin:origin + h], mase_scale(y[:origin], _mase_season(spec, origin))
 
 
-def _backtest(history: pd.DataFrame, spec: TrainSpec, windows: int):
+def _backtest(history: pd.DataFrame, spec: TrainSpec, windows: int, scenario: tuple[str, ...] = ()):
+    """Rolling-origin forecasts of every candidate. Regressors in `scenario` (those the real
+    forecast must fill without knowing them) are filled the same way from each window's own
+    past, so a model is judged on the information it will have, not on realized weather."""
     records, forecasts = [], {}
     for window, origin, stub, actual, scale in _origins(history, spec, windows):
-        train, test = history.iloc[:origin], history.iloc[origin:origin + spec.horizon]
+        train, test = history.iloc[:origin], history.iloc[origin:origin + spec.horizon].copy()
+        if scenario:
+            filled = _future(train, train.iloc[:0], spec)
+            for column in scenario:
+                test[column] = filled[column].to_numpy()
         for name in spec.candidates:
             record = {"candidate": name, **stub}
             try:

@@ -157,3 +157,27 @@ def test_same_rows_in_any_order_give_the_same_result():
     first = train_entity(rows, spec).drop(columns="fit_seconds")
     shuffled = train_entity(rows.sample(frac=1.0, random_state=1), spec).drop(columns="fit_seconds")
     pd.testing.assert_frame_equal(first, shuffled)
+
+
+def test_future_weather_is_the_same_dates_in_earlier_years_once_history_spans_a_year():
+    import dataclasses
+
+    from engine.training.entity import prepare
+    spec = spec_for(["tempreg", "theta"])
+    assert spec.max_history == 26280 and spec_for(["theta"]).max_history == 24 * 28
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, exogenous=("temperature", "is_holiday")))
+    hours = 24 * 800
+    ds = pd.date_range("2022-01-01", periods=hours, freq="h", tz="UTC")
+    seasonal = 60 + 20 * np.sin(2 * np.pi * ds.dayofyear.to_numpy() / 365) + 5 * np.sin(2 * np.pi * ds.hour / 24)
+    rows = entity("e", 100 + seasonal, temperature=seasonal).assign(is_holiday=(ds.dayofweek == 6).astype(float))
+    history, future, _ = prepare(rows, spec)
+    first = future["ds"].iloc[0]
+    same_hours = [rows.set_index("ds")["temperature"].get(first - pd.Timedelta(days=365 * k - d))
+                  for k in (1, 2) for d in range(-7, 8)]
+    assert future["temperature"].iloc[0] == pytest.approx(np.nanmean([v for v in same_hours if v is not None]))
+    # A 0/1 calendar flag is not averaged: it repeats the last week.
+    assert set(future["is_holiday"]) <= {0.0, 1.0}
+
+    short = rows.tail(24 * 200)
+    _, persisted, _ = prepare(short, spec)
+    np.testing.assert_allclose(persisted["temperature"].to_numpy(), short["temperature"].to_numpy()[-168:][:24])
