@@ -184,26 +184,16 @@ def _run_ingest(config, args, title: str, as_of=None):
 
 
 def _run_nightly(config, args) -> int:
+    from engine.analyst.pull import utc_timestamp
     from engine.nightly.job import run_night
 
-    as_of = _as_of(args.as_of)
+    as_of = utc_timestamp(args.as_of, "--as-of")
     report = run_night(config, ConsoleStages(config, args), as_of=as_of, retrain=args.retrain)
     print(report.summary())
     if report.exit_code:
         print(f"error: {report.rejected} input batch(es) rejected (their raw rows are in bronze, see "
               "bronze/_rejected_batches); the night ran on the accepted data", file=sys.stderr)
     return report.exit_code
-
-
-def _as_of(text: Optional[str]):
-    if text is None:
-        return None
-    import pandas as pd
-    try:
-        stamp = pd.Timestamp(text)
-    except ValueError:
-        raise ManymodelsError(f"--as-of {text!r} is not a timestamp (e.g. 2008-06-24 or 2008-06-24T06:00)") from None
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 class ConsoleStages:

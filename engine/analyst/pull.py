@@ -28,13 +28,15 @@ class Pulled:
     history: pd.DataFrame        # entity_id, ds, y before each entity's forecast origin (for plots)
 
 
-def _timestamp(value: Optional[str], flag: str) -> Optional[pd.Timestamp]:
+def utc_timestamp(value: Optional[str], flag: str, error: type[ManymodelsError] = ManymodelsError
+                  ) -> Optional[pd.Timestamp]:
+    """A command-line timestamp as UTC (naive values are UTC); `error` names `flag` when it is not one."""
     if value is None:
         return None
     try:
         stamp = pd.Timestamp(value)
     except ValueError:
-        raise PullError(f"{flag} {value!r} is not a timestamp (e.g. 2008-07-01 or 2008-07-01T06:00)") from None
+        raise error(f"{flag} {value!r} is not a timestamp (e.g. 2008-07-01 or 2008-07-01T06:00)") from None
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
@@ -43,7 +45,8 @@ def pull(config: Config, entities: Optional[Sequence[str]] = None, start: Option
     lake = DeltaRsLake(config.lake.root)
     if not lake.exists(FORECASTS):
         raise PullError(f"no forecasts under {config.lake.root}: run `manymodels nightly --config ...` first")
-    start_at, end_at, origin_at = _timestamp(start, "--start"), _timestamp(end, "--end"), _timestamp(origin, "--origin")
+    start_at, end_at, origin_at = (utc_timestamp(value, flag, PullError) for value, flag in
+                                   ((start, "--start"), (end, "--end"), (origin, "--origin")))
     filters = [("entity_id", "in", list(entities))] if entities else None
     forecasts = lake.read(FORECASTS, filters=filters)
     if entities:

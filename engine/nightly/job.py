@@ -14,7 +14,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import pandas as pd
 
@@ -102,7 +102,9 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
             earlier = ledger.completed_with(inputs)
             if earlier is not None:
                 report.reused_from = earlier["run_id"]
-                report.outcome = {**_json(earlier["detail"]), "forecast_rows": 0, "scored_rows": 0}
+                outcome = json.loads(earlier["detail"])
+                report.outcome = {**{k: v for k, v in outcome.items() if k not in ("scored_run_id", "model_uri")},
+                                  "forecast_rows": 0, "scored_rows": 0}
                 ledger.record(report.run_id, night, "done", inputs, **report.outcome, reused_from=report.reused_from)
                 stages.say(f"reuse: gold version, last observation and config are those of run "
                            f"{report.reused_from}: no retraining, nothing new to publish")
@@ -114,48 +116,43 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
 
 def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightReport, done: dict,
                 as_of: Optional[pd.Timestamp]) -> None:
-    run_id, night, inputs, seconds = report.run_id, report.as_of, report.inputs, report.seconds
     if "done" in done:
         report.outcome, report.skipped = done["done"], ["every stage"]
-        stages.say(f"night {night.isoformat()} (run {run_id}) is already complete for these inputs: nothing to do "
-                   "(set nightly.reuse_models: false or pass --retrain to train again)")
+        stages.say(f"night {report.as_of.isoformat()} (run {report.run_id}) is already complete for these inputs: "
+                   "nothing to do (set nightly.reuse_models: false or pass --retrain to train again)")
         return
-    trained = done.get("train")
-    if trained is not None:
-        report.skipped.append("train")
-        stages.say(f"train: done earlier for run {run_id} on these inputs; its models are reused")
-    else:
-        t0 = time.perf_counter()
-        result = stages.train(run_id, inputs.gold_version, as_of)
-        trained = {"entities": result.entities, "statuses": dict(result.statuses),
-                   "champions": dict(result.champions), "failed": len(result.failures),
-                   "origin": result.origin, "forecast_rows": int(result.written.get(FORECASTS, 0)),
-                   "train_seconds": result.seconds}
-        ledger.record(run_id, night, "train", inputs, **trained)
-        seconds["train"] = time.perf_counter() - t0
-        done = {"train": trained}
-    published = done.get("mlflow")
-    if published is not None:
-        report.skipped.append("mlflow")
-    else:
-        t0 = time.perf_counter()
-        result = stages.publish(run_id, trained.get("train_seconds", {}))
-        published = {"parent_run_id": result.parent_run_id, "version": result.version,
-                     "registry": f"{config.mlflow.registered_model} {result.decision.describe()}"}
-        ledger.record(run_id, night, "mlflow", inputs, **published)
-        seconds["mlflow"] = time.perf_counter() - t0
-    scored = done.get("score")
-    if scored is not None:
-        report.skipped.append("score")
-    else:
-        t0 = time.perf_counter()
+
+    def train() -> dict:
+        result = stages.train(report.run_id, report.inputs.gold_version, as_of)
+        return {"entities": result.entities, "statuses": dict(result.statuses), "champions": dict(result.champions),
+                "failed": len(result.failures), "origin": result.origin,
+                "forecast_rows": int(result.written.get(FORECASTS, 0)), "train_seconds": result.seconds}
+
+    trained = _stage("train", train, done, ledger, report)
+
+    def publish() -> dict:
+        result = stages.publish(report.run_id, trained.get("train_seconds", {}))
+        return {"parent_run_id": result.parent_run_id, "version": result.version,
+                "registry": f"{config.mlflow.registered_model} {result.decision.describe()}"}
+
+    def score() -> dict:
         result = stages.score(as_of)
-        scored = {"scored_rows": result.rows, "scored_run_id": result.run_id, "model_uri": result.model_uri}
-        ledger.record(run_id, night, "score", inputs, **scored)
-        seconds["score"] = time.perf_counter() - t0
+        return {"scored_rows": result.rows, "scored_run_id": result.run_id, "model_uri": result.model_uri}
+
+    published = _stage("mlflow", publish, done, ledger, report)
+    scored = _stage("score", score, done, ledger, report)
     report.outcome = {**{k: v for k, v in trained.items() if k != "train_seconds"}, **published, **scored}
-    ledger.record(run_id, night, "done", inputs, **report.outcome)
+    ledger.record(report.run_id, report.as_of, "done", report.inputs, **report.outcome)
 
 
-def _json(text: str) -> dict:
-    return json.loads(text)
+def _stage(name: str, run: Callable[[], dict], done: dict, ledger: Ledger, report: NightReport) -> dict:
+    """The stage's recorded detail when the ledger has it for these inputs, else run and record it.
+    (The ledger's progress stops at the first missing stage, so a rerun stage reruns all after it.)"""
+    if name in done:
+        report.skipped.append(name)
+        return done[name]
+    started = time.perf_counter()
+    detail = run()
+    ledger.record(report.run_id, report.as_of, name, report.inputs, **detail)
+    report.seconds[name] = time.perf_counter() - started
+    return detail

@@ -205,4 +205,4 @@ def test_bad_as_of_is_one_line(tmp_path):
     out = nightly(nightly_config(tmp_path), "--as-of", "yesterday-ish")
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: --as-of 'yesterday-ish' is not a timestamp "
-                                  "(e.g. 2008-06-24 or 2008-06-24T06:00)")
+                                  "(e.g. 2008-07-01 or 2008-07-01T06:00)")
