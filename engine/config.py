@@ -18,8 +18,6 @@ from engine.errors import ConfigError
 
 # Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
 MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "ensemble")
-# Candidates that fit years of history (training.long_history) rather than training.max_history.
-LONG_HISTORY_MODELS = ("tempreg",)
 PARTITION_STRATEGIES = ("cost", "entity")
 STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
 # The natural cycles of energy series (a day, a week, a year): a season length that spans
@@ -268,7 +266,8 @@ class Config:
     @property
     def history_steps(self) -> int:
         """Steps of history each entity's training reads: years when a long-history model is a candidate."""
-        if any(m in LONG_HISTORY_MODELS for m in self.models):
+        from engine.models import MODEL_CLASSES   # the models declare it (ForecastModel.long_history)
+        if any(MODEL_CLASSES[m].long_history for m in self.models):
             return self.training.long_history
         return self.training.max_history
 

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 import pyarrow as pa
 
-from engine.lake import DeltaRsLake, SparkLake, bronze_table
+from engine.lake import DeltaRsLake, SparkLake, bronze_table, observed_before
 from engine.medallion.schemas import spark_ddl
 
 GroupFn = Callable[[pd.DataFrame], pd.DataFrame]
@@ -62,10 +62,9 @@ class LocalFrames:
                 **{f: int(frame[f].sum()) for f in flags}}
 
     def last_observed(self, frame: pd.DataFrame, before: Optional[pd.Timestamp] = None) -> Optional[pd.Timestamp]:
-        seen = frame["y"].notna()
-        if before is not None:
-            seen &= frame["ds"] < before
-        return frame.loc[seen, "ds"].max() if seen.any() else None
+        seen = observed_before(frame, before)
+        seen = seen.loc[seen["y"].notna(), "ds"]
+        return seen.max() if len(seen) else None
 
     def is_empty(self, frame: pd.DataFrame) -> bool:
         return frame.empty
@@ -129,10 +128,8 @@ class SparkFrames:
     def last_observed(self, frame, before: Optional[pd.Timestamp] = None) -> Optional[pd.Timestamp]:
         from pyspark.sql import functions as F
         seen = F.col("y").isNotNull() & ~F.isnan("y")
-        if before is not None:
-            seen &= F.col("ds") < F.lit(before.to_pydatetime())
         # toPandas, not collect: it honours the session time zone (UTC) instead of the host's.
-        last = frame.filter(seen).agg(F.max("ds").alias("last")).toPandas()["last"].iloc[0]
+        last = observed_before(frame, before).filter(seen).agg(F.max("ds").alias("last")).toPandas()["last"].iloc[0]
         return None if pd.isna(last) else pd.Timestamp(last).tz_localize("UTC")
 
     def is_empty(self, frame) -> bool:

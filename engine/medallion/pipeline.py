@@ -83,8 +83,9 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
 
     started = time.perf_counter()
     batches = source.read()
+    driver_lake = DeltaRsLake(config.lake.root)      # small driver-side checks, without Spark
     if as_of is not None:
-        batches = _sliced(batches, source, frames, as_of, progress)
+        batches = _sliced(batches, source, driver_lake, as_of, progress)
     report.batches = len(batches)
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(frames)
@@ -108,7 +109,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     progress(f"bronze: {report.batches} batch(es), {report.new_batches} new, "
              f"{sum(report.bronze_inserted.values())} row(s) inserted, {len(report.rejected)} rejected")
 
-    if not rebuild and _gold_is_current(config, [d.name for d in source.datasets]):
+    if not rebuild and _gold_is_current(driver_lake, [d.name for d in source.datasets]):
         version = frames.lake.version(GOLD_SERIES)
         gold = frames.read(GOLD_SERIES, version)
         # A config that changed the exogenous columns needs a rebuild even with the same input.
@@ -160,10 +161,9 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     return report
 
 
-def _gold_is_current(config: Config, datasets: list[str]) -> bool:
+def _gold_is_current(lake: DeltaRsLake, datasets: list[str]) -> bool:
     """Gold was written after every bronze commit (a job killed between bronze and gold left
     bronze newer, so the rerun rebuilds instead of trusting an outdated gold)."""
-    lake = DeltaRsLake(config.lake.root)
     gold = lake.committed_at(GOLD_SERIES)
     if gold is None:
         return False
@@ -171,9 +171,10 @@ def _gold_is_current(config: Config, datasets: list[str]) -> bool:
     return all(b is None or b < gold for b in bronze)
 
 
-def _sliced(batches: list[RawBatch], source: Source, frames, as_of: pd.Timestamp, progress) -> list[RawBatch]:
+def _sliced(batches: list[RawBatch], source: Source, lake: DeltaRsLake, as_of: pd.Timestamp,
+            progress) -> list[RawBatch]:
     """Each batch cut to [previous recorded night, as_of); reference datasets stay whole."""
-    since = _previous_night(frames, source.conf.kind, as_of)
+    since = _previous_night(lake, source.conf.kind, as_of)
     out = []
     for batch in batches:
         window = source.dataset(batch.dataset).window
@@ -188,8 +189,7 @@ def _sliced(batches: list[RawBatch], source: Source, frames, as_of: pd.Timestamp
     return out
 
 
-def _previous_night(frames, kind: str, as_of: pd.Timestamp) -> Optional[pd.Timestamp]:
-    lake = DeltaRsLake(frames.lake.root)     # a few rows: read without Spark, UTC-aware
+def _previous_night(lake: DeltaRsLake, kind: str, as_of: pd.Timestamp) -> Optional[pd.Timestamp]:
     if not lake.exists(SLICES):
         return None
     slices = lake.read(SLICES)

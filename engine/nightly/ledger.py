@@ -31,10 +31,10 @@ class Inputs:
     data_end: Optional[pd.Timestamp]
     config_hash: str
 
-    def matches(self, row) -> bool:
-        end = row["data_end"]
-        same_end = (pd.isna(end) and self.data_end is None) or (self.data_end is not None and end == self.data_end)
-        return int(row["gold_version"]) == self.gold_version and same_end and row["config_hash"] == self.config_hash
+    def matching(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The ledger rows recorded for exactly these inputs."""
+        same_end = rows["data_end"].isna() if self.data_end is None else rows["data_end"].eq(self.data_end)
+        return rows[(rows["gold_version"] == self.gold_version) & same_end & (rows["config_hash"] == self.config_hash)]
 
 
 class Ledger:
@@ -60,12 +60,12 @@ class Ledger:
     def progress(self, run_id: str, inputs: Inputs) -> dict[str, dict]:
         """The stages of `run_id` still valid for `inputs`: {stage: detail}, in stage order, each
         newer than the one before it (a retrained night invalidates what followed)."""
-        rows = self.rows()
+        rows = inputs.matching(self.rows())
         rows = rows[rows["run_id"] == run_id]
         done: dict[str, dict] = {}
         after = None
         for stage in STAGES:
-            found = rows[(rows["stage"] == stage) & rows.apply(inputs.matches, axis=1)] if len(rows) else rows
+            found = rows[rows["stage"] == stage]
             if after is not None:
                 found = found[found["finished_at"] > after]
             if found.empty:
@@ -76,9 +76,6 @@ class Ledger:
 
     def completed_with(self, inputs: Inputs) -> Optional[pd.Series]:
         """The latest finished night (any run id) whose models came from exactly these inputs."""
-        rows = self.rows()
+        rows = inputs.matching(self.rows())
         rows = rows[rows["stage"] == "done"]
-        if rows.empty:
-            return None
-        rows = rows[rows.apply(inputs.matches, axis=1)]
         return rows.iloc[-1] if len(rows) else None

@@ -183,10 +183,9 @@ def same_dates_earlier_years(values: pd.Series, ds: pd.DatetimeIndex, days: int 
     for years in range(1, int((ds[-1] - first).days // 365) + 1):
         for shift in range(-days, days + 1):
             samples.append(values.reindex(ds - pd.Timedelta(days=365 * years - shift)).to_numpy(dtype="float64"))
-    with np.errstate(invalid="ignore"):
-        stacked = np.vstack(samples)
-        counts = np.isfinite(stacked).sum(axis=0)
-        return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+    stacked = np.vstack(samples)
+    counts = np.isfinite(stacked).sum(axis=0)
+    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
 
 
 def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
