@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ManymodelsError
 
 # Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
 MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "ensemble")
@@ -183,6 +183,8 @@ class TrainingConfig:
     seed: int = 0
     workers: int = 0
     fail_fast: bool = False
+    tuned_params: str = "latest"
+
 
     def __post_init__(self) -> None:
         _check(self.max_history >= 2, "training.max_history", "must be >= 2 steps")
@@ -193,6 +195,55 @@ class TrainingConfig:
         _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
         _check(self.ensemble_size >= 2, "training.ensemble_size", "must be >= 2")
         _check(self.workers >= 0, "training.workers", "must be >= 0 (0: one per CPU core)")
+        _check(bool(self.tuned_params.strip()), "training.tuned_params",
+               "must be latest (the last `manymodels tune` run), none, or a tuning run id")
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """How long a hyperopt search may run and when it gives up."""
+
+    max_evals: int = 20
+    timeout: float = 3600.0       # seconds for the whole search (0: no limit)
+    trial_timeout: float = 600.0  # seconds per trial (0: no limit)
+    early_stop: int = 10          # stop after this many trials without a better loss (0: never)
+
+    def check(self, key: str) -> None:
+        _check(self.max_evals >= 1, f"{key}.max_evals", "must be >= 1")
+        _check(self.timeout >= 0, f"{key}.timeout", "must be >= 0 seconds (0: no limit)")
+        _check(self.trial_timeout >= 0, f"{key}.trial_timeout", "must be >= 0 seconds (0: no limit)")
+        _check(self.early_stop >= 0, f"{key}.early_stop", "must be >= 0 trials (0: never stop early)")
+
+
+@dataclass(frozen=True)
+class EntitySearchConfig(SearchBudget):
+    """A small hyperopt search per entity inside training (off while `models` is empty)."""
+
+    models: list[str] = field(default_factory=list)
+    max_evals: int = 8
+    timeout: float = 120.0
+    trial_timeout: float = 60.0
+    early_stop: int = 4
+
+    def __post_init__(self) -> None:
+        self.check("tuning.per_entity")
+
+
+@dataclass(frozen=True)
+class TuningConfig(SearchBudget):
+    """`manymodels tune`: a cluster-wide hyperopt search per model on a sample of entities."""
+
+    models: list[str] = field(default_factory=list)
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sample: int = 12
+    seed: int = 0
+    parallelism: int = 0
+    per_entity: EntitySearchConfig = field(default_factory=EntitySearchConfig)
+
+    def __post_init__(self) -> None:
+        self.check("tuning")
+        _check(self.sample >= 1, "tuning.sample", "must be >= 1 entity")
+        _check(self.parallelism >= 0, "tuning.parallelism", "must be >= 0 (0: Spark's default parallelism)")
 
 
 @dataclass(frozen=True)
@@ -226,6 +277,8 @@ class Config:
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
@@ -237,6 +290,7 @@ class Config:
         _check(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", "must be between 0 and 1")
         self._check_models_for_freq()
+        self._check_hyperparameters()
 
     def _check_models_for_freq(self) -> None:
         """Fail before any work when the candidates cannot work at the series' frequency."""
@@ -255,6 +309,36 @@ class Config:
         if "mstl" in self.models:
             _check(any(s > 1 for s in self.series.season_lengths), "models",
                    "lists mstl, which needs at least one series.season_lengths entry > 1")
+
+    def _check_hyperparameters(self) -> None:
+        """model_params and tuning.space against what each model declares."""
+        from engine.models import MODEL_CLASSES
+        from engine.tuning.space import model_space, tunable
+        for model, params in self.model_params.items():
+            _check(model in MODEL_CLASSES, "model_params", f"has unknown model {model!r}; allowed: {', '.join(MODELS)}")
+            try:
+                MODEL_CLASSES[model].resolve_params(params)
+            except ManymodelsError as exc:
+                raise ConfigError(f"config key 'model_params.{model}' is invalid: {exc}") from None
+        for key, models, ensemble in (("tuning.models", self.tuning.models, True),
+                                      ("tuning.per_entity.models", self.tuning.per_entity.models, False)):
+            unknown = [m for m in models if m not in self.models]
+            _check(not unknown, key, f"lists {unknown}, which are not candidates in models ({', '.join(self.models)})")
+            fixed = [m for m in models if m not in tunable([m], ensemble)]
+            _check(not fixed, key, f"lists {fixed}, which cannot be searched here (searchable: "
+                   f"{', '.join(tunable(MODEL_CLASSES, ensemble))})")
+        for model, given in self.tuning.space.items():
+            _check(model in MODEL_CLASSES, "tuning.space", f"has unknown model {model!r}; allowed: {', '.join(MODELS)}")
+            try:
+                model_space(model, given)
+            except ValueError as exc:
+                raise ConfigError(f"config key 'tuning.space.{model}' is invalid: {exc}") from None
+
+    @property
+    def tuned_models(self) -> list[str]:
+        """Models `manymodels tune` searches: tuning.models, else every tunable candidate."""
+        from engine.tuning.space import tunable
+        return list(self.tuning.models) or tunable(self.models)
 
     def model_spec(self):
         """What every per-entity model needs to know (engine.models.ModelSpec)."""
@@ -277,7 +361,9 @@ class Config:
         import hashlib
         import json
         shaping = {k: v for k, v in dataclasses.asdict(self).items()
-                   if k not in ("spark", "backend", "partitions", "mlflow", "nightly", "lake")}
+                   if k not in ("spark", "backend", "partitions", "mlflow", "nightly", "lake", "tuning")}
+        if self.tuning.per_entity.models:    # the search inside training shapes the models
+            shaping["tuning"] = {"space": self.tuning.space, "per_entity": dataclasses.asdict(self.tuning.per_entity)}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property
@@ -362,7 +448,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key '{key}' must be a mapping, got {_describe(value)}")
-        return {str(k): str(v) for k, v in value.items()}
+        if args[1] is str:   # e.g. spark.conf: Spark takes every value as a string
+            return {str(k): str(v) for k, v in value.items()}
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:   # checked by the section that owns it (e.g. against a model's hyperparameters)
+        return value
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}' must be true or false, got {_describe(value)}")

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from engine.models.arima import ArimaModel
-from engine.models.base import Forecast, ForecastModel, ModelError, ModelSpec, read_envelope
+from typing import Any, Mapping, Optional
+
+from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec, read_envelope
 from engine.models.ensemble import EnsembleModel
 from engine.models.ets import ETSModel
 from engine.models.mstl import MSTLModel
@@ -16,15 +18,15 @@ MODEL_CLASSES: dict[str, type[ForecastModel]] = {cls.name: cls for cls in (
 FALLBACK = SeasonalNaiveModel.name
 
 
-def make_model(name: str, spec: ModelSpec) -> ForecastModel:
-    """A fresh, unfitted model by name."""
+def make_model(name: str, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None) -> ForecastModel:
+    """A fresh, unfitted model by name, with hyperparameters `params` (declared defaults for the rest)."""
     try:
         cls = MODEL_CLASSES[name]
     except KeyError:
         raise ModelError(f"Unknown model: {name!r}; known: {', '.join(MODEL_CLASSES)}") from None
     if cls is EnsembleModel:
         raise ModelError("the ensemble is built from backtested members: use EnsembleModel(spec, members, make_model)")
-    return cls(spec)
+    return cls(spec, params)
 
 
 def load_model(blob: bytes) -> ForecastModel:
@@ -33,8 +35,9 @@ def load_model(blob: bytes) -> ForecastModel:
     cls = MODEL_CLASSES.get(envelope["model"])
     if cls is None:
         raise ModelError(f"serialized model {envelope['model']!r} is not known to this manymodels version")
-    return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"])
+    return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"],
+                       envelope.get("hyper"))   # models written before hyperparameters existed: defaults
 
 
-__all__ = ["MODEL_CLASSES", "FALLBACK", "Forecast", "ForecastModel", "ModelError", "ModelSpec",
+__all__ = ["MODEL_CLASSES", "FALLBACK", "Forecast", "ForecastModel", "Hyperparameter", "ModelError", "ModelSpec",
            "make_model", "load_model"]

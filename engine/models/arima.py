@@ -18,24 +18,26 @@ from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 from statsmodels.tsa.stattools import kpss
 
-from engine.models.base import (Forecast, ForecastModel, ModelError, fourier_order, fourier_terms,
-                                optional_array)
-
-MAX_P, MAX_Q = 3, 2
-FOURIER_CAP = 5
+from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelError, fourier_order,
+                                fourier_terms, optional_array)
 
 
 class ArimaModel(ForecastModel):
     name = "arima"
     uses_exogenous = True
+    hyperparameters = {
+        "max_p": Hyperparameter(3, "largest AR order the AICc search tries", low=0, high=6, integer=True),
+        "max_q": Hyperparameter(2, "largest MA order the AICc search tries", low=0, high=4, integer=True),
+        "fourier_terms": Hyperparameter(5, "most sin/cos pairs per season", low=1, high=12, integer=True),
+    }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         self.seasons_ = self.spec.usable_seasons(len(y))
-        self.terms_ = tuple(fourier_order(m, FOURIER_CAP) for m in self.seasons_)
+        self.terms_ = tuple(fourier_order(m, self.hyper["fourier_terms"]) for m in self.seasons_)
         self.y_ = y
         self.exog_history_ = history[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
         design = self._design(np.arange(len(y)), self.exog_history_)
-        self.order_ = _select_order(y, design)
+        self.order_ = _select_order(y, design, self.hyper["max_p"], self.hyper["max_q"])
         self.result_ = self._model(design).fit(disp=False, maxiter=100)
         if not np.isfinite(self.result_.params).all():
             raise ModelError(f"arima: maximum likelihood for order {self.order_} did not converge")
@@ -77,7 +79,7 @@ class ArimaModel(ForecastModel):
         self.result_ = self._model(design).smooth(np.asarray(state["params"], dtype="float64"))
 
 
-def _select_order(y: np.ndarray, design: np.ndarray) -> tuple[int, int, int]:
+def _select_order(y: np.ndarray, design: np.ndarray, max_p: int, max_q: int) -> tuple[int, int, int]:
     regressors = np.column_stack([np.ones(len(y)), np.arange(len(y)) / len(y), design])
     coef, *_ = np.linalg.lstsq(regressors[:, [0, *range(2, regressors.shape[1])]], y, rcond=None)
     resid = y - regressors[:, [0, *range(2, regressors.shape[1])]] @ coef
@@ -88,8 +90,8 @@ def _select_order(y: np.ndarray, design: np.ndarray) -> tuple[int, int, int]:
     series = np.diff(resid) if d else resid
     n = len(series)
     best = (np.inf, (1, d, 0))
-    for p in range(MAX_P + 1):
-        for q in range(MAX_Q + 1):
+    for p in range(max_p + 1):
+        for q in range(max_q + 1):
             try:
                 params, _ = hannan_rissanen(series, ar_order=p, ma_order=q, demean=True)
             except (ValueError, np.linalg.LinAlgError):

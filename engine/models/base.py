@@ -15,7 +15,7 @@ import warnings
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -74,17 +74,72 @@ def normal_bounds(mean: np.ndarray, sd: np.ndarray, levels: tuple[int, ...]) -> 
     return bounds
 
 
+@dataclass(frozen=True)
+class Hyperparameter:
+    """One tunable setting of a model: its default and the range a search may try.
+
+    Numeric settings have inclusive bounds (`low`, `high`; `log` searches them on a log scale),
+    categorical ones list their `choices`. The model zoo declares these once; the config's
+    `model_params`, `tuning.space` and the tuned-parameter table are all checked against them.
+    """
+
+    default: Any
+    help: str
+    low: Optional[float] = None
+    high: Optional[float] = None
+    choices: tuple = ()
+    integer: bool = False
+    log: bool = False
+
+    def check(self, value: Any) -> Any:
+        """`value` as this setting's type, or a ValueError that says what is allowed."""
+        if self.choices:
+            if value not in self.choices:
+                raise ValueError(f"must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"must be a {'whole ' if self.integer else ''}number, got {value!r}")
+        if self.integer and float(value) != int(value):
+            raise ValueError(f"must be a whole number, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"must be between {self.low:g} and {self.high:g}, got {value!r}")
+        return int(value) if self.integer else float(value)
+
+    def describe(self) -> str:
+        allowed = (" | ".join(map(str, self.choices)) if self.choices
+                   else f"{'integer ' if self.integer else ''}{self.low:g}..{self.high:g}{' (log)' if self.log else ''}")
+        return f"{allowed}, default {self.default!r}: {self.help}"
+
+
 class ForecastModel(ABC):
     """Base class: public `fit`/`forecast` check inputs, subclasses implement `_fit`/`_forecast`."""
 
     name: ClassVar[str]
     uses_exogenous: ClassVar[bool] = False
     long_history: ClassVar[bool] = False    # fits years (training.long_history), not max_history
+    hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None):
         self.spec = spec
+        self.hyper = self.resolve_params(params)
         self.exogenous_: tuple[str, ...] = ()
         self.fitted_ = False
+
+    @classmethod
+    def resolve_params(cls, params: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+        """Every declared hyperparameter: the given value (checked) or its default."""
+        given = dict(params or {})
+        unknown = sorted(set(given) - set(cls.hyperparameters))
+        if unknown:
+            known = ", ".join(cls.hyperparameters) or "none"
+            raise ModelError(f"{cls.name}: unknown hyperparameter(s) {unknown}; it has: {known}")
+        resolved = {}
+        for key, declared in cls.hyperparameters.items():
+            try:
+                resolved[key] = declared.check(given.get(key, declared.default))
+            except ValueError as exc:
+                raise ModelError(f"{cls.name}: hyperparameter {key} {exc}") from None
+        return resolved
 
     def fit(self, history: pd.DataFrame) -> "ForecastModel":
         if not self.long_history and 0 < self.spec.max_history < len(history):
@@ -129,6 +184,10 @@ class ForecastModel(ABC):
         """Chosen configuration, for logging (small, JSON-able)."""
         return {}
 
+    def logged_params(self) -> dict[str, Any]:
+        """What a child run logs: the fitted configuration and the hyperparameters it used."""
+        return {**self.params(), **({"hyperparameters": self.hyper} if self.hyper else {})}
+
     @abstractmethod
     def _state(self) -> dict[str, Any]: ...
 
@@ -138,13 +197,14 @@ class ForecastModel(ABC):
     def to_bytes(self) -> bytes:
         if not self.fitted_:
             raise ModelError(f"{self.name}: only fitted models can be serialized")
-        envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
-                    "spec": self.spec.to_dict(), "exogenous": list(self.exogenous_), "state": self._state()}
+        envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name, "spec": self.spec.to_dict(),
+                    "hyper": self.hyper, "exogenous": list(self.exogenous_), "state": self._state()}
         return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
     @classmethod
-    def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any]) -> "ForecastModel":
-        model = cls(spec)
+    def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any],
+                hyper: Optional[Mapping[str, Any]] = None) -> "ForecastModel":
+        model = cls(spec, hyper)
         model.exogenous_ = tuple(exogenous)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

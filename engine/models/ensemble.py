@@ -5,21 +5,25 @@ are hard to beat in forecast competitions (M4), and averaging bounds keeps bands
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from engine.models.base import Forecast, ForecastModel, ModelError, ModelSpec
+from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec
 
 
 class EnsembleModel(ForecastModel):
     name = "ensemble"
     uses_exogenous = True
+    # The trainer combines the best `size` candidates (training.ensemble_size unless set here).
+    hyperparameters = {"size": Hyperparameter(3, "how many of the best candidates are averaged", low=2, high=8,
+                                              integer=True)}
 
     def __init__(self, spec: ModelSpec, members: Sequence[str] = (),
-                 factory: Callable[[str, ModelSpec], ForecastModel] | None = None):
-        super().__init__(spec)
+                 factory: Callable[[str, ModelSpec], ForecastModel] | None = None,
+                 params: Optional[Mapping[str, Any]] = None):
+        super().__init__(spec, params)
         self.member_names = tuple(members)
         self._factory = factory
 
@@ -41,14 +45,14 @@ class EnsembleModel(ForecastModel):
         return self.combine([m.forecast(future) for m in self.members_])
 
     def params(self) -> dict[str, Any]:
-        return {"members": list(self.member_names), **{m.name: m.params() for m in self.members_}}
+        return {"members": list(self.member_names), **{m.name: m.logged_params() for m in self.members_}}
 
     def _state(self) -> dict[str, Any]:
-        return {"members": [{"model": m.name, "exogenous": list(m.exogenous_), "state": m._state()}
+        return {"members": [{"model": m.name, "exogenous": list(m.exogenous_), "hyper": m.hyper, "state": m._state()}
                             for m in self.members_]}
 
     def _restore(self, state: dict[str, Any]) -> None:
         from engine.models import MODEL_CLASSES
-        self.members_ = [MODEL_CLASSES[m["model"]].restore(self.spec, m["exogenous"], m["state"])
+        self.members_ = [MODEL_CLASSES[m["model"]].restore(self.spec, m["exogenous"], m["state"], m.get("hyper"))
                          for m in state["members"]]
         self.member_names = tuple(m.name for m in self.members_)

@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel as _StatsmodelsETS
 
-from engine.models.base import Forecast, ForecastModel, ModelError
+from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError
 
-# (trend, damped): the automatic choice is among these, as in Hyndman's ets() for additive errors.
-TRENDS = ((None, False), ("add", True))
+# (trend, damped): the automatic choice is among none and damped, as in Hyndman's ets() for
+# additive errors; a plain additive trend only when asked for (it extrapolates a week badly).
+TRENDS = {"auto": ((None, False), ("add", True)), "none": ((None, False),), "damped": (("add", True),),
+          "additive": (("add", False),)}
 
 
 def _ets(y: np.ndarray, trend, damped: bool, season: int):
@@ -26,15 +28,23 @@ def _ets(y: np.ndarray, trend, damped: bool, season: int):
 
 class ETSModel(ForecastModel):
     name = "ets"
+    hyperparameters = {
+        "trend": Hyperparameter("auto", "trend component (auto: the lower AICc of none and damped)",
+                                choices=tuple(TRENDS)),
+        "seasonal": Hyperparameter("auto", "additive season of the shortest usable length (auto: by AICc)",
+                                   choices=("auto", "none", "additive")),
+    }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         seasons = self.spec.usable_seasons(len(y))
         choices = sorted({1, min(seasons)} if seasons else {1}, reverse=True)
+        if self.hyper["seasonal"] != "auto":
+            choices = [min(seasons) if seasons and self.hyper["seasonal"] == "additive" else 1]
         best = None
         # AICc compares models fitted to the same observations, seasonal or not (statsmodels'
         # ETS likelihood covers every observation), as in Hyndman's ets().
         for season in choices:
-            for trend, damped in TRENDS:
+            for trend, damped in TRENDS[self.hyper["trend"]]:
                 try:
                     result = _ets(y, trend, damped, season).fit(disp=False)
                 except (ValueError, np.linalg.LinAlgError):

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.models.base import Forecast, ForecastModel
+from engine.models.base import Forecast, ForecastModel, Hyperparameter
 
 UNCERTAINTY_SAMPLES = 300
 
@@ -28,6 +28,15 @@ def _quiet() -> None:
 class ProphetModel(ForecastModel):
     name = "prophet"
     uses_exogenous = True
+    # Prophet's own defaults and the ranges its documentation recommends tuning over.
+    hyperparameters = {
+        "changepoint_prior_scale": Hyperparameter(0.05, "trend flexibility (larger: more changepoints used)",
+                                                  low=0.001, high=0.5, log=True),
+        "seasonality_prior_scale": Hyperparameter(10.0, "seasonality flexibility (smaller: damped seasons)",
+                                                  low=0.01, high=10.0, log=True),
+        "seasonality_mode": Hyperparameter("additive", "seasons and regressors add to or scale the trend",
+                                           choices=("additive", "multiplicative")),
+    }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         _quiet()
@@ -35,7 +44,8 @@ class ProphetModel(ForecastModel):
         step_days = pd.Timedelta(pd.tseries.frequencies.to_offset(self.spec.freq)) / pd.Timedelta(days=1)
         span_days = len(y) * step_days
         model = Prophet(daily_seasonality=False, weekly_seasonality=False,
-                        yearly_seasonality=span_days >= 2 * 365, uncertainty_samples=UNCERTAINTY_SAMPLES)
+                        yearly_seasonality=span_days >= 2 * 365, uncertainty_samples=UNCERTAINTY_SAMPLES,
+                        **self.hyper)
         for m in self.spec.usable_seasons(len(y)):
             period = m * step_days
             model.add_seasonality(name=f"season_{m}", period=period, fourier_order=4 if period <= 1 else 3)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from engine.models.base import Forecast, ForecastModel, ModelError
+from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError
 
 TEMPERATURE, HOLIDAY = "temperature", "is_holiday"
 
@@ -26,6 +26,10 @@ class TempRegModel(ForecastModel):
     name = "tempreg"
     uses_exogenous = True
     long_history = True
+    hyperparameters = {
+        "degree": Hyperparameter(3, "highest power of temperature, by hour and by month", low=1, high=4,
+                                 integer=True),
+    }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         if TEMPERATURE not in self.exogenous_:
@@ -49,7 +53,7 @@ class TempRegModel(ForecastModel):
         years = (ds.as_unit("ns").asi8 - self.origin_) / (365.25 * 86400e9)
         hours, months = np.eye(24)[hour], np.eye(12)[month - 1]
         columns = [np.ones(len(ds))[:, None], years[:, None], months[:, 1:], np.eye(168)[weekday * 24 + hour][:, 1:]]
-        for power in (1, 2, 3):
+        for power in range(1, self.hyper["degree"] + 1):
             columns += [hours * temp[:, None] ** power, months * temp[:, None] ** power]
         if self.holiday_:
             columns.append(hours * frame[HOLIDAY].to_numpy(dtype="float64")[:, None])

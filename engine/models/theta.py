@@ -7,11 +7,15 @@ import numpy as np
 import pandas as pd
 from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
 
-from engine.models.base import Forecast, ForecastModel
+from engine.models.base import Forecast, ForecastModel, Hyperparameter
 
 
 class ThetaModel(ForecastModel):
     name = "theta"
+    hyperparameters = {
+        "theta": Hyperparameter(2.0, "weight of the curvature (theta) line; 1 is simple exponential smoothing "
+                                "with drift 0, 2 the classic Theta method", low=1.0, high=4.0),
+    }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         seasons = self.spec.usable_seasons(len(y))
@@ -25,10 +29,10 @@ class ThetaModel(ForecastModel):
                               deseasonalize=self.season_ > 1, method="auto").fit()
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        mean = np.asarray(self.result_.forecast(horizon), dtype="float64")
+        mean = np.asarray(self.result_.forecast(horizon, theta=self.hyper["theta"]), dtype="float64")
         bounds = {}
         for level in self.spec.levels:
-            frame = self.result_.prediction_intervals(horizon, alpha=1 - level / 100.0)
+            frame = self.result_.prediction_intervals(horizon, theta=self.hyper["theta"], alpha=1 - level / 100.0)
             bounds[level] = (frame["lower"].to_numpy(), frame["upper"].to_numpy())
         return Forecast(mean, bounds)
 
