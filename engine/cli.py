@@ -85,6 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     pull_cmd.add_argument("--history", type=int, default=0, metavar="STEPS",
                           help="history shown before the origin in png (default: 3 x horizon)")
 
+    tune = sub.add_parser(
+        "tune", help="hyperopt search of model hyperparameters on a sample of entities; the next train uses it",
+        description="For each model (tuning.models, else every candidate with hyperparameters), score its "
+        "configured parameters and then hyperopt TPE trials by the mean backtest metric over a seeded, stratified "
+        "sample of entities (tuning.sample). On the spark backend trials run in parallel as Spark tasks "
+        "(SparkTrials, tuning.parallelism). Every trial is an MLflow run nested under the model's run and the "
+        "tuning parent run; the best parameters go to _manymodels/tuning, which the next `manymodels train` reads "
+        "(training.tuned_params). Budgets: tuning.max_evals, tuning.trial_timeout, tuning.timeout, "
+        "tuning.early_stop. See tuning.space in the README for the search space.")
+    _config_arg(tune)
+    tune.add_argument("--model", nargs="+", metavar="NAME", help="tune only these models")
+    tune.add_argument("--max-evals", type=int, metavar="N", help="override tuning.max_evals (trials per model, "
+                      "the configured parameters included)")
+    tune.add_argument("--parallelism", type=int, metavar="N", help="override tuning.parallelism (concurrent "
+                      "SparkTrials trials)")
+    tune.add_argument("--sample", type=int, metavar="N", help="override tuning.sample (entities per trial)")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
     nightly = sub.add_parser(
         "nightly", help="the nightly job: ingest, train, MLflow and registry gate, score; ends with a summary",
         description="Run one night: ingest (bronze/silver/gold), train (backtest, champion, forecast) on the gold "
@@ -109,13 +127,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _quiet_mlflow()
     config = None
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, _overrides(args))
         if args.command == "serve":
             return _run_serve(config, args)
         if args.command == "forecasts":
             return _run_pull(config, args)
         if args.command == "nightly":
             return _run_nightly(config, args)     # holds the lake's lock itself
+        if args.command == "tune":
+            return _run_tune(config, args)        # reads gold, appends its result atomically: no lock
         # Every command that writes to the lake holds its lock (one writer at a time).
         with LakeLock(config.lake.root, f"manymodels {args.command} '{config.name}'", config.nightly.lock_timeout):
             if args.command == "train":
@@ -140,6 +160,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: {args.command} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"(full trace in {log}); rerun the same command to finish once the cause is fixed", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _overrides(args) -> dict:
+    """Config keys set by command-line flags (validated with the rest of the config)."""
+    flags = {"max_evals": "tuning.max_evals", "parallelism": "tuning.parallelism", "sample": "tuning.sample",
+             "model": "tuning.models"}
+    return {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag, None) is not None}
+
+
+def _run_tune(config, args) -> int:
+    from engine.tuning.job import tune
+
+    backend = args.backend or config.backend
+    print(f"manymodels tune '{config.name}': lake {config.lake.root}, backend {backend}, metric "
+          f"{config.backtest.metric}, up to {config.tuning.max_evals} trials per model", flush=True)
+    report = tune(config, backend=backend, show_progress=not args.no_progress,
+                  say=lambda line: print(line, flush=True))
+    print(report.summary())
+    return 0
 
 
 def _write_trace(config) -> str:
@@ -344,6 +383,8 @@ def training_summary(report) -> str:
              f"time: train {report.seconds['train']:.1f}s ({report.entities_per_second:.2f} entities/s), "
              f"total {report.seconds['total']:.1f}s; rows written: "
              + ", ".join(f"{t} {n}" for t, n in report.written.items())]
+    if report.tuning_run:
+        lines.append(f"hyperparameters: tuning run {report.tuning_run} (training.tuned_params)")
     if report.retried:
         lines.append(f"retried: {report.retried} entities ran in a retried task (a worker crashed or was killed)")
     for row in report.failures.itertuples():

@@ -23,6 +23,7 @@ from engine.errors import ManymodelsError
 from engine.nightly.ledger import Inputs, Ledger
 from engine.nightly.lock import LakeLock
 from engine.training.tables import FORECASTS
+from engine.tuning.store import tuned_params
 
 
 class NothingToTrain(ManymodelsError):
@@ -93,7 +94,9 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
             raise NothingToTrain("gold holds no observation" + (f" before {as_of.isoformat()}" if as_of else "")
                                  + ": check the source (or pick a later --as-of)")
         night = as_of if as_of is not None else ingested.data_end + pd.tseries.frequencies.to_offset(config.series.freq)
-        inputs = Inputs(int(ingested.gold_version), ingested.data_end, config.fingerprint())
+        tuned = tuned_params(config)     # new tuned parameters make new models: part of the inputs
+        inputs = Inputs(int(ingested.gold_version), ingested.data_end,
+                        config.fingerprint() + (f"+tuned:{tuned.run_id}" if tuned else ""))
         report = NightReport(night_run_id(config.name, night), night, inputs, rejected=rejected, seconds=seconds)
         ledger = Ledger(config.lake.root)
         reuse = config.nightly.reuse_models and not retrain

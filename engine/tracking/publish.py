@@ -128,6 +128,9 @@ def _parent_tags(config: Config, models: pd.DataFrame, run_id: str, backend: Opt
             "manymodels.gold_table": DeltaRsLake(config.lake.root).path(GOLD_SERIES),
             "manymodels.gold_version": str(int(models["gold_version"].iloc[0])),
             "manymodels.backend": backend or config.backend, "manymodels.config_name": config.name}
+    tuning = {json.loads(p or "{}").get("tuning_run") for p in models["params"]} - {None}
+    if tuning:
+        tags["manymodels.tuning_run"] = ",".join(sorted(tuning))
     commit = _git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit

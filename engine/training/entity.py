@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -55,13 +55,26 @@ class TrainSpec:
     ensemble_size: int
     model: ModelSpec
     fail_fast: bool = False
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # hyperparameters per model
+    sources: Mapping[str, str] = field(default_factory=dict)   # where `params` came from, per model
+    tuned_by: Optional[str] = None          # the `manymodels tune` run whose parameters are in `params`
+    search: Optional[Any] = None            # engine.tuning.search.EntitySearch (tuning.per_entity)
 
     @classmethod
-    def from_config(cls, config: Config) -> "TrainSpec":
+    def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
+                    tuned_by: Optional[str] = None) -> "TrainSpec":
+        """`tuned`: parameters of a tuning run, over the config's `model_params` where both set one."""
+        from engine.tuning.search import EntitySearch
+        tuned = {m: p for m, p in (tuned or {}).items() if m in config.models}
+        params = {m: {**config.model_params.get(m, {}), **tuned.get(m, {})}
+                  for m in config.models if config.model_params.get(m) or tuned.get(m)}
+        sources = {m: f"tuning run {tuned_by}" if m in tuned else "config" for m in params}
+        ensemble_size = params.get("ensemble", {}).get("size", config.training.ensemble_size)
         return cls(models=tuple(config.models), horizon=config.horizon, windows=config.backtest.windows,
                    step=config.backtest.step, metric=config.backtest.metric,
-                   max_history=config.history_steps, ensemble_size=config.training.ensemble_size,
-                   model=config.model_spec(), fail_fast=config.training.fail_fast)
+                   max_history=config.history_steps, ensemble_size=ensemble_size,
+                   model=config.model_spec(), fail_fast=config.training.fail_fast, params=params,
+                   sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config))
 
     @property
     def min_train(self) -> int:
@@ -100,20 +113,31 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
     y = history["y"].to_numpy()
     if np.ptp(y) == 0:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason="constant series")
-    windows = min(spec.windows, (len(y) - spec.min_length()) // spec.step + 1)
+    windows = usable_windows(history, spec)
     if windows < 1:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes,
                          reason=f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
-    backtests, forecasts = _backtest(history, spec, windows, scenario=future.attrs.get("scenario", ()))
+    folds = backtest_folds(history, spec, windows, future.attrs.get("scenario", ()))
+    backtests, forecasts, chosen, searches = _backtest(folds, spec)
     summary = _summarize(backtests, spec)
+    for name, search in searches.items():
+        summary[name].update(search)
     if "ensemble" in spec.models:
-        _add_ensemble(history, spec, windows, backtests, forecasts, summary)
+        _add_ensemble(folds, spec, backtests, forecasts, summary)
     ranked = _ranked(summary, spec.metric)
     if not ranked:
         errors = "; ".join(sorted({b["error"] for b in backtests if b["error"]}))
         raise ManymodelsError(f"every candidate failed its backtest: {errors}")
-    model = _make(ranked[0], spec, summary).fit(history)
-    return _result(OK, model, history, future, windows, spec, notes, summary, backtests)
+    model = _make(ranked[0], spec, summary, chosen).fit(history)
+    source = "entity search" if ranked[0] in searches else spec.sources.get(ranked[0], "defaults")
+    return _result(OK, model, history, future, windows, spec, notes, summary, backtests, params_from=source)
+
+
+def usable_windows(history: pd.DataFrame, spec: TrainSpec) -> int:
+    """Backtest windows the history allows (up to `spec.windows`); 0 for a constant series."""
+    if np.ptp(history["y"].to_numpy()) == 0:
+        return 0
+    return max(0, min(spec.windows, (len(history) - spec.min_length()) // spec.step + 1))
 
 
 def prepare(rows: pd.DataFrame, spec: TrainSpec) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -198,29 +222,57 @@ def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
         yield window, origin, stub, y[origin:origin + h], mase_scale(y[:origin], _mase_season(spec, origin))
 
 
-def _backtest(history: pd.DataFrame, spec: TrainSpec, windows: int, scenario: tuple[str, ...] = ()):
-    """Rolling-origin forecasts of every candidate. Regressors in `scenario` (those the real
-    forecast must fill without knowing them) are filled the same way from each window's own
-    past, so a model is judged on the information it will have, not on realized weather."""
-    records, forecasts = [], {}
+def backtest_folds(history: pd.DataFrame, spec: TrainSpec, windows: int, scenario: tuple[str, ...] = ()) -> list[tuple]:
+    """(record stub, train rows, test rows without y, actuals, MASE scale) per rolling-origin window.
+    Regressors in `scenario` (those the real forecast must fill without knowing them) are filled
+    the same way from each window's own past, so a model is judged on the information it will
+    have, not on realized weather."""
+    out = []
     for window, origin, stub, actual, scale in _origins(history, spec, windows):
         train, test = history.iloc[:origin], history.iloc[origin:origin + spec.horizon].copy()
         if scenario:
             filled = _future(train, train.iloc[:0], spec)
             for column in scenario:
                 test[column] = filled[column].to_numpy()
-        for name in spec.candidates:
-            record = {"candidate": name, **stub}
-            try:
-                forecast = make_model(name, spec.model).fit(train).forecast(test.drop(columns="y"))
-                forecasts[(name, window)] = forecast
-                record.update(window_metrics(actual, forecast, scale))
-            except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
-                if spec.fail_fast:
-                    raise
-                record["error"] = _describe(exc)
-            records.append(record)
+        out.append((stub, train, test.drop(columns="y"), actual, scale))
+    return out
+
+
+def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: list[tuple], spec: TrainSpec,
+                       check_time=None) -> tuple[list[dict], dict[int, Forecast]]:
+    """One candidate with hyperparameters `params` over the `folds`: a record per window (metrics
+    or the error) and the forecasts by window. `check_time()` may raise to end a search trial."""
+    records, forecasts = [], {}
+    for stub, train, test, actual, scale in folds:
+        record = {"candidate": name, **stub}
+        try:
+            forecast = make_model(name, spec.model, params).fit(train).forecast(test)
+            forecasts[stub["window"]] = forecast
+            record.update(window_metrics(actual, forecast, scale))
+        except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
+            if spec.fail_fast:
+                raise
+            record["error"] = _describe(exc)
+        records.append(record)
+        if check_time:
+            check_time()
     return records, forecasts
+
+
+def _backtest(folds: list[tuple], spec: TrainSpec):
+    """Rolling-origin forecasts of every candidate, each with its configured (or tuned)
+    hyperparameters, or those a per-entity search chose (`spec.search`)."""
+    records, forecasts, chosen, searches = [], {}, {}, {}
+    for name in spec.candidates:
+        chosen[name] = dict(spec.params.get(name, {}))
+        if spec.search is not None and name in spec.search.space:
+            from engine.tuning.search import search_entity
+            chosen[name], rows, by_window, searches[name] = search_entity(name, chosen[name], folds, spec)
+        else:
+            rows, by_window = backtest_candidate(name, chosen[name], folds, spec)
+        records.extend(rows)
+        forecasts.update({(name, w): f for w, f in by_window.items()})
+    return records, forecasts, chosen, searches
 
 
 def _mase_season(spec: TrainSpec, n: int) -> int:
@@ -255,22 +307,25 @@ def _ranked(summary: dict, metric: str, finite: bool = False) -> list[str]:
     return [name for *_, name in sorted(scored)]
 
 
-def _add_ensemble(history, spec, windows, backtests, forecasts, summary) -> None:
+def _add_ensemble(folds: list[tuple], spec: TrainSpec, backtests, forecasts, summary) -> None:
     members = _ranked(summary, spec.metric, finite=True)[:spec.ensemble_size]
     if len(members) < 2:
         return
     rows = []
-    for window, _, stub, actual, scale in _origins(history, spec, windows):
+    for stub, _, _, actual, scale in folds:
+        window = stub["window"]
         combined = EnsembleModel.combine([forecasts[(m, window)] for m in members])
         rows.append({"candidate": "ensemble", **stub, **window_metrics(actual, combined, scale)})
     backtests.extend(rows)
     summary["ensemble"] = {**_mean_metrics(rows), "members": members}
 
 
-def _make(name: str, spec: TrainSpec, summary: dict) -> ForecastModel:
+def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) -> ForecastModel:
     if name == "ensemble":
-        return EnsembleModel(spec.model, summary["ensemble"]["members"], make_model)
-    return make_model(name, spec.model)
+        def member(member_name: str, model_spec: ModelSpec) -> ForecastModel:
+            return make_model(member_name, model_spec, chosen.get(member_name))
+        return EnsembleModel(spec.model, summary["ensemble"]["members"], member, spec.params.get("ensemble"))
+    return make_model(name, spec.model, chosen.get(name))
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):
@@ -289,7 +344,8 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
                 "metrics": "{}", "backtests": "[]", "forecast": None, "notes": "[]", "model": None}
 
 
-def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None):
+def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None,
+            params_from="defaults"):
     forecast: Forecast = model.forecast(future)
     frame = forecast.to_frame(future["ds"])
     # Epoch nanoseconds whatever unit the gold timestamps came in with.
@@ -297,7 +353,9 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
                 **{c: frame[c].tolist() for c in frame.columns if c != "ds"}}
     candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
     return {"status": status, "champion": model.name, "reason": reason, "error": error, "n_obs": len(history),
-            "windows": windows, "forecast_origin": history["ds"].iloc[-1], "params": _json(model.params()),
+            "windows": windows, "forecast_origin": history["ds"].iloc[-1],
+            "params": _json({**model.logged_params(), "params_from": params_from,
+                             **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
             "metrics": _json(summary), "backtests": _json(backtests), "forecast": _json(columnar),
             "notes": _json(notes + candidate_errors), "model": model.to_bytes()}
 

@@ -22,6 +22,7 @@ from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
 from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
+from engine.tuning.store import tuned_params
 from partitions.plan import PartitionPlan, plan_partitions
 
 SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt",
@@ -41,6 +42,7 @@ class TrainReport:
     summary: pd.DataFrame                       # one row per entity, SUMMARY_COLUMNS
     written: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    tuning_run: Optional[str] = None            # the `manymodels tune` run whose parameters were used
 
     @property
     def entities(self) -> int:
@@ -80,7 +82,8 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     With `as_of`, only gold rows before it are seen (a replayed night)."""
     backend = backend or config.backend
     run_id = run_id or uuid.uuid4().hex
-    spec = TrainSpec.from_config(config)
+    tuned = tuned_params(config)
+    spec = TrainSpec.from_config(config, tuned.params if tuned else None, tuned.run_id if tuned else None)
     lake = DeltaRsLake(config.lake.root)
     if not lake.exists(GOLD_SERIES):
         raise ConfigError(f"no gold table under {config.lake.root}: run `manymodels ingest --config ...` first")
@@ -134,7 +137,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         results.unpersist()
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    return TrainReport(run_id, version, backend, plan, summary, written, timings)
+    return TrainReport(run_id, version, backend, plan, summary, written, timings, tuned.run_id if tuned else None)
 
 
 def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], None]:
