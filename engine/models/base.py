@@ -106,8 +106,10 @@ class Hyperparameter:
         return int(value) if self.integer else float(value)
 
     def describe(self) -> str:
-        allowed = (" | ".join(map(str, self.choices)) if self.choices
-                   else f"{'integer ' if self.integer else ''}{self.low:g}..{self.high:g}{' (log)' if self.log else ''}")
+        if self.choices:
+            allowed = " | ".join(map(str, self.choices))
+        else:
+            allowed = f"{'integer ' if self.integer else ''}{self.low:g}..{self.high:g}{' (log)' if self.log else ''}"
         return f"{allowed}, default {self.default!r}: {self.help}"
 
 

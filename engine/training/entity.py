@@ -222,7 +222,8 @@ def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
         yield window, origin, stub, y[origin:origin + h], mase_scale(y[:origin], _mase_season(spec, origin))
 
 
-def backtest_folds(history: pd.DataFrame, spec: TrainSpec, windows: int, scenario: tuple[str, ...] = ()) -> list[tuple]:
+def backtest_folds(history: pd.DataFrame, spec: TrainSpec, windows: int,
+                   scenario: tuple[str, ...] = ()) -> list[tuple]:
     """(record stub, train rows, test rows without y, actuals, MASE scale) per rolling-origin window.
     Regressors in `scenario` (those the real forecast must fill without knowing them) are filled
     the same way from each window's own past, so a model is judged on the information it will

@@ -29,7 +29,7 @@ from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake
 from engine.training.entity import TrainSpec
 from engine.tuning import store
 from engine.tuning.sample import entity_stats, stratified_sample
-from engine.tuning.search import (configured_params, quiet_hyperopt, sample_folds, sample_loss,
+from engine.tuning.search import (configured_params, quiet_hyperopt, run_fmin, sample_folds, sample_loss,
                                   stop_without_improvement)
 from engine.tuning.space import Dimension, hyperopt_space, model_space, point_params
 
@@ -52,7 +52,13 @@ class ModelTuning:
     trials: list[Trial]
     stopped: str
     seconds: float
+    search_seconds: float = 0.0   # in hyperopt's fmin: the trials after trial 0, run `parallelism` at a time
     mlflow_run_id: str = ""
+
+    @property
+    def trials_per_minute(self) -> float:
+        """Throughput of the parallel part (trial 0 runs alone before it)."""
+        return (len(self.trials) - 1) / max(self.search_seconds / 60, 1e-9) if self.search_seconds else 0.0
 
     @property
     def ok(self) -> list[Trial]:
@@ -99,7 +105,7 @@ class TuneReport:
             default = f"{m.default_loss:.4g}" if m.default_loss is not None else "failed"
             chosen = (", ".join(f"{k}={_short(best.params[k])}" for k in (d.name for d in m.dims))
                       if best else "none (every trial failed)")
-            per_min = len(m.trials) / max(m.seconds / 60, 1e-9)
+            per_min = m.trials_per_minute
             lines.append(f"  {m.model}: {default} -> {best.loss:.4g}{gain}" if best else f"  {m.model}: {default}")
             lines[-1] += (f"; {len(m.trials)} trials ({m.failed} failed, {per_min:.1f}/min, stopped: {m.stopped}); "
                           f"chosen {chosen}")
@@ -123,6 +129,8 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
 
     from engine.tracking.store import experiment_id, prepared_uri
     quiet_hyperopt()
+    # pyspark warns once per SparkTrials thread that it was given no session to copy job tags from.
+    warnings.filterwarnings("ignore", message="Spark session is not provided")
     started = time.perf_counter()
     backend = backend or config.backend
     models = config.tuned_models
@@ -217,7 +225,7 @@ def _objective(model: str, dims, base: dict, data, spec: TrainSpec, trial_timeou
 
 def _search(model: str, dims, data, spec: TrainSpec, config: Config, spark, parallelism: int,
             time_left: Optional[float], show_progress: bool) -> ModelTuning:
-    from hyperopt import STATUS_OK, Trials, fmin, tpe
+    from hyperopt import STATUS_OK, Trials
     started = time.perf_counter()
     if time_left is not None and time_left <= 0:
         return ModelTuning(model, dims, [], "tuning.timeout reached before it started", 0.0)
@@ -230,6 +238,7 @@ def _search(model: str, dims, data, spec: TrainSpec, config: Config, spark, para
     trials_run = [_trial(0, first)]
     stopped = "max_evals"
     budget = config.tuning.max_evals - 1
+    search_started = time.perf_counter()
     if budget > 0:
         if spark is not None:
             from hyperopt import SparkTrials
@@ -238,10 +247,11 @@ def _search(model: str, dims, data, spec: TrainSpec, config: Config, spark, para
         else:
             trials = Trials()
         remaining = None if time_left is None else max(1.0, time_left - (time.perf_counter() - started))
-        fmin(objective, hyperopt_space(dims), algo=tpe.suggest, max_evals=budget, trials=trials,
-             timeout=remaining if spark is None else None, show_progressbar=show_progress,
-             rstate=np.random.default_rng(config.tuning.seed),
-             early_stop_fn=stop_without_improvement(config.tuning.early_stop) if config.tuning.early_stop else None)
+        run_fmin(objective, hyperopt_space(dims), max_evals=budget, trials=trials,
+                 timeout=remaining if spark is None else None, show_progressbar=show_progress,
+                 rstate=np.random.default_rng(config.tuning.seed),
+                 early_stop_fn=stop_without_improvement(config.tuning.early_stop) if config.tuning.early_stop
+                 else None)
         for number, doc in enumerate(sorted(trials.trials, key=lambda t: t["tid"]), start=1):
             trials_run.append(_trial(number, doc.get("result") or {}, doc))
         done = len(trials.trials)
@@ -252,7 +262,8 @@ def _search(model: str, dims, data, spec: TrainSpec, config: Config, spark, para
             stopped = f"early stop ({config.tuning.early_stop} trials without improvement)"
     if not any(t.status == STATUS_OK for t in trials_run):
         stopped += "; every trial failed"
-    return ModelTuning(model, dims, trials_run, stopped, time.perf_counter() - started)
+    searched = time.perf_counter() - search_started if budget > 0 else 0.0
+    return ModelTuning(model, dims, trials_run, stopped, time.perf_counter() - started, searched)
 
 
 def _trial(number: int, result: dict, doc: Optional[dict] = None) -> Trial:
@@ -270,7 +281,7 @@ def _trial(number: int, result: dict, doc: Optional[dict] = None) -> Trial:
 
 def _figures(m: ModelTuning) -> dict[str, float]:
     figures = {"trials": len(m.trials), "failed_trials": m.failed, "seconds": m.seconds,
-               "trials_per_minute": len(m.trials) / max(m.seconds / 60, 1e-9)}
+               "trials_per_minute": m.trials_per_minute}
     if m.best is not None:
         figures["best_loss"] = m.best.loss
     if m.default_loss is not None:

@@ -48,9 +48,9 @@ def stratified_sample(stats: pd.DataFrame, size: int, seed: int, min_length: int
 
 
 def _bins(values: pd.Series) -> np.ndarray:
-    """Quantile bins 0..BINS-1 (fewer when values repeat)."""
-    ranks = values.rank(method="first").to_numpy()
-    return np.minimum(((ranks - 1) * BINS // len(values)).astype(int), BINS - 1)
+    """Quantile bins 0..BINS-1; equal values share a bin (their average rank places it)."""
+    ranks = values.rank(method="average").to_numpy()
+    return np.minimum(((ranks - 0.5) * BINS / len(values)).astype(int), BINS - 1)
 
 
 def _allocate(sizes: dict, total: int) -> dict:

@@ -140,10 +140,21 @@ def quiet_hyperopt() -> None:
         logging.getLogger(logger).setLevel(logging.WARNING)
 
 
+def run_fmin(objective, space, **options) -> None:
+    """hyperopt's TPE over `space`; the trials object given in `options` holds the outcome, so a
+    search whose every trial failed is a result to report, not an exception."""
+    from hyperopt import fmin, tpe
+    from hyperopt.exceptions import AllTrialsFailed
+    try:
+        fmin(objective, space, algo=tpe.suggest, **options)
+    except AllTrialsFailed:
+        pass
+
+
 def search_entity(name: str, base: Mapping[str, Any], folds: list[tuple], spec):
     """The per-entity search for candidate `name`: (chosen params, backtest records and forecasts
     by window of the chosen params, a summary of the search for the entity's metrics)."""
-    from hyperopt import STATUS_FAIL, STATUS_OK, fmin, tpe
+    from hyperopt import STATUS_FAIL, STATUS_OK
     from hyperopt.fmin import generate_trials_to_calculate
     quiet_hyperopt()
     search: EntitySearch = spec.search
@@ -165,9 +176,9 @@ def search_entity(name: str, base: Mapping[str, Any], folds: list[tuple], spec):
 
     trials = generate_trials_to_calculate([initial_point(name, dims, base)])
     trials.refresh()    # so that fmin counts the configured point against max_evals
-    fmin(objective, hyperopt_space(dims), algo=tpe.suggest, max_evals=search.max_evals, trials=trials,
-         timeout=search.timeout or None, rstate=np.random.default_rng(search.seed), show_progressbar=False,
-         early_stop_fn=stop_without_improvement(search.early_stop) if search.early_stop else None, verbose=False)
+    run_fmin(objective, hyperopt_space(dims), max_evals=search.max_evals, trials=trials,
+             timeout=search.timeout or None, rstate=np.random.default_rng(search.seed), show_progressbar=False,
+             early_stop_fn=stop_without_improvement(search.early_stop) if search.early_stop else None, verbose=False)
     outcomes = [t["result"] for t in trials.trials]
     summary = {"search_trials": len(outcomes),
                "search_failed_trials": sum(r.get("status") != STATUS_OK for r in outcomes),

@@ -50,7 +50,9 @@ class Dimension:
         return self.choices.index(value) if self.kind == "choice" else value
 
     def describe(self) -> str:
-        return f"{self.kind}{list(self.choices) if self.kind == 'choice' else [self.low, self.high]}"
+        if self.kind == "choice":
+            return f"choice[{', '.join(map(str, self.choices))}]"
+        return f"{self.kind}[{self.low:g}, {self.high:g}]"
 
 
 def declared(hyper: Hyperparameter, name: str) -> Dimension:

@@ -28,7 +28,7 @@ def write_config(tmp_path, **source) -> str:
 def test_help_on_every_command():
     top = manymodels("--help")
     assert top.returncode == 0 and "ingest" in top.stdout and "nightly" in top.stdout
-    for command in ("ingest", "train", "nightly", "score", "serve"):
+    for command in ("ingest", "train", "nightly", "score", "serve", "tune"):
         out = manymodels(command, "--help")
         assert out.returncode == 0 and "--config" in out.stdout
 
@@ -58,3 +58,11 @@ def test_config_mistake_is_one_line_without_traceback(tmp_path):
     out = manymodels("nightly", "--config", str(path))
     assert out.returncode == 2
     assert out.stderr.strip() == "error: config key 'horizon' must be >= 1 (steps of series.freq), got -1"
+
+
+def test_tune_names_a_model_it_cannot_search_in_one_line(tmp_path):
+    out = manymodels("tune", "--config", write_config(tmp_path), "--model", "arima")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "config key 'tuning.models' lists ['arima'], which are not candidates in models" in out.stderr
+    bad = manymodels("tune", "--config", write_config(tmp_path), "--max-evals", "0")
+    assert bad.returncode == 2 and "'tuning.max_evals' must be >= 1" in bad.stderr
