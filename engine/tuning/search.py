@@ -75,6 +75,7 @@ def time_limit(seconds: float) -> Iterator[Callable[[], None]]:
     def on_alarm(signum, frame):
         raise TrialTimeout(message)
 
+    # One limit at a time: a timer already armed by the caller would be replaced (none of ours nests).
     alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
     previous = signal.signal(signal.SIGALRM, on_alarm) if alarm else None
     if alarm:
