@@ -185,7 +185,6 @@ class TrainingConfig:
     fail_fast: bool = False
     tuned_params: str = "latest"
 
-
     def __post_init__(self) -> None:
         _check(self.max_history >= 2, "training.max_history", "must be >= 2 steps")
         _check(self.long_history >= self.max_history, "training.long_history",

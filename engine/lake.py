@@ -185,6 +185,14 @@ class SparkLake:
         return self.version(table)
 
 
+def latest_gold_version(lake: "DeltaRsLake") -> int:
+    """The newest version of gold.series; a clear error when nothing was ingested yet."""
+    from engine.errors import ConfigError
+    if not lake.exists(GOLD_SERIES):
+        raise ConfigError(f"no gold table under {lake.root}: run `manymodels ingest --config ...` first")
+    return lake.version(GOLD_SERIES)
+
+
 def observed_before(frame, as_of: Optional[pd.Timestamp]):
     """Rows of a pandas or Spark frame with `ds` before `as_of` (all rows when None): what a job
     run as of that time may see, future exogenous values included."""

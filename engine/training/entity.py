@@ -260,7 +260,7 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
     return records, forecasts
 
 
-def _backtest(folds: list[tuple], spec: TrainSpec):
+def _backtest(folds: list[tuple], spec: TrainSpec, check_time=None):
     """Rolling-origin forecasts of every candidate, each with its configured (or tuned)
     hyperparameters, or those a per-entity search chose (`spec.search`)."""
     records, forecasts, chosen, searches = [], {}, {}, {}
@@ -270,7 +270,7 @@ def _backtest(folds: list[tuple], spec: TrainSpec):
             from engine.tuning.search import search_entity
             chosen[name], rows, by_window, searches[name] = search_entity(name, chosen[name], folds, spec)
         else:
-            rows, by_window = backtest_candidate(name, chosen[name], folds, spec)
+            rows, by_window = backtest_candidate(name, chosen[name], folds, spec, check_time)
         records.extend(rows)
         forecasts.update({(name, w): f for w, f in by_window.items()})
     return records, forecasts, chosen, searches

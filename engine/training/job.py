@@ -18,7 +18,7 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ConfigError, ManymodelsError
 from engine.faults import crash_point
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
+from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version, observed_before
 from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
@@ -85,9 +85,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     tuned = tuned_params(config)
     spec = TrainSpec.from_config(config, tuned.params if tuned else None, tuned.run_id if tuned else None)
     lake = DeltaRsLake(config.lake.root)
-    if not lake.exists(GOLD_SERIES):
-        raise ConfigError(f"no gold table under {config.lake.root}: run `manymodels ingest --config ...` first")
-    latest = lake.version(GOLD_SERIES)
+    latest = latest_gold_version(lake)
     version = latest if gold_version is None else gold_version
     if not 0 <= version <= latest:
         raise ConfigError(f"--gold-version {version} does not exist; gold.series has versions 0..{latest}")

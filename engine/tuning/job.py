@@ -25,7 +25,7 @@ import pandas as pd
 
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake
+from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version
 from engine.training.entity import TrainSpec
 from engine.tuning import store
 from engine.tuning.sample import entity_stats, stratified_sample
@@ -193,9 +193,7 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
 def _sample_rows(config: Config, spec: TrainSpec, spark) -> tuple[dict[str, pd.DataFrame], int]:
     """The sampled entities' gold rows, by entity (only those a backtest can score)."""
     lake = DeltaRsLake(config.lake.root)
-    if not lake.exists(GOLD_SERIES):
-        raise ConfigError(f"no gold table under {config.lake.root}: run `manymodels ingest --config ...` first")
-    version = lake.version(GOLD_SERIES)
+    version = latest_gold_version(lake)
     if spark is not None:
         from pyspark.sql import functions as F
         gold = SparkLake(spark, config.lake.root).read(GOLD_SERIES, version=version)
@@ -320,7 +318,9 @@ def _log_model(client, experiment: str, parent: str, m: ModelTuning, metric: str
 
 def _params(values: dict) -> list:
     from mlflow.entities import Param
-    return [Param(k, (v if isinstance(v, str) else json.dumps(v))[:6000]) for k, v in values.items()]
+
+    from engine.tracking.children import flat_params
+    return [Param(k, v) for k, v in flat_params(values).items()]
 
 
 def _log_metrics(client, run: str, figures: dict[str, float]) -> None:

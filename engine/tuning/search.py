@@ -118,15 +118,11 @@ def mean_loss(records: list[dict], metric: str) -> float:
 def entity_loss(name: str, params: Mapping[str, Any], folds: list[tuple], spec, check_time=None):
     """(loss, records, forecasts by window) of model `name` with `params` on one entity's folds.
     For the ensemble, `params["size"]` best candidates (with their configured parameters) are combined."""
-    from engine.training.entity import _add_ensemble, _summarize, backtest_candidate
+    from engine.training.entity import _add_ensemble, _backtest, _summarize, backtest_candidate
     if name != "ensemble":
         records, forecasts = backtest_candidate(name, params, folds, spec, check_time)
         return mean_loss(records, spec.metric), records, forecasts
-    records, forecasts = [], {}
-    for candidate in spec.candidates:
-        rows, by_window = backtest_candidate(candidate, spec.params.get(candidate), folds, spec, check_time)
-        records.extend(rows)
-        forecasts.update({(candidate, w): f for w, f in by_window.items()})
+    records, forecasts, _, _ = _backtest(folds, replace(spec, search=None), check_time)
     summary = _summarize(records, spec)
     sized = replace(spec, ensemble_size=int(params.get("size", spec.ensemble_size)))
     _add_ensemble(folds, sized, records, forecasts, summary)

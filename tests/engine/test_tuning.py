@@ -200,6 +200,7 @@ def test_per_entity_search_gives_the_same_models_on_every_backend(tmp_path, spar
         rows = DeltaRsLake(config.lake.root).read(MODELS, filters=[("run_id", "=", backend)])
         chosen[backend] = {r.entity_id: (r.champion, json.loads(r.metrics)["theta"]["mae"],
                                          load_model(r.model).hyper) for r in rows.itertuples()}
+        assert all(json.loads(r.metrics)["theta"]["search_trials"] >= 1 for r in rows.itertuples())
     assert chosen["local"] == chosen["spark"] == chosen["ray"] and len(chosen["local"]) == 3
 
 
