@@ -17,7 +17,7 @@ import yaml
 from engine.errors import ConfigError, ManymodelsError
 
 # Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
-MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "ensemble")
+MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "gpu_additive", "ensemble")
 PARTITION_STRATEGIES = ("cost", "entity")
 STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
 # The natural cycles of energy series (a day, a week, a year): a season length that spans

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec, read_envelope
 from engine.models.ensemble import EnsembleModel
 from engine.models.ets import ETSModel
+from engine.models.gpu_additive import GpuAdditiveModel
 from engine.models.mstl import MSTLModel
 from engine.models.naive import SeasonalNaiveModel
 from engine.models.prophet import ProphetModel
@@ -14,7 +15,8 @@ from engine.models.tempreg import TempRegModel
 from engine.models.theta import ThetaModel
 
 MODEL_CLASSES: dict[str, type[ForecastModel]] = {cls.name: cls for cls in (
-    SeasonalNaiveModel, ETSModel, ThetaModel, ArimaModel, MSTLModel, ProphetModel, TempRegModel, EnsembleModel)}
+    SeasonalNaiveModel, ETSModel, ThetaModel, ArimaModel, MSTLModel, ProphetModel, TempRegModel, GpuAdditiveModel,
+    EnsembleModel)}
 FALLBACK = SeasonalNaiveModel.name
 
 
