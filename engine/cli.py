@@ -385,6 +385,11 @@ def training_summary(report) -> str:
              + ", ".join(f"{t} {n}" for t, n in report.written.items())]
     if report.tuning_run:
         lines.append(f"hyperparameters: tuning run {report.tuning_run} (training.tuned_params)")
+    if report.global_nn:
+        net = report.global_nn
+        lines.append(f"global_nn: network {net.digest} trained on {net.samples:,} samples by {net.world_size} "
+                     f"process(es) on {net.device}, loss {net.losses[0]:.4f} -> {net.losses[-1]:.4f}, "
+                     f"{net.samples_per_second:,.0f} samples/s, {net.seconds:.1f}s")
     if report.retried:
         lines.append(f"retried: {report.retried} entities ran in a retried task (a worker crashed or was killed)")
     for row in report.failures.itertuples():

@@ -17,7 +17,8 @@ import yaml
 from engine.errors import ConfigError, ManymodelsError
 
 # Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
-MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "gpu_additive", "ensemble")
+MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "gpu_additive", "global_nn",
+          "ensemble")
 PARTITION_STRATEGIES = ("cost", "entity")
 STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
 # The natural cycles of energy series (a day, a week, a year): a season length that spans
@@ -246,6 +247,35 @@ class TuningConfig(SearchBudget):
 
 
 @dataclass(frozen=True)
+class GlobalNNConfig:
+    """The `global_nn` candidate: one network trained on every entity before the per-entity models."""
+
+    np: int = -1                 # HorovodRunner np: < 0 processes on the driver, > 0 processes on the cluster
+    use_gpu: bool = False
+    lookback: int = 0            # steps the network reads (0: the longest season length)
+    hidden: int = 64
+    blocks: int = 2
+    epochs: int = 20
+    batch_size: int = 256
+    learning_rate: float = 0.001
+    samples_per_entity: int = 64     # most recent training origins per entity
+    stride: int = 0              # steps between training origins (0: the shortest season length)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.np != 0, "global_nn.np", "must not be 0: < 0 runs |np| processes on the driver, "
+               "> 0 runs np processes on the Spark cluster")
+        _check(self.lookback >= 0, "global_nn.lookback", "must be >= 0 steps (0: the longest season length)")
+        _check(4 <= self.hidden <= 4096, "global_nn.hidden", "must be between 4 and 4096 units")
+        _check(1 <= self.blocks <= 16, "global_nn.blocks", "must be between 1 and 16")
+        _check(self.epochs >= 1, "global_nn.epochs", "must be >= 1")
+        _check(self.batch_size >= 1, "global_nn.batch_size", "must be >= 1")
+        _check(0 < self.learning_rate < 1, "global_nn.learning_rate", "must be between 0 and 1")
+        _check(self.samples_per_entity >= 1, "global_nn.samples_per_entity", "must be >= 1")
+        _check(self.stride >= 0, "global_nn.stride", "must be >= 0 steps (0: the shortest season length)")
+
+
+@dataclass(frozen=True)
 class PartitionsConfig:
     """How entities are grouped into tasks (see partitions/)."""
 
@@ -278,6 +308,7 @@ class Config:
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    global_nn: GlobalNNConfig = field(default_factory=GlobalNNConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
@@ -290,6 +321,14 @@ class Config:
         _check(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", "must be between 0 and 1")
         self._check_models_for_freq()
         self._check_hyperparameters()
+        self._check_torch()
+
+    def _check_torch(self) -> None:
+        import importlib.util
+        needing = [m for m in self.models if m in ("gpu_additive", "global_nn")]
+        _check(not needing or importlib.util.find_spec("torch") is not None, "models",
+               f"lists {', '.join(needing)}, which need torch to train: install the gpu extra "
+               "(pip install -e '.[gpu]', or make setup-gpu)")
 
     def _check_models_for_freq(self) -> None:
         """Fail before any work when the candidates cannot work at the series' frequency."""
@@ -360,7 +399,10 @@ class Config:
         import hashlib
         import json
         shaping = {k: v for k, v in dataclasses.asdict(self).items()
-                   if k not in ("spark", "backend", "partitions", "mlflow", "nightly", "lake", "tuning")}
+                   if k not in ("spark", "backend", "partitions", "mlflow", "nightly", "lake", "tuning", "global_nn")}
+        if "global_nn" in self.models:
+            shaping["global_nn"] = {k: v for k, v in dataclasses.asdict(self.global_nn).items()
+                                    if k not in ("np", "use_gpu")}     # where it trains does not shape it
         if self.tuning.per_entity.models:    # the search inside training shapes the models
             shaping["tuning"] = {"space": self.tuning.space, "per_entity": dataclasses.asdict(self.tuning.per_entity)}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]

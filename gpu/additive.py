@@ -220,8 +220,9 @@ def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device) -> Pan
         # RSS from the normal equations' pieces: no pass over the (B, T, P) design per round.
         rss = yy - 2 * (beta * rhs).sum(1) + torch.einsum("bp,bpq,bq->b", beta, gram, beta)
         sigma2 = (rss / n).clamp_min(1e-12)
-        # |delta| / cps  ~  delta^2 / (2 cps |delta_prev|): the Laplace prior as a reweighted ridge.
-        delta_prec = 1.0 / (2 * cps * beta[:, 2:2 + K].abs().clamp_min(L1_FLOOR))
+        # In units of the squared error (the log posterior times 2 sigma^2), the Laplace prior costs
+        # 2 sigma^2 |delta| / cps ~ sigma^2 delta^2 / (cps |delta_prev|): a reweighted ridge.
+        delta_prec = 1.0 / (cps * beta[:, 2:2 + K].abs().clamp_min(L1_FLOOR))
     sigma = torch.sqrt(sigma2) * y_scale
     as_np = lambda v: v.detach().to("cpu").numpy()   # noqa: E731
     return PanelFit(layout, as_np(beta), as_np(y_scale), as_np(first), as_np(span), as_np(mean), as_np(scale),

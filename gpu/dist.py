@@ -139,7 +139,7 @@ def init(use_gpu: bool = False):
     else:
         import torch.distributed as dist
         local = int(os.environ.get("LOCAL_RANK", 0))
-        if not dist.is_initialized():
+        if not dist.is_initialized() and "WORLD_SIZE" in os.environ:      # else: one process, no group
             backend = "nccl" if use_gpu and torch.cuda.is_available() else "gloo"
             dist.init_process_group(backend)
     if use_gpu and torch.cuda.is_available():
@@ -169,6 +169,9 @@ def wrap(model, optimizer, device):
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         hvd.broadcast_optimizer_state(optimizer, root_rank=0)
         return model, hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters())
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        return model, optimizer
     from torch.nn.parallel import DistributedDataParallel
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids), optimizer

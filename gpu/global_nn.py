@@ -220,28 +220,29 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def panel_samples(panel: pd.DataFrame, shape: NetShape, step: int, cutoff: Optional[pd.Timestamp] = None,
+def panel_samples(panel: pd.DataFrame, shape: NetShape, step: int, holdout: int = 0,
                   max_per_entity: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Training samples from a long frame (entity_id, ds, y, exogenous...): origins every `step`
-    steps whose whole horizon ends by `cutoff` (exclusive). Also the exogenous centre and scale."""
+    steps, the latest `max_per_entity` of each entity (0: all), none of whose targets fall in the
+    last `holdout` steps before the entity's last observation (kept out for honest backtests).
+    Also the panel-wide centre and scale of each exogenous column."""
     exog_cols = list(shape.exogenous)
     center = panel[exog_cols].mean().to_numpy(dtype="float64") if exog_cols else np.zeros(0)
     scale = panel[exog_cols].std().replace(0, 1).fillna(1).to_numpy(dtype="float64") if exog_cols else np.ones(0)
     xs, ys = [], []
     for _, rows in panel.groupby("entity_id", sort=True):
         rows = rows.sort_values("ds")
-        if cutoff is not None:
-            rows = rows[pd.to_datetime(rows["ds"], utc=True) < cutoff]
+        seen = np.flatnonzero(rows["y"].notna().to_numpy())
+        if not len(seen):
+            continue
+        rows = rows.iloc[:seen[-1] + 1 - holdout]
         y = rows["y"].to_numpy(dtype="float64")
         exog = rows[exog_cols].to_numpy(dtype="float64") if exog_cols else np.zeros((len(y), 0))
-        last = len(y) - shape.horizon
-        origins = np.arange(last, shape.lookback - 1, -step)[::-1]
+        origins = np.arange(len(y) - shape.horizon, shape.lookback - 1, -step)[::-1]
         if max_per_entity:
             origins = origins[-max_per_entity:]
-        if not len(origins):
-            continue
         ok = np.array([np.isfinite(y[o - shape.lookback:o + shape.horizon]).all()
-                       and np.isfinite(exog[o:o + shape.horizon]).all() for o in origins])
+                       and np.isfinite(exog[o:o + shape.horizon]).all() for o in origins], dtype=bool)
         if not ok.any():
             continue
         ds_ns = pd.DatetimeIndex(pd.to_datetime(rows["ds"], utc=True)).as_unit("ns").asi8
@@ -249,6 +250,6 @@ def panel_samples(panel: pd.DataFrame, shape: NetShape, step: int, cutoff: Optio
         xs.append(x)
         ys.append(target)
     if not xs:
-        raise ValueError(f"no entity has {shape.lookback + shape.horizon} consecutive observed steps "
-                         "before the cutoff: too little history for global_nn")
+        raise ValueError(f"no entity has {shape.lookback + shape.horizon} consecutive observed steps before its "
+                         f"last {holdout} (held out for backtests): too little history for global_nn")
     return np.concatenate(xs), np.concatenate(ys), center, scale

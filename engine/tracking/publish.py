@@ -30,6 +30,7 @@ from engine.tracking.children import MAX_PARAMS, child_runs, flat_params, log_ch
 from engine.tracking.registry import GateDecision, gate
 from engine.tracking.store import experiment_id, prepared_uri
 from engine.training.entity import FAILED, OK
+from engine.training.global_stage import read_global
 from engine.training.tables import MODELS
 
 
@@ -81,6 +82,9 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
                                run_name=f"{config.name}-{run_id[:8]}").info.run_id
     try:
         _log_parent(client, parent, config, models, aggregate, train_seconds or {})
+        network = read_global(config, run_id)
+        if network is not None:
+            _log_global_network(client, experiment, parent, network)
         timings["parent"] = time.perf_counter() - started
 
         # The model first: it is what scoring waits for; child runs of many entities take longer.
@@ -162,6 +166,24 @@ def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.Da
     client.log_table(parent, data=summary, artifact_file="entities.json")
     client.log_table(parent, data=summary[summary["status"] == FAILED], artifact_file="failures.json")
     client.log_dict(parent, dataclasses.asdict(config), "config.json")
+
+
+def _log_global_network(client: MlflowClient, experiment: str, parent: str, network: pd.Series) -> None:
+    """A child run for the panel-wide network: its shape and settings, loss per epoch, throughput,
+    and the network itself (the weights every entity that chose it carries)."""
+    run = client.create_run(experiment, run_name=f"{network['model']}-{network['digest']}",
+                            tags={"mlflow.parentRunId": parent, "manymodels.kind": "global_model",
+                                  "manymodels.network": network["digest"], "device": network["device"]}).info.run_id
+    params = {**flat_params(json.loads(network["shape"]), "shape."),
+              **flat_params(json.loads(network["settings"]), "training.")}
+    now = int(time.time() * 1000)
+    losses = json.loads(network["losses"])
+    metrics = [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(losses)]
+    metrics += [Metric(k, float(network[k]), now, 0)
+                for k in ("samples", "world_size", "samples_per_second", "seconds")]
+    client.log_batch(run, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.log_dict(run, json.loads(network["network"]), "network.json")
+    client.set_terminated(run, RunStatus.to_string(RunStatus.FINISHED))
 
 
 def _log_decision(client: MlflowClient, parent: str, decision: GateDecision) -> None:

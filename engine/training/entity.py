@@ -59,6 +59,7 @@ class TrainSpec:
     sources: Mapping[str, str] = field(default_factory=dict)   # where `params` came from, per model
     tuned_by: Optional[str] = None          # the `manymodels tune` run whose parameters are in `params`
     search: Optional[Any] = None            # engine.tuning.search.EntitySearch (tuning.per_entity)
+    trained: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # panel-wide networks by model
 
     @classmethod
     def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -247,7 +248,7 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
     for stub, train, test, actual, scale in folds:
         record = {"candidate": name, **stub}
         try:
-            forecast = make_model(name, spec.model, params).fit(train).forecast(test)
+            forecast = make_model(name, spec.model, params, spec.trained).fit(train).forecast(test)
             forecasts[stub["window"]] = forecast
             record.update(window_metrics(actual, forecast, scale))
         except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
@@ -324,9 +325,9 @@ def _add_ensemble(folds: list[tuple], spec: TrainSpec, backtests, forecasts, sum
 def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) -> ForecastModel:
     if name == "ensemble":
         def member(member_name: str, model_spec: ModelSpec) -> ForecastModel:
-            return make_model(member_name, model_spec, chosen.get(member_name))
+            return make_model(member_name, model_spec, chosen.get(member_name), spec.trained)
         return EnsembleModel(spec.model, summary["ensemble"]["members"], member, spec.params.get("ensemble"))
-    return make_model(name, spec.model, chosen.get(name))
+    return make_model(name, spec.model, chosen.get(name), spec.trained)
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):

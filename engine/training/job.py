@@ -6,6 +6,7 @@ with run-keyed MERGEs. Nothing is written when too many entities failed.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections import Counter
@@ -21,6 +22,7 @@ from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version, observed_before
 from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
+from engine.training.global_stage import GLOBAL_NN, GlobalReport, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
 from engine.tuning.store import tuned_params
 from partitions.plan import PartitionPlan, plan_partitions
@@ -43,6 +45,7 @@ class TrainReport:
     written: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     tuning_run: Optional[str] = None            # the `manymodels tune` run whose parameters were used
+    global_nn: Optional[GlobalReport] = None    # the panel-wide network, when global_nn is a candidate
 
     @property
     def entities(self) -> int:
@@ -103,6 +106,14 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         gold = observed_before(lake.read(GOLD_SERIES, version=version), as_of)
         extents = entity_extents(gold)
     config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
+    global_report = None
+    if GLOBAL_NN in spec.models:
+        t0 = time.perf_counter()
+        columns = ["entity_id", "ds", "y", *(c for c in spec.model.exogenous if c in gold.columns)]
+        frame = gold.select(*columns).toPandas() if backend == "spark" else gold[columns]
+        net, global_report = train_global_nn(config, frame, spec, run_id)
+        spec = dataclasses.replace(spec, trained={GLOBAL_NN: net})
+        timings["global_nn"] = time.perf_counter() - t0
     runner = make_backend(backend, config, spark)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
                            strategy=config.partitions.strategy, cores=runner.cores,
@@ -135,7 +146,8 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         results.unpersist()
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    return TrainReport(run_id, version, backend, plan, summary, written, timings, tuned.run_id if tuned else None)
+    return TrainReport(run_id, version, backend, plan, summary, written, timings, tuned.run_id if tuned else None,
+                       global_report)
 
 
 def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], None]:

@@ -26,7 +26,22 @@ def hourly(n: int, seed: int = 0) -> pd.DataFrame:
 def build(name: str):
     if name == "ensemble":
         return EnsembleModel(SPEC, ["theta", "seasonal_naive"], make_model)
+    if name == "global_nn":
+        return make_model(name, SPEC, trained={"global_nn": small_network()})
     return make_model(name, SPEC)
+
+
+def small_network() -> dict:
+    """A global network trained in this process on a few series like `hourly`'s (48 steps ahead)."""
+    from dataclasses import asdict
+
+    from gpu.global_nn import NetShape, encode_weights, panel_samples, train_ranks
+    shape = NetShape(lookback=168, horizon=48, exogenous=("temperature",), hidden=32)
+    panel = pd.concat([hourly(24 * 28, seed).assign(entity_id=f"e{seed}") for seed in range(1, 5)])
+    x, y, center, scale = panel_samples(panel, shape, step=4)
+    out = train_ranks(x, y, asdict(shape), dict(epochs=40, batch_size=64))
+    return {"shape": asdict(shape), "weights": encode_weights(out["weights"]), "exog_center": center.tolist(),
+            "exog_scale": scale.tolist(), "digest": out["digests"][0], "run_id": "test"}
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CLASSES))
