@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
-from typing import Iterable
+from typing import Iterable, Optional
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -24,10 +24,11 @@ def machine() -> dict[str, str]:
             "cpus": str(os.cpu_count()), "python": platform.python_version(), "commit": commit}
 
 
-def record(name: str, rows: Iterable[dict]) -> Path:
-    """Append rows (with machine metadata) to benchmarks/results/<name>.csv."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.csv"
+def record(name: str, rows: Iterable[dict], folder: Optional[Path] = None) -> Path:
+    """Append rows (with machine metadata) to benchmarks/results/<name>.csv (or `folder`)."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.csv"
     rows = [{**machine(), **row} for row in rows]
     fields = list(dict.fromkeys(k for row in rows for k in row))
     if path.exists():

@@ -34,10 +34,16 @@ from partitions.plan import plan_partitions  # noqa: E402
 
 def skewed_panel(config, entities: int, heavy_share: float, factor: int, periods: int) -> pd.DataFrame:
     panel = synthetic_panel(config.source.synthetic)      # every entity has the long history
-    rng = np.random.default_rng(3)
-    heavy = set(rng.choice(entities, max(1, int(entities * heavy_share)), replace=False))
+    return keep_heavy(panel, heavy_share, periods)
+
+
+def keep_heavy(panel: pd.DataFrame, heavy_share: float, periods: int, seed: int = 3) -> pd.DataFrame:
+    """`heavy_share` of the entities keep their whole history; the rest only their last `periods` hours."""
+    ids = sorted(panel["entity_id"].unique())
+    rng = np.random.default_rng(seed)
+    heavy = set(rng.choice(ids, max(1, int(len(ids) * heavy_share)), replace=False))
     keep_from = panel.groupby("entity_id")["ds"].transform("max") - pd.Timedelta(hours=periods - 1)
-    light = ~panel["entity_id"].str.slice(7).astype(int).isin(heavy)
+    light = ~panel["entity_id"].isin(heavy)
     return panel[~light | (panel["ds"] >= keep_from)].reset_index(drop=True)
 
 

@@ -390,6 +390,8 @@ def training_summary(report) -> str:
         lines.append(f"global_nn: network {net.digest} trained on {net.samples:,} samples by {net.world_size} "
                      f"process(es) on {net.device}, loss {net.losses[0]:.4f} -> {net.losses[-1]:.4f}, "
                      f"{net.samples_per_second:,.0f} samples/s, {net.seconds:.1f}s")
+    if report.global_nn_error:
+        lines.append(f"global_nn: not trained ({report.global_nn_error}); the other candidates were selected from")
     if report.retried:
         lines.append(f"retried: {report.retried} entities ran in a retried task (a worker crashed or was killed)")
     for row in report.failures.itertuples():

@@ -17,7 +17,9 @@ import numpy as np
 # benchmarks/model_cost.py (336 and 2,160 hourly rows). The ensemble's members are already
 # counted as candidates; combining them costs next to nothing.
 MODEL_COST = {"seasonal_naive": (0.0014, 0.0001), "ets": (0.98, 1.39), "theta": (0.055, 0.073),
-              "arima": (0.88, 2.33), "mstl": (0.0, 0.35), "prophet": (0.022, 0.27), "ensemble": (0.0, 0.0)}
+              "arima": (0.88, 2.33), "mstl": (0.0, 0.35), "prophet": (0.022, 0.27), "ensemble": (0.0, 0.0),
+              # gpu_additive: benchmarks/gpu_bench.py (one at a time, CPU); global_nn only applies a trained network.
+              "gpu_additive": (0.004, 0.005), "global_nn": (0.002, 0.0)}
 UNKNOWN_MODEL_COST = (0.5, 1.0)
 # Fixed per-entity work (data preparation, metrics, serialization).
 ENTITY_OVERHEAD_SECONDS = 0.01

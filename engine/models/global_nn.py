@@ -37,6 +37,8 @@ class GlobalNNModel(ForecastModel):
         if not self.trained:
             raise ModelError("global_nn: no trained network; `manymodels train` trains it on every entity "
                              "before the per-entity models when global_nn is listed in models")
+        if "unavailable" in self.trained:
+            raise ModelError(f"global_nn: not trained for this run: {self.trained['unavailable']}")
         shape, weights, center, scale = self._net()
         lacking = [c for c in shape.exogenous if c not in self.exogenous_]
         if lacking:

@@ -41,6 +41,10 @@ class GlobalTrainingFailed(ManymodelsError):
     """The global network could not be trained."""
 
 
+class TooLittleHistory(GlobalTrainingFailed):
+    """No entity has a full training window before its backtest windows."""
+
+
 @dataclass
 class GlobalReport:
     digest: str
@@ -71,7 +75,7 @@ def train_global_nn(config: Config, gold: pd.DataFrame, spec: TrainSpec,
         x, y, center, scale = panel_samples(gold[["entity_id", "ds", "y", *exogenous]], shape, stride, holdout,
                                             settings.samples_per_entity)
     except ValueError as exc:
-        raise GlobalTrainingFailed(f"global_nn: {exc}") from None
+        raise TooLittleHistory(f"global_nn: {exc}") from None
     train = dict(epochs=settings.epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                  seed=settings.seed, use_gpu=settings.use_gpu,
                  checkpoint_dir=str(_checkpoint_dir(config, run_id, train_key(x, y, settings))))

@@ -22,7 +22,7 @@ from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version, observed_before
 from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
-from engine.training.global_stage import GLOBAL_NN, GlobalReport, train_global_nn
+from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
 from engine.tuning.store import tuned_params
 from partitions.plan import PartitionPlan, plan_partitions
@@ -46,6 +46,7 @@ class TrainReport:
     seconds: dict[str, float] = field(default_factory=dict)
     tuning_run: Optional[str] = None            # the `manymodels tune` run whose parameters were used
     global_nn: Optional[GlobalReport] = None    # the panel-wide network, when global_nn is a candidate
+    global_nn_error: Optional[str] = None       # why it could not be trained (the candidate then fails)
 
     @property
     def entities(self) -> int:
@@ -106,13 +107,18 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         gold = observed_before(lake.read(GOLD_SERIES, version=version), as_of)
         extents = entity_extents(gold)
     config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
-    global_report = None
+    global_report = global_error = None
     if GLOBAL_NN in spec.models:
         t0 = time.perf_counter()
         columns = ["entity_id", "ds", "y", *(c for c in spec.model.exogenous if c in gold.columns)]
         frame = gold.select(*columns).toPandas() if backend == "spark" else gold[columns]
-        net, global_report = train_global_nn(config, frame, spec, run_id)
-        spec = dataclasses.replace(spec, trained={GLOBAL_NN: net})
+        try:
+            net, global_report = train_global_nn(config, frame, spec, run_id)
+            spec = dataclasses.replace(spec, trained={GLOBAL_NN: net})
+        except TooLittleHistory as exc:
+            # Like a candidate failing for an entity: every entity's global_nn backtest records why.
+            global_error = str(exc)
+            spec = dataclasses.replace(spec, trained={GLOBAL_NN: {"unavailable": global_error}})
         timings["global_nn"] = time.perf_counter() - t0
     runner = make_backend(backend, config, spark)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
@@ -147,7 +153,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return TrainReport(run_id, version, backend, plan, summary, written, timings, tuned.run_id if tuned else None,
-                       global_report)
+                       global_report, global_error)
 
 
 def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], None]:

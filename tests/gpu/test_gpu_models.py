@@ -246,3 +246,16 @@ def test_spark_trains_the_same_network_through_torch_distributor(trained, spark)
     assert on_spark.global_nn.digest == report.global_nn.digest          # same samples, seed and 2 ranks
     assert on_spark.global_nn.losses == report.global_nn.losses
     assert dict(on_spark.champions) == dict(report.champions)
+
+
+def test_too_little_history_for_the_network_fails_only_that_candidate(tmp_path):
+    settings = {**SETTINGS, "models": ["seasonal_naive", "theta", "global_nn"],
+                "global_nn": {**SETTINGS["global_nn"], "lookback": 24 * 40}}
+    config = make_config(tmp_path / "lake", **settings)
+    ingest(config, frames_for(config, "local"))
+    report = train(config, backend="local")
+    assert report.global_nn is None and "too little history for global_nn" in report.global_nn_error
+    assert report.statuses["ok"] == 4 and set(report.champions) <= {"seasonal_naive", "theta"}
+    backtests = DeltaRsLake(config.lake.root).read("gold/backtests")
+    errors = backtests[backtests["candidate"] == "global_nn"]["error"]
+    assert len(errors) == 4 * 2 and errors.str.contains("not trained for this run").all()

@@ -1,0 +1,51 @@
+"""The cluster benchmark harness: the smallest matrix cell end to end (real Spark, Delta, MLflow,
+a process per run, memory sampling, the report and its plots), so the harness cannot rot."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.cluster import Matrix, MatrixError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.spark
+def test_the_smallest_cell_runs_records_a_row_and_draws_the_report(tmp_path):
+    out = subprocess.run([sys.executable, "benchmarks/cluster.py", "--matrix", "configs/bench/ci.yaml",
+                          "--results", str(tmp_path / "results"), "--work", str(tmp_path / "work"),
+                          "--sim-cores", "8", "64", "--sim-entities", "1000", "20000"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "results" / "cluster.csv")
+    assert len(rows) == 1
+    row = rows.iloc[0]
+    assert (row["matrix"], row["shape"], row["cores"], row["entities"]) == ("ci", "local-1", 1, 12)
+    assert row["failures"] == 0 and row["leftover_processes"] == 0 and not isinstance(row["error"], str)
+    assert row["entities_per_second"] > 0 and row["mlflow_seconds"] > 0 and row["tasks"] == 4
+    assert row["straggler_ratio"] >= 1 and row["task_seconds_p95"] >= row["task_seconds_p50"] > 0
+    assert row["driver_peak_mb"] > 100 and row["executor_peak_mb"] > 10      # a JVM; Python workers
+    assert row["cost_per_1000_entities"] > 0 and row["cpus"] >= 1 and row["commit"]
+    report = (tmp_path / "results" / "cluster_ci.md").read_text()
+    assert "| synthetic-12 | seasonal_naive+theta | cost | local-1 | 1 |" in report
+    simulated = pd.read_csv(tmp_path / "results" / "cluster_ci_simulated.csv")
+    assert len(simulated) == 2 * 2 * 2 * 2          # cores x entities x skew x plan
+    for plot in ("scaling", "stages", "simulated"):
+        assert (tmp_path / "results" / "plots" / f"cluster_ci_{plot}.png").stat().st_size > 10_000
+
+
+def test_a_wrong_matrix_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("shapes: [local-two]\npanels: [{name: p, kind: synthetic}]\nmodels: [[theta]]\n")
+    with pytest.raises(MatrixError, match="shape 'local-two' must be local-N, standalone-N or ray-N"):
+        Matrix.load(bad)
+    bad.write_text("shapes: [local-1]\npanels: [{name: p, kind: synthetic}]\nmodels: [[theta]]\nspeed: 3\n")
+    with pytest.raises(MatrixError, match=r"unknown key\(s\) \['speed'\]"):
+        Matrix.load(bad)
+    out = subprocess.run([sys.executable, "benchmarks/cluster.py", "--matrix", str(bad)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "unknown key" in out.stderr
