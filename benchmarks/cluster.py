@@ -26,7 +26,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,7 +72,8 @@ class Matrix:
     price_per_core_hour: float = 0.0
     mlflow: bool = True
     horizon: int = 24
-    windows: int = 2
+    windows: int = 1
+    history: int = 336               # training.max_history: recent hourly steps each model fits
 
     @staticmethod
     def load(path: str | Path) -> "Matrix":
@@ -117,7 +118,7 @@ def job_config(matrix: Matrix, panel: Panel, shape: str, models: list[str], plan
             "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": matrix.horizon,
             "backtest": {"windows": matrix.windows, "step": matrix.horizon, "metric": "mase"},
             "models": models, "backend": "ray" if kind == "ray" else "spark",
-            "training": {"workers": cores, "max_history": 24 * 7 * 6, "tuned_params": "none"},
+            "training": {"workers": cores, "max_history": matrix.history, "tuned_params": "none"},
             "partitions": {"strategy": plan}, "nightly": {"reuse_models": False}}
     data["source"] = {"kind": "gefcom2012", "exogenous": ["temperature", "is_holiday"]} \
         if panel.kind == "gefcom2012" else {"kind": "parquet", "path": str(panel_file(matrix, panel, work)),
@@ -209,7 +210,9 @@ def run_matrix(matrix: Matrix, repeats: Optional[int] = None, work: Path = WORK,
                 row = {"matrix": matrix.name, "shape": shape, "backend": kind, "panel": panel.name,
                        "panel_kind": panel.kind, "models": "+".join(models), "plan": plan, "repeat": repeat,
                        "process_seconds": time.perf_counter() - started, "leftover_processes": len(leftovers),
-                       "error": error.strip().splitlines()[-1][:300] if error else "", **(result or {})}
+                       "error": error.strip().splitlines()[-1][:300] if error else "", **(result or {}),
+                       # the shape's cores; the plan's are Spark's parallelism (2 on a 1-core standalone cluster)
+                       "cores": cores, "plan_cores": (result or {}).get("cores")}
                 if result:
                     core_hours = row["cores"] * (row["wall_seconds"] + row["mlflow_seconds"]) / 3600
                     row["cost_per_1000_entities"] = (matrix.price_per_core_hour * core_hours
@@ -234,6 +237,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--matrix", required=True, help="matrix YAML (see configs/bench/)")
     parser.add_argument("--repeats", type=int, help="override the matrix's repeats")
+    parser.add_argument("--shapes", nargs="+", help="run only these of the matrix's shapes (e.g. ray-1 ray-2)")
     parser.add_argument("--report-only", action="store_true", help="only redraw the report from the results table")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     parser.add_argument("--work", type=Path, default=WORK, help="lakes and run folders (default benchmarks/.work/cluster)")
@@ -245,6 +249,12 @@ def main(argv=None) -> int:
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.shapes:
+        unknown = sorted(set(args.shapes) - set(matrix.shapes))
+        if unknown:
+            print(f"error: --shapes {unknown} are not in the matrix's shapes {matrix.shapes}", file=sys.stderr)
+            return 2
+        matrix = replace(matrix, shapes=[s for s in matrix.shapes if s in args.shapes])
     if not args.report_only:
         run_matrix(matrix, args.repeats, args.work, args.results)
     from benchmarks.cluster_report import SIM_CORES, SIM_ENTITIES, write_report

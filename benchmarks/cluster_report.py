@@ -30,11 +30,15 @@ SIM_CORES = (8, 16, 32, 64, 128, 256, 512, 1024)
 SIM_ENTITIES = (10_000, 100_000, 1_000_000)
 
 
-def load(matrix: str, path: Path) -> pd.DataFrame:
+def load(path: Path, price: float) -> pd.DataFrame:
+    """Successful runs, with `cores` the shape's (a 1-core standalone cluster reports Spark's default
+    parallelism of 2 as its cores) and the cost per 1,000 entity models at `price` per core-hour."""
     frame = pd.read_csv(path)
-    frame = frame[(frame["matrix"] == matrix) & frame["wall_seconds"].notna()]
-    if frame.empty:
-        raise SystemExit(f"no successful runs of matrix {matrix!r} in {path}: run benchmarks/cluster.py first")
+    frame = frame[frame["wall_seconds"].notna()].copy()
+    frame["plan_cores"] = frame["plan_cores"].fillna(frame["cores"]) if "plan_cores" in frame else frame["cores"]
+    frame["cores"] = frame["shape"].str.partition("-")[2].astype(int)
+    core_hours = frame["cores"] * (frame["wall_seconds"] + frame["mlflow_seconds"]) / 3600
+    frame["cost_per_1000_entities"] = price * core_hours / frame["entities"] * 1000
     return frame
 
 
@@ -94,29 +98,30 @@ def _num(value: float, digits: int) -> str:
     return "-" if not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def overheads(frame: pd.DataFrame) -> tuple[Overheads, float, float]:
+def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, float, float, str]:
     """Per-task and driver overheads and the fit-time spread (lognormal p50, sigma) from the runs.
 
     Driver work (result writes, MLflow) is split into a fixed and a per-entity part by a line
-    through the panels' sizes when the matrix has several; with one size it all counts per
-    entity (an upper bound)."""
+    through the panel sizes of every recorded run (all matrices) when there are several; with
+    one size it all counts per entity (an upper bound)."""
     runs = frame[frame["plan"] == "cost"] if (frame["plan"] == "cost").any() else frame
-    task = ((runs["train_seconds"] * runs["cores"] - runs["fit_seconds_total"]) / runs["tasks"]).clip(lower=0)
-    driver = runs["mlflow_seconds"] + runs["write_seconds"]
+    task = ((runs["train_seconds"] * runs["plan_cores"] - runs["fit_seconds_total"]) / runs["tasks"]).clip(lower=0)
     fixed = runs["session_seconds"] + runs["plan_seconds"]
-    if runs["entities"].nunique() > 1:
-        slope, intercept = np.polyfit(runs["entities"], driver, 1)
+    if every_run["entities"].nunique() > 1:
+        slope, intercept = np.polyfit(every_run["entities"], every_run["mlflow_seconds"] + every_run["write_seconds"], 1)
         per_entity, fixed = max(float(slope), 0.0), fixed + max(float(intercept), 0.0)
+        split = f"a line through {every_run['entities'].nunique()} panel sizes ({len(every_run)} runs)"
     else:
-        per_entity = float((driver / runs["entities"]).median())
+        per_entity = float(((runs["mlflow_seconds"] + runs["write_seconds"]) / runs["entities"]).median())
+        split = "one panel size, so all of it counted per entity: an upper bound"
     p50, p95 = float(frame["fit_seconds_p50"].median()), float(frame["fit_seconds_p95"].median())
     sigma = max(np.log(max(p95, p50 * 1.0001) / p50) / 1.645, 1e-3)
-    return Overheads(float(task.median()), per_entity, float(fixed.median())), p50, sigma
+    return Overheads(float(task.median()), per_entity, float(fixed.median())), p50, sigma, split
 
 
-def simulated(frame: pd.DataFrame, cores: Sequence[int] = SIM_CORES,
+def simulated(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int] = SIM_CORES,
               entities: Sequence[int] = SIM_ENTITIES) -> pd.DataFrame:
-    costs, p50, sigma = overheads(frame)
+    costs, p50, sigma, split = overheads(frame, every_run)
     measured = np.random.default_rng(0).lognormal(np.log(p50), sigma, 20_000)
     rows = []
     for n in entities:
@@ -127,7 +132,7 @@ def simulated(frame: pd.DataFrame, cores: Sequence[int] = SIM_CORES,
                                          partitions=2 * c))
     out = pd.DataFrame(rows)
     out.attrs.update(task_seconds=costs.task_seconds, driver_per_entity=costs.driver_per_entity,
-                     job_seconds=costs.job_seconds, fit_p50=p50, fit_sigma=sigma)
+                     job_seconds=costs.job_seconds, fit_p50=p50, fit_sigma=sigma, split=split)
     return out
 
 
@@ -204,9 +209,13 @@ def _save(fig, path: Path) -> Path:
 def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_CORES,
                  sim_entities: Sequence[int] = SIM_ENTITIES, out_dir: Optional[Path] = None) -> list[Path]:
     out_dir = out_dir or RESULTS
-    frame = load(name, out_dir / "cluster.csv")
+    every_run = load(out_dir / "cluster.csv", price)
+    frame = every_run[every_run["matrix"] == name]
+    if frame.empty:
+        raise SystemExit(f"no successful runs of matrix {name!r} in {out_dir / 'cluster.csv'}: "
+                         "run benchmarks/cluster.py first")
     table = cells(frame)
-    sim = simulated(frame, sim_cores, sim_entities)
+    sim = simulated(frame, every_run, sim_cores, sim_entities)
     sim_path = out_dir / f"cluster_{name}_simulated.csv"
     sim.to_csv(sim_path, index=False)
     paths = plots(frame, table, sim, out_dir / "plots", name)
@@ -220,8 +229,8 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
     text += ["## Scaling simulator", "",
              f"Inputs measured above: fit seconds per entity lognormal with median {a['fit_p50']:.3f} s and sigma "
              f"{a['fit_sigma']:.2f}; {a['task_seconds']:.3f} s per task; {a['driver_per_entity'] * 1000:.2f} ms of "
-             f"serial driver work per entity (result writes and MLflow child runs); {a['job_seconds']:.1f} s per job "
-             "(session and planning). Efficiency of the cost plan without skew falls below 50% at: "
+             f"serial driver work per entity (result writes and MLflow child runs; fixed and per-entity parts from "
+             f"{a['split']}); {a['job_seconds']:.1f} s per job (session, planning, the fixed part). Efficiency of the cost plan without skew falls below 50% at: "
              f"{flattening}. Full grid: `{sim_path.name}`.", ""]
     text += [f"![{p.stem}](plots/{p.name})" for p in paths]
     md = out_dir / f"cluster_{name}.md"
