@@ -42,6 +42,11 @@ class ModelSpec:
     seed: int = 0
     max_history: int = 0       # most recent steps a model fits (0: all); long-history models see all
 
+    @property
+    def step_days(self) -> float:
+        """One grid step in days."""
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq)) / pd.Timedelta(days=1)
+
     def usable_seasons(self, n: int, cycles: int = 2) -> tuple[int, ...]:
         """Season lengths with at least `cycles` full cycles in `n` observations."""
         return tuple(s for s in self.season_lengths if s > 1 and n >= cycles * s)

@@ -13,10 +13,6 @@ from gpu import additive
 from gpu.device import ENV
 
 
-def step_days(freq: str) -> float:
-    return pd.Timedelta(pd.tseries.frequencies.to_offset(freq)) / pd.Timedelta(days=1)
-
-
 class GpuAdditiveModel(ForecastModel):
     """Prophet's additive model (trend with sparse changepoints, Fourier seasons, regressors),
     fitted by batched penalized least squares (`gpu.additive`). One entity per fit here; the
@@ -37,7 +33,7 @@ class GpuAdditiveModel(ForecastModel):
     }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
-        layout = additive.layout_for(step_days(self.spec.freq), self.spec.season_lengths, self.hyper,
+        layout = additive.layout_for(self.spec.step_days, self.spec.season_lengths, self.hyper,
                                      len(self.exogenous_))
         exog = history[list(self.exogenous_)].to_numpy(dtype="float64")[None] if self.exogenous_ else None
         # One series is too small for a GPU to pay off: the CPU unless $MANYMODELS_DEVICE says otherwise.
@@ -83,7 +79,7 @@ def fit_panel(panel: pd.DataFrame, spec: ModelSpec, params: Optional[dict[str, A
     if exogenous:
         exog = np.full((len(entities), len(grid), len(exogenous)), np.nan)
         exog[rows, cols] = panel[list(exogenous)].to_numpy(dtype="float64")
-    layout = additive.layout_for(step_days(spec.freq), spec.season_lengths, hyper, len(exogenous))
+    layout = additive.layout_for(spec.step_days, spec.season_lengths, hyper, len(exogenous))
     fit = additive.fit_batch(additive.days(grid), y, layout, hyper, exog, device=device)
     models = {}
     for i, entity in enumerate(entities):

@@ -41,7 +41,7 @@ class ProphetModel(ForecastModel):
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         _quiet()
         from prophet import Prophet
-        step_days = pd.Timedelta(pd.tseries.frequencies.to_offset(self.spec.freq)) / pd.Timedelta(days=1)
+        step_days = self.spec.step_days
         span_days = len(y) * step_days
         model = Prophet(daily_seasonality=False, weekly_seasonality=False,
                         yearly_seasonality=span_days >= 2 * 365, uncertainty_samples=UNCERTAINTY_SAMPLES,
