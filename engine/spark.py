@@ -62,3 +62,26 @@ def _with_retries(master: str, max_failures: int) -> str:
     """Local mode ignores spark.task.maxFailures; its master URL carries the count instead."""
     match = re.fullmatch(r"local\[(\*|\d+)\]", master.strip())
     return f"local[{match.group(1)},{max_failures}]" if match else master
+
+
+def spark_cores(spark: "SparkSession", wait_seconds: float = 30.0) -> int:
+    """Task slots of the session: local[N]'s N, or the executors' cores on a cluster.
+
+    `defaultParallelism` is at least 2 on a cluster (Spark's floor for shuffles), so a one-core
+    worker would be planned as two. Executors register a moment after the session starts, so a
+    cluster is asked again for up to `wait_seconds` before falling back to that parallelism."""
+    import time
+
+    context = spark.sparkContext
+    if context.master.startswith("local"):
+        return int(context.defaultParallelism)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            jvm = context._jsc.sc()       # private[spark] in Scala, public to py4j
+            slots = int(jvm.maxNumConcurrentTasks(jvm.resourceProfileManager().defaultResourceProfile()))
+        except Exception:  # noqa: BLE001 - an API change must not stop training: fall back
+            slots = 0
+        if slots > 0 or time.monotonic() > deadline:
+            return slots or int(context.defaultParallelism)
+        time.sleep(0.5)

@@ -110,7 +110,8 @@ class SparkBackend:
 
     @property
     def cores(self) -> int:
-        return int(self.spark.sparkContext.defaultParallelism)
+        from engine.spark import spark_cores
+        return spark_cores(self.spark)
 
     def train(self, gold, plan: PartitionPlan, spec: TrainSpec, progress: Optional[Progress] = None):
         """`gold` is a Spark DataFrame with a ``bucket`` column; returns a persisted result frame."""

@@ -26,6 +26,7 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version
+from engine.spark import spark_cores
 from engine.training.entity import TrainSpec
 from engine.tuning import store
 from engine.tuning.sample import entity_stats, stratified_sample
@@ -147,7 +148,7 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
     say(f"  sample: {len(entities)} entities ({', '.join(entities[:8])}{', ...' if len(entities) > 8 else ''}), "
         f"gold version {gold_version}")
     data = spark.sparkContext.broadcast(rows) if backend == "spark" else rows
-    parallelism = (config.tuning.parallelism or int(spark.sparkContext.defaultParallelism)) if spark else 1
+    parallelism = (config.tuning.parallelism or spark_cores(spark)) if spark else 1
     runner = f"SparkTrials(parallelism={parallelism})" if backend == "spark" else "local Trials (one at a time)"
 
     uri = prepared_uri(config.mlflow.tracking_uri)

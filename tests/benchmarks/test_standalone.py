@@ -37,3 +37,23 @@ def test_training_runs_on_a_two_worker_standalone_cluster_and_stop_leaves_nothin
         assert "on 2 cores" in out.stdout and "entities: 4 (ok 4)" in out.stdout
         assert len(cluster.leftovers()) >= 3          # master, workers (and their executors) run
     assert cluster.processes == [] and cluster.leftovers() == []
+
+
+PROBE = """
+import sys
+from engine.config import SparkConfig
+from engine.spark import get_spark, spark_cores
+spark = get_spark(SparkConfig(master=sys.argv[1], ui=False))
+print(spark.sparkContext.defaultParallelism, spark_cores(spark))
+spark.stop()
+"""
+
+
+@pytest.mark.spark
+def test_a_one_core_worker_is_planned_as_one_core_not_sparks_parallelism_floor_of_two(tmp_path):
+    # Its own process: the suite's local session would otherwise be the active one.
+    with StandaloneCluster(workers=1, cores=1, log_dir=str(tmp_path / "cluster")) as cluster:
+        out = subprocess.run([sys.executable, "-c", PROBE, cluster.url], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["2", "1"]       # Spark's floor of 2 on a cluster; one real slot
+    assert cluster.leftovers() == []
