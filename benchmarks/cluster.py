@@ -68,6 +68,7 @@ class Matrix:
     panels: list[Panel]
     models: list[list[str]]
     plans: list[str] = field(default_factory=lambda: ["cost"])
+    tasks_per_core: list[int] = field(default_factory=lambda: [4])   # the cost plan's buckets per core
     repeats: int = 3
     price_per_core_hour: float = 0.0
     mlflow: bool = True
@@ -97,8 +98,10 @@ class Matrix:
             if panel.kind not in PANEL_KINDS:
                 raise MatrixError(f"{path}: panel {panel.name!r} has kind {panel.kind!r}; use one of {PANEL_KINDS}")
         bad = [p for p in matrix.plans if p not in ("cost", "entity")]
-        if bad or not matrix.shapes or not matrix.panels or not matrix.models or matrix.repeats < 1:
-            raise MatrixError(f"{path}: needs shapes, panels, models, plans in (cost, entity) and repeats >= 1")
+        if bad or not matrix.shapes or not matrix.panels or not matrix.models or matrix.repeats < 1 \
+                or not matrix.tasks_per_core or min(matrix.tasks_per_core) < 1:
+            raise MatrixError(f"{path}: needs shapes, panels, models, plans in (cost, entity), "
+                              "tasks_per_core >= 1 and repeats >= 1")
         return matrix
 
 
@@ -107,7 +110,7 @@ def shape_cores(shape: str) -> int:
 
 
 def job_config(matrix: Matrix, panel: Panel, shape: str, models: list[str], plan: str, run_dir: Path,
-               master: Optional[str], work: Path = WORK) -> dict[str, Any]:
+               master: Optional[str], work: Path = WORK, tasks_per_core: int = 4) -> dict[str, Any]:
     """The training config of one run (plain data, parsed in the cell process)."""
     kind, cores = shape.partition("-")[0], shape_cores(shape)
     lake = work / matrix.name / panel.name / "lake"
@@ -119,7 +122,7 @@ def job_config(matrix: Matrix, panel: Panel, shape: str, models: list[str], plan
             "backtest": {"windows": matrix.windows, "step": matrix.horizon, "metric": "mase"},
             "models": models, "backend": "ray" if kind == "ray" else "spark",
             "training": {"workers": cores, "max_history": matrix.history, "tuned_params": "none"},
-            "partitions": {"strategy": plan}, "nightly": {"reuse_models": False}}
+            "partitions": {"strategy": plan, "tasks_per_core": tasks_per_core}, "nightly": {"reuse_models": False}}
     data["source"] = {"kind": "gefcom2012", "exogenous": ["temperature", "is_holiday"]} \
         if panel.kind == "gefcom2012" else {"kind": "parquet", "path": str(panel_file(matrix, panel, work)),
                                              "exogenous": ["temperature"]}
@@ -190,25 +193,29 @@ def run_matrix(matrix: Matrix, repeats: Optional[int] = None, work: Path = WORK,
     rows = []
     for panel in matrix.panels:
         prepare_panel(matrix, panel, work)
-    cells = list(itertools.product(matrix.shapes, matrix.panels, matrix.models, matrix.plans))
+    # The naive plan has no buckets to size: it runs once, not once per tasks_per_core.
+    cells = [(shape, panel, models, plan, tpc) for shape, panel, models, plan, tpc in itertools.product(
+        matrix.shapes, matrix.panels, matrix.models, matrix.plans, matrix.tasks_per_core)
+        if plan == "cost" or tpc == matrix.tasks_per_core[0]]
     say(f"matrix {matrix.name}: {len(cells)} cells x {repeats or matrix.repeats} repeats")
     for shape in matrix.shapes:
         kind, cores = shape.partition("-")[0], shape_cores(shape)
         cluster = StandaloneCluster(workers=cores, cores=1, log_dir=str(work / "standalone")).start() \
             if kind == "standalone" else None
         try:
-            for (_, panel, models, plan), repeat in itertools.product(
+            for (_, panel, models, plan, tpc), repeat in itertools.product(
                     [c for c in cells if c[0] == shape], range(repeats or matrix.repeats)):
-                run_dir = work / matrix.name / "runs" / f"{shape}-{panel.name}-{'+'.join(models)}-{plan}-{repeat}"
+                run_dir = work / matrix.name / "runs" / f"{shape}-{panel.name}-{'+'.join(models)}-{plan}-{tpc}-{repeat}"
                 run_dir.mkdir(parents=True, exist_ok=True)
                 cell = {"config": job_config(matrix, panel, shape, models, plan, run_dir,
-                                             cluster.url if cluster else None, work),
+                                             cluster.url if cluster else None, work, tpc),
                         "mlflow": matrix.mlflow,
                         "worker_pids": [p.pid for p in cluster.processes[1:]] if cluster else []}
                 started = time.perf_counter()
                 result, leftovers, error = run_cell(cell)
                 row = {"matrix": matrix.name, "shape": shape, "backend": kind, "panel": panel.name,
-                       "panel_kind": panel.kind, "models": "+".join(models), "plan": plan, "repeat": repeat,
+                       "panel_kind": panel.kind, "models": "+".join(models), "plan": plan, "tasks_per_core": tpc,
+                       "repeat": repeat,
                        "process_seconds": time.perf_counter() - started, "leftover_processes": len(leftovers),
                        "error": error.strip().splitlines()[-1][:300] if error else "", **(result or {}),
                        # the shape's cores; the plan's are Spark's parallelism (2 on a 1-core standalone cluster)
@@ -217,7 +224,7 @@ def run_matrix(matrix: Matrix, repeats: Optional[int] = None, work: Path = WORK,
                     core_hours = row["cores"] * (row["wall_seconds"] + row["mlflow_seconds"]) / 3600
                     row["cost_per_1000_entities"] = (matrix.price_per_core_hour * core_hours
                                                      / max(row["entities"], 1) * 1000)
-                    say(f"  {shape:13s} {panel.name:14s} {row['models']:22s} {plan:6s} #{repeat}: "
+                    say(f"  {shape:13s} {panel.name:14s} {row['models']:22s} {plan:6s} x{tpc:<3d} #{repeat}: "
                         f"{row['wall_seconds']:7.1f}s, {row['entities_per_second']:6.1f} entities/s, "
                         f"straggler {row['straggler_ratio']:.2f}, mlflow {row['mlflow_seconds']:.1f}s"
                         + (f", {len(leftovers)} LEFTOVER process(es) killed" if leftovers else ""))

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS  # noqa: E402
 from partitions.simulate import Overheads, simulate  # noqa: E402
 
-CELL = ["panel", "models", "plan", "backend", "shape", "cores"]
+CELL = ["panel", "models", "plan", "tasks_per_core", "backend", "shape", "cores"]
+DEFAULT_TASKS_PER_CORE = 4      # partitions.tasks_per_core's default (runs recorded before it was a dimension)
 STAGES = ["session_seconds", "plan_seconds", "train_seconds", "write_seconds", "mlflow_seconds"]
 SIM_CORES = (8, 16, 32, 64, 128, 256, 512, 1024)
 SIM_ENTITIES = (10_000, 100_000, 1_000_000)
@@ -37,6 +38,9 @@ def load(path: Path, price: float) -> pd.DataFrame:
     frame = frame[frame["wall_seconds"].notna()].copy()
     frame["plan_cores"] = frame["plan_cores"].fillna(frame["cores"]) if "plan_cores" in frame else frame["cores"]
     frame["cores"] = frame["shape"].str.partition("-")[2].astype(int)
+    tpc = frame["tasks_per_core"] if "tasks_per_core" in frame else pd.Series(np.nan, index=frame.index)
+    # The naive plan has no buckets per core: 0 keeps its rows in groupby keys.
+    frame["tasks_per_core"] = np.where(frame["plan"] == "entity", 0, tpc.fillna(DEFAULT_TASKS_PER_CORE)).astype(int)
     core_hours = frame["cores"] * (frame["wall_seconds"] + frame["mlflow_seconds"]) / 3600
     frame["cost_per_1000_entities"] = price * core_hours / frame["entities"] * 1000
     return frame
@@ -56,8 +60,9 @@ def cells(frame: pd.DataFrame) -> pd.DataFrame:
                       cost=("cost_per_1000_entities", "median"),
                       **{s: (s, "median") for s in STAGES}).reset_index()
     out["spread"] = out["wall_max"] - out["wall_min"]
-    ones = out[out["cores"] == 1].set_index(["panel", "models", "plan", "backend"])
-    key = list(zip(out["panel"], out["models"], out["plan"], out["backend"]))
+    same = ["panel", "models", "plan", "tasks_per_core", "backend"]
+    ones = out[out["cores"] == 1].set_index(same)
+    key = list(out[same].itertuples(index=False, name=None))
     out["speedup"] = [ones["wall"].get(k, np.nan) / w for k, w in zip(key, out["wall"])]
     # The training stage alone: the part that parallelizes (the job adds session start, planning, writes).
     out["train_speedup"] = [ones["train_seconds"].get(k, np.nan) / t for k, t in zip(key, out["train_seconds"])]
@@ -70,7 +75,7 @@ def markdown(table: pd.DataFrame, price: float) -> str:
              "efficiency | task p50/p95 s | straggler | driver/executor MB | MLflow s | failures | $ per 1k models |",
              "|" + "---|" * 15]
     for r in table.itertuples():
-        lines.append(f"| {r.panel} | {r.models} | {r.plan} | {r.shape} | {r.runs} | {r.wall:.1f} ({r.spread:.1f}) | "
+        lines.append(f"| {r.panel} | {r.models} | {plan_label(r.plan, r.tasks_per_core)} | {r.shape} | {r.runs} | {r.wall:.1f} ({r.spread:.1f}) | "
                      f"{r.rate:.1f} | {_num(r.speedup, 2)}x ({_num(r.train_speedup, 2)}x) | {_num(r.efficiency, 2)} | "
                      f"{r.task_p50:.2f}/{r.task_p95:.2f} | {r.straggler:.2f} | {r.driver_mb:.0f}/{r.executor_mb:.0f} | "
                      f"{r.mlflow:.1f} | {int(r.failures)} | {r.cost:.4f} |")
@@ -81,7 +86,12 @@ def markdown(table: pd.DataFrame, price: float) -> str:
     return "\n".join(lines)
 
 
+def plan_label(plan: str, tasks_per_core: int) -> str:
+    return "naive" if plan == "entity" else f"cost, {tasks_per_core}/core"
+
+
 def plans_markdown(table: pd.DataFrame) -> str:
+    table = usual_plans(table)
     pivot = table.pivot_table(index=["panel", "models", "shape"], columns="plan", values=["wall", "makespan"])
     if ("wall", "entity") not in pivot or ("wall", "cost") not in pivot:
         return ""
@@ -94,29 +104,52 @@ def plans_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def usual_plans(table: pd.DataFrame) -> pd.DataFrame:
+    """The naive plan and the cost plan at its most common tasks per core (one cost row per cell)."""
+    cost = table[table["plan"] == "cost"]["tasks_per_core"]
+    usual = int(cost.mode().iloc[0]) if len(cost) else DEFAULT_TASKS_PER_CORE
+    return table[(table["plan"] == "entity") | (table["tasks_per_core"] == usual)]
+
+
 def _num(value: float, digits: int) -> str:
     return "-" if not np.isfinite(value) else f"{value:.{digits}f}"
 
 
 def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, float, float, str]:
-    """Per-task and driver overheads and the fit-time spread (lognormal p50, sigma) from the runs.
+    """The simulator's overheads and fit-time spread (lognormal p50, sigma), from recorded runs.
 
-    Driver work (result writes, MLflow) is split into a fixed and a per-entity part by a line
-    through the panel sizes of every recorded run (all matrices) when there are several; with
-    one size it all counts per entity (an upper bound)."""
-    runs = frame[frame["plan"] == "cost"] if (frame["plan"] == "cost").any() else frame
-    task = ((runs["train_seconds"] * runs["plan_cores"] - runs["fit_seconds_total"]) / runs["tasks"]).clip(lower=0)
-    fixed = runs["session_seconds"] + runs["plan_seconds"]
-    if every_run["entities"].nunique() > 1:
-        slope, intercept = np.polyfit(every_run["entities"], every_run["mlflow_seconds"] + every_run["write_seconds"], 1)
-        per_entity, fixed = max(float(slope), 0.0), fixed + max(float(intercept), 0.0)
-        split = f"a line through {every_run['entities'].nunique()} panel sizes ({len(every_run)} runs)"
+    Training stage: its wall time minus the makespan of the tasks' fit seconds is a fixed part
+    per stage (shuffle, Python workers importing the engine) plus a part per task that each core
+    pays for its share of the tasks: a line through runs with different tasks per core (the
+    `tasks_per_core` dimension, and the naive plan's partitions). Driver: session, planning,
+    result writes and MLflow run serially, a fixed part plus a part per entity: a line through the
+    panel sizes. Both lines use every recorded run of Spark local mode (all matrices), the closest
+    to one Spark cluster; without enough spread, everything is charged per task / per entity (an
+    upper bound)."""
+    local = every_run[every_run["backend"] == "local"]
+    runs = local if len(local) else frame
+    stage = (runs["train_seconds"] - runs["simulated_makespan"]).clip(lower=0)
+    per_core = runs["tasks"] / runs["cores"]
+    notes = []
+    if per_core.nunique() > 1:
+        task_seconds, stage_seconds = np.polyfit(per_core, stage, 1)
+        task_seconds, stage_seconds = max(float(task_seconds), 0.0), max(float(stage_seconds), 0.0)
+        notes.append(f"stage and task parts from a line through {per_core.nunique()} task counts per core")
     else:
-        per_entity = float(((runs["mlflow_seconds"] + runs["write_seconds"]) / runs["entities"]).median())
-        split = "one panel size, so all of it counted per entity: an upper bound"
+        task_seconds, stage_seconds = float((stage / per_core).median()), 0.0
+        notes.append("one task count per core, so the whole stage overhead is charged per task: an upper bound")
+    serial = runs["session_seconds"] + runs["plan_seconds"] + runs["write_seconds"] + runs["mlflow_seconds"]
+    if runs["entities"].nunique() > 1:
+        per_entity, fixed = np.polyfit(runs["entities"], serial, 1)
+        per_entity, fixed = max(float(per_entity), 0.0), max(float(fixed), 0.0)
+        notes.append(f"driver parts from a line through {runs['entities'].nunique()} panel sizes")
+    else:
+        per_entity, fixed = float((serial / runs["entities"]).median()), 0.0
+        notes.append("one panel size, so all driver work is charged per entity: an upper bound")
     p50, p95 = float(frame["fit_seconds_p50"].median()), float(frame["fit_seconds_p95"].median())
     sigma = max(np.log(max(p95, p50 * 1.0001) / p50) / 1.645, 1e-3)
-    return Overheads(float(task.median()), per_entity, float(fixed.median())), p50, sigma, split
+    split = f"{'; '.join(notes)} ({len(runs)} Spark local runs)" if len(local) else "; ".join(notes)
+    return Overheads(task_seconds, per_entity, fixed, stage_seconds), p50, sigma, split
 
 
 def simulated(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int] = SIM_CORES,
@@ -131,8 +164,9 @@ def simulated(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int]
                     rows.append(simulate(measured, n, c, skew=skew, strategy=strategy, overheads=costs,
                                          partitions=2 * c))
     out = pd.DataFrame(rows)
-    out.attrs.update(task_seconds=costs.task_seconds, driver_per_entity=costs.driver_per_entity,
-                     job_seconds=costs.job_seconds, fit_p50=p50, fit_sigma=sigma, split=split)
+    out.attrs.update(task_seconds=costs.task_seconds, stage_seconds=costs.stage_seconds,
+                     driver_per_entity=costs.driver_per_entity, job_seconds=costs.job_seconds,
+                     fit_p50=p50, fit_sigma=sigma, split=split)
     return out
 
 
@@ -142,7 +176,8 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
     import matplotlib.pyplot as plt
 
     paths = []
-    cost = table[table["plan"] == "cost"]
+    usual = usual_plans(table)
+    cost = usual[usual["plan"] == "cost"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for (panel, models, backend), group in cost.groupby(["panel", "models", "backend"]):
         group = group.sort_values("cores")
@@ -159,7 +194,7 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
     paths.append(_save(fig, out_dir / f"cluster_{name}_scaling.png"))
 
     if table["plan"].nunique() > 1:
-        pivot = table.pivot_table(index=["panel", "shape"], columns="plan", values="wall")
+        pivot = usual.pivot_table(index=["panel", "shape"], columns="plan", values="wall")
         fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(pivot)), 4))
         x = np.arange(len(pivot))
         ax.bar(x - 0.2, pivot.get("cost", np.nan), 0.4, label="cost-aware plan")
@@ -174,10 +209,25 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
     for stage in STAGES:
         ax.bar(np.arange(len(table)), table[stage], bottom=bottom, label=stage.replace("_seconds", ""))
         bottom += table[stage].to_numpy()
-    ax.set_xticks(np.arange(len(table)), [f"{r.panel}\n{r.shape}\n{r.plan}" for r in table.itertuples()], fontsize=6)
+    ax.set_xticks(np.arange(len(table)), [f"{r.panel}\n{r.shape}\n{plan_label(r.plan, r.tasks_per_core)}" for r in table.itertuples()], fontsize=6)
     ax.set(ylabel="seconds (median)", title="Time by stage")
     ax.legend(fontsize=7)
     paths.append(_save(fig, out_dir / f"cluster_{name}_stages.png"))
+
+    if frame["tasks_per_core"].nunique() > 1:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        per_core = frame["tasks"] / frame["cores"]
+        for (backend, shape), idx in frame.groupby(["backend", "shape"]).groups.items():
+            ax.scatter(per_core[idx], (frame["train_seconds"] - frame["simulated_makespan"])[idx],
+                       label=f"{shape} runs")
+        x = np.linspace(0, per_core.max() * 1.05, 50)
+        ax.plot(x, sim.attrs["stage_seconds"] + sim.attrs["task_seconds"] * x, color="black",
+                label=f"fit: {sim.attrs['stage_seconds']:.1f} s + {sim.attrs['task_seconds']:.2f} s x tasks/core")
+        ax.set(xlabel="tasks per core", ylabel="training stage - fit makespan (s)",
+               title="Training stage overhead", xlim=(0, None), ylim=(0, None))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        paths.append(_save(fig, out_dir / f"cluster_{name}_overheads.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, skew in zip(axes, (False, True)):
@@ -228,9 +278,10 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
         text += ["## Cost-aware vs naive plan", "", plans, ""]
     text += ["## Scaling simulator", "",
              f"Inputs measured above: fit seconds per entity lognormal with median {a['fit_p50']:.3f} s and sigma "
-             f"{a['fit_sigma']:.2f}; {a['task_seconds']:.3f} s per task; {a['driver_per_entity'] * 1000:.2f} ms of "
-             f"serial driver work per entity (result writes and MLflow child runs; fixed and per-entity parts from "
-             f"{a['split']}); {a['job_seconds']:.1f} s per job (session, planning, the fixed part). Efficiency of the cost plan without skew falls below 50% at: "
+             f"{a['fit_sigma']:.2f}; a training stage costs {a['stage_seconds']:.1f} s plus {a['task_seconds']:.2f} s "
+             f"per task; the driver's serial work (session, planning, result writes, MLflow child runs) "
+             f"{a['job_seconds']:.1f} s per job plus {a['driver_per_entity'] * 1000:.1f} ms per entity "
+             f"({a['split']}). Efficiency of the cost plan without skew falls below 50% at: "
              f"{flattening}. Full grid: `{sim_path.name}`.", ""]
     text += [f"![{p.stem}](plots/{p.name})" for p in paths]
     md = out_dir / f"cluster_{name}.md"

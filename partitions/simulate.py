@@ -5,8 +5,8 @@ From measured per-entity fit seconds and measured overheads, simulate one traini
 `skew`, a share of heavy entities costing `factor` times more, which the planner knows from their
 history length but not their exact cost), the cost plan (LPT into cores x tasks_per_core
 buckets on the *estimated* costs) or the naive plan (each entity hashed to one of `partitions`
-shuffle partitions), tasks scheduled greedily on the cores, plus the serial driver work: a fixed
-part per job and a part per entity (collecting results, MLflow child runs). Efficiency is the
+shuffle partitions), tasks scheduled greedily on the cores after a fixed start-up per stage, each
+task paying a fixed overhead, plus the serial driver work: a fixed part per job and a part per entity (collecting results, MLflow child runs). Efficiency is the
 perfect parallel time of the work (total fit seconds / cores) over the simulated job time, so
 it shows where scaling flattens: stragglers (makespan over the ideal) and the driver (serial
 seconds, which no number of cores shortens).
@@ -26,6 +26,7 @@ class Overheads:
     task_seconds: float = 0.05        # per task: scheduling, shipping rows, starting the Python function
     driver_per_entity: float = 0.0    # serial seconds per entity on the driver
     job_seconds: float = 0.0          # fixed per job: session, planning, table commits
+    stage_seconds: float = 0.0        # fixed per training stage: shuffle, Python workers starting
 
 
 def sample_costs(measured: np.ndarray, entities: int, rng: np.random.Generator, skew: bool,
@@ -65,10 +66,11 @@ def simulate(measured: np.ndarray, entities: int, cores: int, *, skew: bool, str
         tasks = list(np.bincount(placed, weights=true, minlength=partitions))
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
-    span = makespan([t + overheads.task_seconds for t in tasks], cores)
+    tasks_span = makespan([t + overheads.task_seconds for t in tasks], cores)
+    span = overheads.stage_seconds + tasks_span
     serial = overheads.job_seconds + entities * overheads.driver_per_entity
     ideal = float(true.sum()) / cores
     return {"entities": entities, "cores": cores, "skew": skew, "strategy": strategy, "tasks": len(tasks),
             "ideal_seconds": ideal, "makespan_seconds": span, "serial_seconds": serial,
-            "job_seconds": span + serial, "straggler_ratio": span / ideal if ideal else float("nan"),
+            "job_seconds": span + serial, "straggler_ratio": tasks_span / ideal if ideal else float("nan"),
             "efficiency": ideal / (span + serial) if span + serial else float("nan")}

@@ -2,10 +2,12 @@
 a process per run, memory sampling, the report and its plots), so the harness cannot rot."""
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,7 +33,8 @@ def test_the_smallest_cell_runs_records_a_row_and_draws_the_report(tmp_path):
     assert row["driver_peak_mb"] > 100 and row["executor_peak_mb"] > 10      # a JVM; Python workers
     assert row["cost_per_1000_entities"] > 0 and row["cpus"] >= 1 and row["commit"]
     report = (tmp_path / "results" / "cluster_ci.md").read_text()
-    assert "| synthetic-12 | seasonal_naive+theta | cost | local-1 | 1 |" in report
+    assert row["tasks_per_core"] == 4
+    assert "| synthetic-12 | seasonal_naive+theta | cost, 4/core | local-1 | 1 |" in report
     simulated = pd.read_csv(tmp_path / "results" / "cluster_ci_simulated.csv")
     assert len(simulated) == 2 * 2 * 2 * 2          # cores x entities x skew x plan
     for plot in ("scaling", "stages", "simulated"):
@@ -49,3 +52,24 @@ def test_a_wrong_matrix_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/cluster.py", "--matrix", str(bad)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "unknown key" in out.stderr
+
+
+def test_the_simulators_overheads_are_recovered_from_runs_with_different_tasks_per_core():
+    """Runs built from a known stage cost (9 s + 0.5 s per task per core) and driver cost
+    (20 s + 30 ms per entity): the report's lines must give those back."""
+    from benchmarks.cluster_report import overheads
+
+    runs = []
+    for entities, tasks_per_core, cores in itertools.product((200, 1000), (1, 4, 16), (1, 2)):
+        makespan = entities * 0.1 / cores
+        runs.append({"backend": "local", "entities": entities, "tasks": tasks_per_core * cores, "cores": cores,
+                     "simulated_makespan": makespan, "train_seconds": makespan + 9 + 0.5 * tasks_per_core,
+                     "session_seconds": 5.0, "plan_seconds": 10 + 0.01 * entities, "write_seconds": 5.0,
+                     "mlflow_seconds": 0.02 * entities, "fit_seconds_p50": 0.1, "fit_seconds_p95": 0.2})
+    frame = pd.DataFrame(runs)
+    costs, p50, sigma, split = overheads(frame, frame)
+    assert costs.stage_seconds == pytest.approx(9) and costs.task_seconds == pytest.approx(0.5)
+    assert costs.job_seconds == pytest.approx(20) and costs.driver_per_entity == pytest.approx(0.03)
+    assert p50 == 0.1 and sigma == pytest.approx(np.log(2) / 1.645)
+    assert "3 task counts per core" in split and "2 panel sizes" in split
+
