@@ -246,6 +246,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, help="override the matrix's repeats")
     parser.add_argument("--shapes", nargs="+", help="run only these of the matrix's shapes (e.g. ray-1 ray-2)")
     parser.add_argument("--report-only", action="store_true", help="only redraw the report from the results table")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip measuring the machine's ceiling (benchmarks/ceiling.py) after the runs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     parser.add_argument("--work", type=Path, default=WORK, help="lakes and run folders (default benchmarks/.work/cluster)")
     parser.add_argument("--sim-cores", type=int, nargs="+", help="simulated core counts (default 8 ... 1024)")
@@ -264,6 +266,9 @@ def main(argv=None) -> int:
         matrix = replace(matrix, shapes=[s for s in matrix.shapes if s in args.shapes])
     if not args.report_only:
         run_matrix(matrix, args.repeats, args.work, args.results)
+        if not args.no_ceiling:
+            from benchmarks.ceiling import matrix_ceilings
+            matrix_ceilings(matrix, results=args.results, work=args.work)
     from benchmarks.cluster_report import SIM_CORES, SIM_ENTITIES, write_report
     for path in write_report(matrix.name, matrix.price_per_core_hour, args.sim_cores or SIM_CORES,
                              args.sim_entities or SIM_ENTITIES, args.results):

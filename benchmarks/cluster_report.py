@@ -111,6 +111,37 @@ def usual_plans(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["plan"] == "entity") | (table["tasks_per_core"] == usual)]
 
 
+def load_ceilings(out_dir: Path, name: str) -> pd.DataFrame:
+    """Median machine ceiling per panel and model set of matrix `name` (benchmarks/ceiling.py)."""
+    path = out_dir / "cluster_ceiling.csv"
+    if not path.exists():
+        return pd.DataFrame()
+    rows = pd.read_csv(path)
+    rows = rows[rows["matrix"] == name]
+    if rows.empty:
+        return pd.DataFrame()
+    return rows.groupby(["panel", "models", "processes"]).agg(
+        runs=("ceiling_speedup", "size"), one=("one_seconds", "median"), many=("parallel_seconds", "median"),
+        ceiling=("ceiling_speedup", "median")).reset_index()
+
+
+def ceiling_markdown(table: pd.DataFrame, ceilings: pd.DataFrame) -> str:
+    lines = ["| panel | models | cores | 1 process s | all at once s | machine ceiling | best training-stage "
+             "speedup measured | share of the ceiling |", "|---|---|---|---|---|---|---|---|"]
+    for c in ceilings.itertuples():
+        measured = table[(table["panel"] == c.panel) & (table["models"] == c.models)
+                         & (table["cores"] == c.processes) & (table["plan"] == "cost")]
+        best = measured.loc[measured["train_speedup"].idxmax()] if measured["train_speedup"].notna().any() else None
+        shown = f"{best['train_speedup']:.2f}x ({best['shape']})" if best is not None else "-"
+        share = f"{best['train_speedup'] / c.ceiling:.0%}" if best is not None else "-"
+        lines.append(f"| {c.panel} | {c.models} | {c.processes} | {c.one:.1f} | {c.many:.1f} | {c.ceiling:.2f}x | "
+                     f"{shown} | {share} |")
+    lines += ["", "The ceiling: the pure per-entity function in that many processes at once, each on the same "
+              "entities, against one process (no Spark, no Ray, no driver; `benchmarks/ceiling.py`). No backend "
+              "can beat it on this machine."]
+    return "\n".join(lines)
+
+
 def _num(value: float, digits: int) -> str:
     return "-" if not np.isfinite(value) else f"{value:.{digits}f}"
 
@@ -273,6 +304,9 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
     flat = sim[(sim["strategy"] == "cost") & ~sim["skew"]]
     flattening = ", ".join(f"{n:,} entities: {_knee(g)}" for n, g in flat.groupby("entities"))
     text = [f"# Cluster benchmark: {name}", "", markdown(table, price), ""]
+    ceilings = load_ceilings(out_dir, name)
+    if len(ceilings):
+        text += ["## The machine's own ceiling", "", ceiling_markdown(table, ceilings), ""]
     plans = plans_markdown(table)
     if plans:
         text += ["## Cost-aware vs naive plan", "", plans, ""]
