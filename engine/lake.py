@@ -27,10 +27,10 @@ def bronze_table(dataset: str) -> str:
     return f"{BRONZE}/{dataset}"
 
 
-def _run_scope(run_id: str) -> str:
+def _run_scope(run_id: str, alias: str = "t.") -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
         raise ValueError(f"run id {run_id!r} may only hold letters, digits, '.', '_' and '-'")
-    return f"t.run_id = '{run_id}'"
+    return f"{alias}run_id = '{run_id}'"
 
 
 def _key_predicate(keys: Sequence[str]) -> str:
@@ -158,8 +158,18 @@ class SparkLake:
 
     def replace_run(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
                     run_id: str) -> int:
-        """As `DeltaRsLake.replace_run`, with delta-spark."""
-        return self.upsert(table, frame, schema, keys, delete_scope=_run_scope(run_id))
+        """As `DeltaRsLake.replace_run`, with delta-spark.
+
+        Where the keys hold the run id, the run's rows are replaced with `replaceWhere` (one
+        commit: delete the run's rows, append the new ones), which skips every file without the
+        run by its statistics. delta-spark's MERGE with a not-matched-by-source clause rewrites
+        every file of the table instead, so each night copied all earlier nights' rows."""
+        if "run_id" not in keys or not self.exists(table):
+            return self.upsert(table, frame, schema, keys, delete_scope=_run_scope(run_id))
+        frame = frame.select(*schema.names)
+        (frame.write.format("delta").mode("overwrite").option("replaceWhere", _run_scope(run_id, alias=""))
+         .option("mergeSchema", "true").save(self.path(table)))
+        return frame.count()
 
     def upsert(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
                delete_scope: Optional[str] = None) -> int:

@@ -59,3 +59,38 @@ def test_spark_ingest_is_idempotent_and_time_travels(spark, tmp_path, inputs):
     assert first_value(lake.read(GOLD_SERIES, version=1)) == 777.0
     assert first_value(lake.read(GOLD_SERIES, version=0)) != 777.0
     assert lake.read(bronze_table("csv")).count() == len(messy_rows()) + 1
+
+
+
+def test_replacing_a_run_rewrites_only_its_own_files_and_keeps_every_other_run(spark, tmp_path):
+    import pyarrow as pa
+    from pyspark.sql import functions as F
+
+    schema = pa.schema([("run_id", pa.string()), ("entity_id", pa.string()), ("v", pa.float64())])
+    lake = SparkLake(spark, tmp_path / "lake")
+
+    def run(run_id: str, entities: int, value: float) -> None:
+        rows = pd.DataFrame({"run_id": run_id, "entity_id": [f"e{i}" for i in range(entities)], "v": value})
+        lake.replace_run("gold/models", spark.createDataFrame(rows), schema, ("run_id", "entity_id"), run_id)
+
+    def files() -> dict[str, set[str]]:
+        found = (lake.read("gold/models").select("run_id", F.input_file_name().alias("file")).distinct().toPandas())
+        return {r: set(group["file"]) for r, group in found.groupby("run_id")}
+
+    for name in ("a", "b", "c"):
+        run(name, 50, 1.0)
+    before = files()
+    run("d", 50, 1.0)
+    run("b", 30, 2.0)                   # b retried with fewer entities: its own rows replaced
+    after = files()
+    # Other runs' files are neither rewritten nor shared (a MERGE copied them all, every run).
+    assert after["a"] == before["a"] and after["c"] == before["c"]
+    assert not after["b"] & before["b"] and not after["d"] & (after["a"] | after["b"] | after["c"])
+    table = lake.read("gold/models").toPandas()
+    assert table.groupby("run_id").size().to_dict() == {"a": 50, "b": 30, "c": 50, "d": 50}
+    assert set(table[table["run_id"] == "b"]["v"]) == {2.0} and set(table[table["run_id"] != "b"]["v"]) == {1.0}
+    local = DeltaRsLake(tmp_path / "lake").read("gold/models")          # delta-rs agrees
+    assert local.groupby("run_id").size().to_dict() == {"a": 50, "b": 30, "c": 50, "d": 50}
+    with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+        rows = pd.DataFrame({"run_id": ["x"], "entity_id": ["e0"], "v": [0.0]})    # a row of another run
+        lake.replace_run("gold/models", spark.createDataFrame(rows), schema, ("run_id", "entity_id"), "a")
