@@ -24,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from partitions.packing import makespan  # noqa: E402
 
 RESULT = "CELL-RESULT "
+# Raised when the engine changes what a run measures, so the report can prefer comparable runs:
+# 2 = result writes replace a run's files only (replaceWhere) instead of a MERGE over every run's.
+MEASURE_VERSION = 2
 
 
 class MemorySampler(threading.Thread):
@@ -111,7 +114,7 @@ def run_cell(cell: dict) -> dict:
         ray.shutdown()
     fit = models["fit_seconds"].to_numpy()
     p50 = float(np.median(tasks))
-    return {"entities": report.entities, "failures": int(report.statuses.get("failed", 0)),
+    return {"measure_version": MEASURE_VERSION, "entities": report.entities, "failures": int(report.statuses.get("failed", 0)),
             "cores": report.plan.cores, "tasks": len(tasks),
             "wall_seconds": report.seconds["total"], "train_seconds": report.seconds["train"],
             "plan_seconds": report.seconds["plan"], "write_seconds": report.seconds["write"],

@@ -38,6 +38,7 @@ def load(path: Path, price: float) -> pd.DataFrame:
     frame = frame[frame["wall_seconds"].notna()].copy()
     frame["plan_cores"] = frame["plan_cores"].fillna(frame["cores"]) if "plan_cores" in frame else frame["cores"]
     frame["cores"] = frame["shape"].str.partition("-")[2].astype(int)
+    frame["measure_version"] = frame["measure_version"].fillna(1) if "measure_version" in frame else 1
     tpc = frame["tasks_per_core"] if "tasks_per_core" in frame else pd.Series(np.nan, index=frame.index)
     # The naive plan has no buckets per core: 0 keeps its rows in groupby keys.
     frame["tasks_per_core"] = np.where(frame["plan"] == "entity", 0, tpc.fillna(DEFAULT_TASKS_PER_CORE)).astype(int)
@@ -154,33 +155,34 @@ def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, 
     pays for its share of the tasks: a line through runs with different tasks per core (the
     `tasks_per_core` dimension, and the naive plan's partitions). Driver: session, planning,
     result writes and MLflow run serially, a fixed part plus a part per entity: a line through the
-    panel sizes. Both lines use every recorded run of Spark local mode (all matrices), the closest
-    to one Spark cluster; without enough spread, everything is charged per task / per entity (an
-    upper bound)."""
+    panel sizes. The lines use Spark local mode's runs (all matrices), the closest to one Spark
+    cluster, of the newest `measure_version` when those spread enough; without any spread,
+    everything is charged per task / per entity (an upper bound)."""
     local = every_run[every_run["backend"] == "local"]
-    runs = local if len(local) else frame
-    stage = (runs["train_seconds"] - runs["simulated_makespan"]).clip(lower=0)
-    per_core = runs["tasks"] / runs["cores"]
+    local = local if len(local) else frame
+    newest = local[local["measure_version"] == local["measure_version"].max()]
     notes = []
-    if per_core.nunique() > 1:
-        task_seconds, stage_seconds = np.polyfit(per_core, stage, 1)
-        task_seconds, stage_seconds = max(float(task_seconds), 0.0), max(float(stage_seconds), 0.0)
-        notes.append(f"stage and task parts from a line through {per_core.nunique()} task counts per core")
-    else:
-        task_seconds, stage_seconds = float((stage / per_core).median()), 0.0
-        notes.append("one task count per core, so the whole stage overhead is charged per task: an upper bound")
-    serial = runs["session_seconds"] + runs["plan_seconds"] + runs["write_seconds"] + runs["mlflow_seconds"]
-    if runs["entities"].nunique() > 1:
-        per_entity, fixed = np.polyfit(runs["entities"], serial, 1)
-        per_entity, fixed = max(float(per_entity), 0.0), max(float(fixed), 0.0)
-        notes.append(f"driver parts from a line through {runs['entities'].nunique()} panel sizes")
-    else:
-        per_entity, fixed = float((serial / runs["entities"]).median()), 0.0
-        notes.append("one panel size, so all driver work is charged per entity: an upper bound")
+
+    def line(x, y, what: str, unit: str) -> tuple[float, float]:
+        """(slope, intercept) of y over x from the newest runs if x varies there, else all."""
+        for runs, which in ((newest, "newest"), (local, "all")):
+            if x(runs).nunique() > 1:
+                slope, intercept = np.polyfit(x(runs), y(runs), 1)
+                notes.append(f"{what} from a line through {x(runs).nunique()} {unit} ({len(runs)} {which} runs)")
+                return max(float(slope), 0.0), max(float(intercept), 0.0)
+        notes.append(f"one {unit[:-1]} only, so {what} all charged to the slope: an upper bound")
+        return float((y(local) / x(local)).median()), 0.0
+
+    task_seconds, stage_seconds = line(
+        lambda r: r["tasks"] / r["cores"], lambda r: (r["train_seconds"] - r["simulated_makespan"]).clip(lower=0),
+        "stage and task parts", "task counts per core")
+    per_entity, fixed = line(
+        lambda r: r["entities"],
+        lambda r: r["session_seconds"] + r["plan_seconds"] + r["write_seconds"] + r["mlflow_seconds"],
+        "driver parts", "panel sizes")
     p50, p95 = float(frame["fit_seconds_p50"].median()), float(frame["fit_seconds_p95"].median())
     sigma = max(np.log(max(p95, p50 * 1.0001) / p50) / 1.645, 1e-3)
-    split = f"{'; '.join(notes)} ({len(runs)} Spark local runs)" if len(local) else "; ".join(notes)
-    return Overheads(task_seconds, per_entity, fixed, stage_seconds), p50, sigma, split
+    return Overheads(task_seconds, per_entity, fixed, stage_seconds), p50, sigma, "; ".join(notes) + ", Spark local"
 
 
 def simulated(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int] = SIM_CORES,

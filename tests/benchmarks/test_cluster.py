@@ -66,10 +66,11 @@ def test_the_simulators_overheads_are_recovered_from_runs_with_different_tasks_p
                      "simulated_makespan": makespan, "train_seconds": makespan + 9 + 0.5 * tasks_per_core,
                      "session_seconds": 5.0, "plan_seconds": 10 + 0.01 * entities, "write_seconds": 5.0,
                      "mlflow_seconds": 0.02 * entities, "fit_seconds_p50": 0.1, "fit_seconds_p95": 0.2})
-    frame = pd.DataFrame(runs)
-    costs, p50, sigma, split = overheads(frame, frame)
+    frame = pd.DataFrame(runs).assign(measure_version=2)
+    stale = frame.assign(measure_version=1, write_seconds=frame["write_seconds"] * 3)   # older engine: ignored
+    costs, p50, sigma, split = overheads(frame, pd.concat([frame, stale]))
     assert costs.stage_seconds == pytest.approx(9) and costs.task_seconds == pytest.approx(0.5)
     assert costs.job_seconds == pytest.approx(20) and costs.driver_per_entity == pytest.approx(0.03)
     assert p50 == 0.1 and sigma == pytest.approx(np.log(2) / 1.645)
-    assert "3 task counts per core" in split and "2 panel sizes" in split
+    assert "3 task counts per core (12 newest runs)" in split and "2 panel sizes (12 newest runs)" in split
 
