@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--matrix", required=True, help="matrix YAML (see configs/bench/)")
     parser.add_argument("--repeats", type=int, help="override the matrix's repeats")
     parser.add_argument("--shapes", nargs="+", help="run only these of the matrix's shapes (e.g. ray-1 ray-2)")
+    parser.add_argument("--panels", nargs="+", help="run only these of the matrix's panels (by name)")
     parser.add_argument("--report-only", action="store_true", help="only redraw the report from the results table")
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip measuring the machine's ceiling (benchmarks/ceiling.py) after the runs")
@@ -264,6 +265,13 @@ def main(argv=None) -> int:
             print(f"error: --shapes {unknown} are not in the matrix's shapes {matrix.shapes}", file=sys.stderr)
             return 2
         matrix = replace(matrix, shapes=[s for s in matrix.shapes if s in args.shapes])
+    if args.panels:
+        unknown = sorted(set(args.panels) - {p.name for p in matrix.panels})
+        if unknown:
+            print(f"error: --panels {unknown} are not in the matrix's panels "
+                  f"{[p.name for p in matrix.panels]}", file=sys.stderr)
+            return 2
+        matrix = replace(matrix, panels=[p for p in matrix.panels if p.name in args.panels])
     if not args.report_only:
         run_matrix(matrix, args.repeats, args.work, args.results)
         if not args.no_ceiling:

@@ -52,6 +52,9 @@ def test_a_wrong_matrix_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/cluster.py", "--matrix", str(bad)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "unknown key" in out.stderr
+    out = subprocess.run([sys.executable, "benchmarks/cluster.py", "--matrix", "configs/bench/ci.yaml",
+                          "--panels", "nope", "--report-only"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--panels ['nope'] are not in the matrix's panels ['synthetic-12']" in out.stderr
 
 
 def test_the_simulators_overheads_are_recovered_from_runs_with_different_tasks_per_core():
