@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -153,7 +154,7 @@ def _num(value: float, digits: int) -> str:
     return "-" if not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, float, float, str]:
+def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, float, float, str, float]:
     """The simulator's overheads and fit-time spread (lognormal p50, sigma), from recorded runs.
 
     Training stage: its wall time minus the makespan of the tasks' fit seconds is a fixed part
@@ -163,7 +164,8 @@ def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, 
     result writes and MLflow run serially, a fixed part plus a part per entity: a line through the
     panel sizes. The lines use Spark local mode's runs (all matrices), the closest to one Spark
     cluster, of the newest `measure_version` when those spread enough; without any spread,
-    everything is charged per task / per entity (an upper bound)."""
+    everything is charged per task / per entity (an upper bound). The last value is MLflow's
+    part of the driver's seconds per entity (its own line), for the simulation without child runs."""
     local = every_run[every_run["backend"] == "local"]
     local = local if len(local) else frame
     newest = local[local["measure_version"] == local["measure_version"].max()]
@@ -186,26 +188,32 @@ def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, 
         lambda r: r["entities"],
         lambda r: r["session_seconds"] + r["plan_seconds"] + r["write_seconds"] + r["mlflow_seconds"],
         "driver parts", "panel sizes")
+    mlflow_per_entity, _ = line(lambda r: r["entities"], lambda r: r["mlflow_seconds"], "MLflow's part", "panel sizes")
     p50, p95 = float(frame["fit_seconds_p50"].median()), float(frame["fit_seconds_p95"].median())
     sigma = max(np.log(max(p95, p50 * 1.0001) / p50) / 1.645, 1e-3)
-    return Overheads(task_seconds, per_entity, fixed, stage_seconds), p50, sigma, "; ".join(notes) + ", Spark local"
+    return (Overheads(task_seconds, per_entity, fixed, stage_seconds), p50, sigma,
+            "; ".join(notes[:2]) + ", Spark local", min(mlflow_per_entity, per_entity))
 
 
 def simulated(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int] = SIM_CORES,
               entities: Sequence[int] = SIM_ENTITIES) -> pd.DataFrame:
-    costs, p50, sigma, split = overheads(frame, every_run)
+    """The grid, as measured (`driver` = "measured") and without MLflow's per-entity child runs
+    on the driver ("no child runs", what `mlflow.child_runs: false` leaves)."""
+    costs, p50, sigma, split, mlflow = overheads(frame, every_run)
+    lean = replace(costs, driver_per_entity=costs.driver_per_entity - mlflow)
     measured = np.random.default_rng(0).lognormal(np.log(p50), sigma, 20_000)
     rows = []
     for n in entities:
         for c in cores:
             for skew in (False, True):
                 for strategy in ("cost", "naive"):
-                    rows.append(simulate(measured, n, c, skew=skew, strategy=strategy, overheads=costs,
-                                         partitions=2 * c))
+                    for driver, used in (("measured", costs), ("no child runs", lean)):
+                        rows.append({**simulate(measured, n, c, skew=skew, strategy=strategy, overheads=used,
+                                                partitions=2 * c), "driver": driver})
     out = pd.DataFrame(rows)
     out.attrs.update(task_seconds=costs.task_seconds, stage_seconds=costs.stage_seconds,
                      driver_per_entity=costs.driver_per_entity, job_seconds=costs.job_seconds,
-                     fit_p50=p50, fit_sigma=sigma, split=split)
+                     mlflow_per_entity=mlflow, fit_p50=p50, fit_sigma=sigma, split=split)
     return out
 
 
@@ -270,9 +278,13 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, skew in zip(axes, (False, True)):
-        for (n, strategy), group in sim[sim["skew"] == skew].groupby(["entities", "strategy"]):
-            ax.plot(group["cores"], group["efficiency"], marker=".", linestyle="-" if strategy == "cost" else "--",
-                    label=f"{n:,} entities, {'cost plan' if strategy == 'cost' else 'naive'}")
+        shown = sim[(sim["skew"] == skew) & ((sim["driver"] == "measured") | (sim["strategy"] == "cost"))]
+        for (n, strategy, driver), group in shown.groupby(["entities", "strategy", "driver"]):
+            lean = driver != "measured"
+            ax.plot(group["cores"], group["efficiency"], marker=".",
+                    linestyle=":" if lean else "-" if strategy == "cost" else "--",
+                    label=f"{n:,} entities, {'cost plan' if strategy == 'cost' else 'naive'}"
+                          + (", no MLflow child runs" if lean else ""))
         measured = cost if skew else cost[cost["panel"].map(lambda p: "skew" not in p)]
         for backend, group in measured.groupby("backend"):
             ax.scatter(group["cores"], group["efficiency"], marker="x", s=60, zorder=5,
@@ -310,7 +322,8 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
     paths = plots(frame, table, sim, out_dir / "plots", name)
     a = sim.attrs
     flat = sim[(sim["strategy"] == "cost") & ~sim["skew"]]
-    flattening = ", ".join(f"{n:,} entities: {_knee(g)}" for n, g in flat.groupby("entities"))
+    flattening = "; ".join(f"{driver}: " + ", ".join(f"{n:,} entities {_knee(g)}" for n, g in d.groupby("entities"))
+                           for driver, d in flat.groupby("driver", sort=True))
     text = [f"# Cluster benchmark: {name}", "", markdown(table, price), ""]
     ceiling = ceiling_markdown(table, load_ceilings(out_dir)) if len(load_ceilings(out_dir)) else ""
     if ceiling:
@@ -322,8 +335,10 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
              f"Inputs measured above: fit seconds per entity lognormal with median {a['fit_p50']:.3f} s and sigma "
              f"{a['fit_sigma']:.2f}; a training stage costs {a['stage_seconds']:.1f} s plus {a['task_seconds']:.2f} s "
              f"per task; the driver's serial work (session, planning, result writes, MLflow child runs) "
-             f"{a['job_seconds']:.1f} s per job plus {a['driver_per_entity'] * 1000:.1f} ms per entity "
-             f"({a['split']}). Efficiency of the cost plan without skew falls below 50% at: "
+             f"{a['job_seconds']:.1f} s per job plus {a['driver_per_entity'] * 1000:.1f} ms per entity, of which "
+             f"MLflow's child runs {a['mlflow_per_entity'] * 1000:.1f} ms "
+             f"({a['split']}). Efficiency of the cost plan without skew falls below 50% at, as measured and "
+             f"without MLflow child runs on the driver: "
              f"{flattening}. Full grid: `{sim_path.name}`.", ""]
     text += [f"![{p.stem}](plots/{p.name})" for p in paths]
     md = out_dir / f"cluster_{name}.md"

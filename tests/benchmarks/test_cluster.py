@@ -36,7 +36,9 @@ def test_the_smallest_cell_runs_records_a_row_and_draws_the_report(tmp_path):
     assert row["tasks_per_core"] == 4
     assert "| synthetic-12 | seasonal_naive+theta | cost, 4/core | local-1 | 1 |" in report
     simulated = pd.read_csv(tmp_path / "results" / "cluster_ci_simulated.csv")
-    assert len(simulated) == 2 * 2 * 2 * 2          # cores x entities x skew x plan
+    assert len(simulated) == 2 * 2 * 2 * 2 * 2      # cores x entities x skew x plan x driver
+    lean = simulated.set_index(["entities", "cores", "skew", "strategy", "driver"])["job_seconds"]
+    assert (lean.xs("no child runs", level="driver") < lean.xs("measured", level="driver")).all()
     for plot in ("scaling", "stages", "simulated"):
         assert (tmp_path / "results" / "plots" / f"cluster_ci_{plot}.png").stat().st_size > 10_000
 
@@ -71,9 +73,9 @@ def test_the_simulators_overheads_are_recovered_from_runs_with_different_tasks_p
                      "mlflow_seconds": 0.02 * entities, "fit_seconds_p50": 0.1, "fit_seconds_p95": 0.2})
     frame = pd.DataFrame(runs).assign(measure_version=2)
     stale = frame.assign(measure_version=1, write_seconds=frame["write_seconds"] * 3)   # older engine: ignored
-    costs, p50, sigma, split = overheads(frame, pd.concat([frame, stale]))
+    costs, p50, sigma, split, mlflow = overheads(frame, pd.concat([frame, stale]))
     assert costs.stage_seconds == pytest.approx(9) and costs.task_seconds == pytest.approx(0.5)
     assert costs.job_seconds == pytest.approx(20) and costs.driver_per_entity == pytest.approx(0.03)
-    assert p50 == 0.1 and sigma == pytest.approx(np.log(2) / 1.645)
+    assert mlflow == pytest.approx(0.02) and p50 == 0.1 and sigma == pytest.approx(np.log(2) / 1.645)
     assert "3 task counts per core (12 newest runs)" in split and "2 panel sizes (12 newest runs)" in split
 
