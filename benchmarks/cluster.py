@@ -218,7 +218,8 @@ def run_matrix(matrix: Matrix, repeats: Optional[int] = None, work: Path = WORK,
                        "repeat": repeat,
                        "process_seconds": time.perf_counter() - started, "leftover_processes": len(leftovers),
                        "error": error.strip().splitlines()[-1][:300] if error else "", **(result or {}),
-                       # the shape's cores; the plan's are Spark's parallelism (2 on a 1-core standalone cluster)
+                       # the shape's cores; the plan's as the engine saw them (runs before engine.spark.spark_cores
+                       # saw Spark's parallelism: 2 on a 1-core standalone cluster)
                        "cores": cores, "plan_cores": (result or {}).get("cores")}
                 if result:
                     core_hours = row["cores"] * (row["wall_seconds"] + row["mlflow_seconds"]) / 3600

@@ -114,8 +114,8 @@ def run_cell(cell: dict) -> dict:
         ray.shutdown()
     fit = models["fit_seconds"].to_numpy()
     p50 = float(np.median(tasks))
-    return {"measure_version": MEASURE_VERSION, "entities": report.entities, "failures": int(report.statuses.get("failed", 0)),
-            "cores": report.plan.cores, "tasks": len(tasks),
+    return {"measure_version": MEASURE_VERSION, "entities": report.entities,
+            "failures": int(report.statuses.get("failed", 0)), "cores": report.plan.cores, "tasks": len(tasks),
             "wall_seconds": report.seconds["total"], "train_seconds": report.seconds["train"],
             "plan_seconds": report.seconds["plan"], "write_seconds": report.seconds["write"],
             "session_seconds": session_seconds, "mlflow_seconds": mlflow_seconds,

@@ -77,7 +77,8 @@ def markdown(table: pd.DataFrame, price: float) -> str:
              "efficiency | task p50/p95 s | straggler | driver/executor MB | MLflow s | failures | $ per 1k models |",
              "|" + "---|" * 15]
     for r in table.itertuples():
-        lines.append(f"| {r.panel} | {r.models} | {plan_label(r.plan, r.tasks_per_core)} | {r.shape} | {r.runs} | {r.wall:.1f} ({r.spread:.1f}) | "
+        lines.append(f"| {r.panel} | {r.models} | {plan_label(r.plan, r.tasks_per_core)} | {r.shape} | {r.runs} | "
+                     f"{r.wall:.1f} ({r.spread:.1f}) | "
                      f"{r.rate:.1f} | {_num(r.speedup, 2)}x ({_num(r.train_speedup, 2)}x) | {_num(r.efficiency, 2)} | "
                      f"{r.task_p50:.2f}/{r.task_p95:.2f} | {r.straggler:.2f} | {r.driver_mb:.0f}/{r.executor_mb:.0f} | "
                      f"{r.mlflow:.1f} | {int(r.failures)} | {r.cost:.4f} |")
@@ -256,7 +257,8 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
     for stage in STAGES:
         ax.bar(np.arange(len(table)), table[stage], bottom=bottom, label=stage.replace("_seconds", ""))
         bottom += table[stage].to_numpy()
-    ax.set_xticks(np.arange(len(table)), [f"{r.panel}\n{r.shape}\n{plan_label(r.plan, r.tasks_per_core)}" for r in table.itertuples()], fontsize=6)
+    ax.set_xticks(np.arange(len(table)), [f"{r.panel}\n{r.shape}\n{plan_label(r.plan, r.tasks_per_core)}"
+                                          for r in table.itertuples()], fontsize=6)
     ax.set(ylabel="seconds (median)", title="Time by stage")
     ax.legend(fontsize=7)
     paths.append(_save(fig, out_dir / f"cluster_{name}_stages.png"))

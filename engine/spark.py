@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from engine.config import SparkConfig
@@ -70,8 +71,6 @@ def spark_cores(spark: "SparkSession", wait_seconds: float = 30.0) -> int:
     `defaultParallelism` is at least 2 on a cluster (Spark's floor for shuffles), so a one-core
     worker would be planned as two. Executors register a moment after the session starts, so a
     cluster is asked again for up to `wait_seconds` before falling back to that parallelism."""
-    import time
-
     context = spark.sparkContext
     if context.master.startswith("local"):
         return int(context.defaultParallelism)
