@@ -89,16 +89,14 @@ def matrix_ceilings(matrix, entities: int = 120, repeats: int = 5, results=None,
 
 
 def main(argv=None) -> int:
-    from benchmarks.cluster import Matrix, MatrixError
+    from benchmarks.cluster import load_or_report
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--matrix", required=True, help="matrix YAML (see configs/bench/)")
     parser.add_argument("--entities", type=int, default=120, help="entities each process trains (default 120)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    try:
-        matrix = Matrix.load(args.matrix)
-    except MatrixError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    matrix = load_or_report(args.matrix)
+    if matrix is None:
         return 2
     if not matrix_ceilings(matrix, args.entities, args.repeats):
         say("the matrix has no shape with 2 or more cores: nothing to compare")

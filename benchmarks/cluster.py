@@ -241,6 +241,28 @@ def run_matrix(matrix: Matrix, repeats: Optional[int] = None, work: Path = WORK,
     return rows
 
 
+def only(matrix: Matrix, field_name: str, wanted: Optional[list[str]], name) -> Matrix:
+    """The matrix cut to the `wanted` names of one of its lists (all of it when None)."""
+    if not wanted:
+        return matrix
+    items = getattr(matrix, field_name)
+    unknown = sorted(set(wanted) - {name(i) for i in items})
+    if unknown:
+        raise MatrixError(f"--{field_name} {unknown} are not in the matrix's {field_name} {[name(i) for i in items]}")
+    return replace(matrix, **{field_name: [i for i in items if name(i) in wanted]})
+
+
+def load_or_report(path: str, shapes: Optional[list[str]] = None,
+                   panels: Optional[list[str]] = None) -> Optional[Matrix]:
+    """The matrix file cut to `shapes` and `panels`, or None after printing what is wrong."""
+    try:
+        matrix = only(Matrix.load(path), "shapes", shapes, lambda s: s)
+        return only(matrix, "panels", panels, lambda p: p.name)
+    except MatrixError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--matrix", required=True, help="matrix YAML (see configs/bench/)")
@@ -255,24 +277,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sim-cores", type=int, nargs="+", help="simulated core counts (default 8 ... 1024)")
     parser.add_argument("--sim-entities", type=int, nargs="+", help="simulated panel sizes (default 10k 100k 1M)")
     args = parser.parse_args(argv)
-    try:
-        matrix = Matrix.load(args.matrix)
-    except MatrixError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    matrix = load_or_report(args.matrix, shapes=args.shapes, panels=args.panels)
+    if matrix is None:
         return 2
-    if args.shapes:
-        unknown = sorted(set(args.shapes) - set(matrix.shapes))
-        if unknown:
-            print(f"error: --shapes {unknown} are not in the matrix's shapes {matrix.shapes}", file=sys.stderr)
-            return 2
-        matrix = replace(matrix, shapes=[s for s in matrix.shapes if s in args.shapes])
-    if args.panels:
-        unknown = sorted(set(args.panels) - {p.name for p in matrix.panels})
-        if unknown:
-            print(f"error: --panels {unknown} are not in the matrix's panels "
-                  f"{[p.name for p in matrix.panels]}", file=sys.stderr)
-            return 2
-        matrix = replace(matrix, panels=[p for p in matrix.panels if p.name in args.panels])
     if not args.report_only:
         run_matrix(matrix, args.repeats, args.work, args.results)
         if not args.no_ceiling:

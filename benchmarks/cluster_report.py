@@ -33,8 +33,9 @@ SIM_ENTITIES = (10_000, 100_000, 1_000_000)
 
 
 def load(path: Path, price: float) -> pd.DataFrame:
-    """Successful runs, with `cores` the shape's (a 1-core standalone cluster reports Spark's default
-    parallelism of 2 as its cores) and the cost per 1,000 entity models at `price` per core-hour."""
+    """Successful runs, with `cores` the shape's (runs before `engine.spark.spark_cores` recorded
+    Spark's parallelism, 2 on a 1-core standalone cluster) and the cost per 1,000 entity models at
+    `price` per core-hour."""
     frame = pd.read_csv(path)
     frame = frame[frame["wall_seconds"].notna()].copy()
     frame["plan_cores"] = frame["plan_cores"].fillna(frame["cores"]) if "plan_cores" in frame else frame["cores"]
@@ -266,7 +267,7 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
     if frame["tasks_per_core"].nunique() > 1:
         fig, ax = plt.subplots(figsize=(6, 4))
         per_core = frame["tasks"] / frame["cores"]
-        for (backend, shape), idx in frame.groupby(["backend", "shape"]).groups.items():
+        for shape, idx in frame.groupby("shape").groups.items():
             ax.scatter(per_core[idx], (frame["train_seconds"] - frame["simulated_makespan"])[idx],
                        label=f"{shape} runs")
         x = np.linspace(0, per_core.max() * 1.05, 50)
@@ -327,7 +328,8 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
     flattening = "; ".join(f"{driver}: " + ", ".join(f"{n:,} entities {_knee(g)}" for n, g in d.groupby("entities"))
                            for driver, d in flat.groupby("driver", sort=True))
     text = [f"# Cluster benchmark: {name}", "", markdown(table, price), ""]
-    ceiling = ceiling_markdown(table, load_ceilings(out_dir)) if len(load_ceilings(out_dir)) else ""
+    ceilings = load_ceilings(out_dir)
+    ceiling = ceiling_markdown(table, ceilings) if len(ceilings) else ""
     if ceiling:
         text += ["## The machine's own ceiling", "", ceiling, ""]
     plans = plans_markdown(table)

@@ -6,7 +6,8 @@ From measured per-entity fit seconds and measured overheads, simulate one traini
 history length but not their exact cost), the cost plan (LPT into cores x tasks_per_core
 buckets on the *estimated* costs) or the naive plan (each entity hashed to one of `partitions`
 shuffle partitions), tasks scheduled greedily on the cores after a fixed start-up per stage, each
-task paying a fixed overhead, plus the serial driver work: a fixed part per job and a part per entity (collecting results, MLflow child runs). Efficiency is the
+task paying a fixed overhead, plus the serial driver work: a fixed part per job and a part per
+entity (collecting results, MLflow child runs). Efficiency is the
 perfect parallel time of the work (total fit seconds / cores) over the simulated job time, so
 it shows where scaling flattens: stragglers (makespan over the ideal) and the driver (serial
 seconds, which no number of cores shortens).
