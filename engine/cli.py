@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 
 from engine.config import BACKENDS, load_config
 from engine.errors import ManymodelsError
-from engine.nightly.lock import LakeBusy, LakeLock
+from engine.nightly.lease import LakeBusy, LakeLease
+from engine.storage import LakeStore, StorageUnavailable
 from engine.training.job import TrainingFailed
 
 # Exit codes: 0 done; 1 an unexpected error (trace in the log file named); 2 a user mistake
@@ -128,6 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = None
     try:
         config = load_config(args.config, _overrides(args))
+        if args.command != "serve":
+            LakeStore.of(config.lake).check()     # a wrong endpoint or key: one line now, not a trace later
         if args.command == "serve":
             return _run_serve(config, args)
         if args.command == "forecasts":
@@ -137,7 +140,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "tune":
             return _run_tune(config, args)        # reads gold, appends its result atomically: no lock
         # Every command that writes to the lake holds its lock (one writer at a time).
-        with LakeLock(config.lake.root, f"manymodels {args.command} '{config.name}'", config.nightly.lock_timeout):
+        with LakeLease(config.lake, f"manymodels {args.command} '{config.name}'", config.nightly.lock_timeout,
+                       config.nightly.lease_ttl):
             if args.command == "train":
                 return _run_train(config, args)
             if args.command == "score":
@@ -146,6 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except LakeBusy as exc:
         print(f"busy: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except StorageUnavailable as exc:     # an outage, not a mistake in the config
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except TrainingFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
@@ -182,15 +189,18 @@ def _run_tune(config, args) -> int:
 
 
 def _write_trace(config) -> str:
+    """The trace goes into the lake (`_manymodels/logs/`), on whatever store it is; into the local
+    temp folder when there is no config or the store cannot take it (an outage)."""
     import tempfile
     import traceback
-    folder = Path(config.lake.root) / "_manymodels" / "logs" if config else Path(tempfile.gettempdir())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        folder = Path(tempfile.gettempdir())
-    path = folder / f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
-    path.write_text(traceback.format_exc())
+    trace, name = traceback.format_exc(), f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    if config is not None:
+        try:
+            return LakeStore.of(config.lake).put_object(f"_manymodels/logs/{name}", trace.encode())
+        except Exception:  # noqa: BLE001 - the store is what failed: keep the trace locally
+            pass
+    path = Path(tempfile.gettempdir()) / name
+    path.write_text(trace)
     return str(path)
 
 

@@ -32,8 +32,49 @@ FREQS = ("min", "15min", "30min", "h", "d", "w")
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """How to reach an object-store lake (engine.storage maps it for delta-rs, Spark and plain objects).
+
+    Credentials are never written here: `credentials` names the environment variables to read
+    them from (unset: the cloud's default credential chain)."""
+
+    endpoint: Optional[str] = None        # a non-default endpoint: an S3-compatible server, Azurite, a private link
+    region: Optional[str] = None          # S3 region (default us-east-1)
+    account: Optional[str] = None         # Azure storage account (az:// roots; abfss:// roots name it in the host)
+    path_style: bool = False              # S3 path-style requests (most S3-compatible servers)
+    allow_http: bool = False              # plain http, for a local test server only
+    emulator: bool = False                # the Azure Storage emulator (Azurite)
+    credentials: dict[str, str] = field(default_factory=dict)   # credential -> environment variable name
+    timeout: float = 30.0                 # seconds per request before it counts as failed
+    retries: int = 2                      # retries of a failed request (bounded: an outage fails fast)
+    options: dict[str, str] = field(default_factory=dict)       # extra delta-rs storage options (no secrets)
+    spark_conf: dict[str, str] = field(default_factory=dict)    # extra spark.hadoop.* settings (no secrets)
+
+    def __post_init__(self) -> None:
+        _check(self.timeout > 0, "lake.storage.timeout", "must be > 0 seconds")
+        _check(self.retries >= 0, "lake.storage.retries", "must be >= 0")
+        if self.endpoint is not None:
+            _check(bool(re.fullmatch(r"https?://[^/\s]+(/\S*)?", self.endpoint)), "lake.storage.endpoint",
+                   f"must be an http(s)://host[:port][/path] URL, got {self.endpoint!r}")
+        from engine.storage import CREDENTIALS
+        unknown = sorted(set(self.credentials) - set(CREDENTIALS))
+        _check(not unknown, "lake.storage.credentials",
+               f"has unknown credential(s) {unknown}; allowed: {', '.join(CREDENTIALS)} (each names an environment "
+               "variable to read, never the secret itself)")
+        bad = sorted(k for k, v in self.credentials.items() if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v))
+        _check(not bad, "lake.storage.credentials",
+               f"must map each credential to an environment variable name (letters, digits, '_'); {bad} do not: "
+               "put the secret in the environment, not in the config")
+
+
+@dataclass(frozen=True)
 class LakeConfig:
     root: str = "./lakehouse"
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def __post_init__(self) -> None:
+        from engine.storage import LakeStore
+        LakeStore.parse_root(self.root, self.storage)     # an unsupported scheme fails here, before any work
 
 
 @dataclass(frozen=True)
@@ -95,10 +136,13 @@ class NightlyConfig:
 
     reuse_models: bool = True
     lock_timeout: float = 0.0
+    lease_ttl: float = 120.0
 
     def __post_init__(self) -> None:
         _check(self.lock_timeout >= 0, "nightly.lock_timeout",
                "must be >= 0 seconds (0: exit at once when another job holds the lake)")
+        _check(self.lease_ttl >= 1, "nightly.lease_ttl",
+               "must be >= 1 second (how long a killed job's lease on the lake outlives it)")
 
 
 @dataclass(frozen=True)
@@ -406,10 +450,6 @@ class Config:
         if self.tuning.per_entity.models:    # the search inside training shapes the models
             shaping["tuning"] = {"space": self.tuning.space, "per_entity": dataclasses.asdict(self.tuning.per_entity)}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    @property
-    def lake_root(self) -> Path:
-        return Path(self.lake.root)
 
     def check_against_data(self, series_lengths: Mapping[str, int]) -> None:
         """Reject settings the ingested data cannot support (called once gold is known)."""

@@ -6,21 +6,24 @@ read what the other wrote; `tests/engine/test_lake.py` holds them to that.
 from __future__ import annotations
 
 import re
+from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
 
+from engine.storage import LakeStore, storage_errors
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame, SparkSession
 
+    from engine.config import LakeConfig
+
+Lake = "LakeConfig | LakeStore | str | Path"      # a lake config, or a bare root with default storage
+
 BRONZE, REJECTED, SLICES = "bronze", "bronze/_rejected_batches", "bronze/_slices"
 SILVER_SERIES, GOLD_SERIES, GOLD_HOLIDAYS = "silver/series", "gold/series", "gold/holidays"
-
-
-def table_path(root: str | Path, table: str) -> str:
-    return str((Path(root) / table).resolve())
 
 
 def bronze_table(dataset: str) -> str:
@@ -37,34 +40,56 @@ def _key_predicate(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
 
-class DeltaRsLake:
-    """JVM-free access for the local backend and for analysts."""
+def _store_errors(method):
+    """A store failure inside a lake method becomes one message that says what to fix."""
+    @wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with storage_errors(self.store):
+            return method(self, *args, **kwargs)
+    return wrapped
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+
+class DeltaRsLake:
+    """JVM-free access for the local backend and for analysts, on any store delta-rs reaches."""
+
+    def __init__(self, lake: Lake):
+        self.store = LakeStore.of(lake)
+        self.root = self.store.root
+        self.options = self.store.storage_options()
 
     def path(self, table: str) -> str:
-        return table_path(self.root, table)
+        return self.store.rs_path(table)
 
+    def table(self, table: str, version: Optional[int] = None):
+        """The delta-rs DeltaTable of `table`."""
+        from deltalake import DeltaTable
+        return DeltaTable(self.path(table), version=version, storage_options=self.options)
+
+    def write(self, table: str, data, **kwargs) -> None:
+        """`write_deltalake` on `table` with this store's options."""
+        from deltalake import write_deltalake
+        with storage_errors(self.store):
+            write_deltalake(self.path(table), data, storage_options=self.options, **kwargs)
+
+    @_store_errors
     def exists(self, table: str) -> bool:
         from deltalake import DeltaTable
-        return DeltaTable.is_deltatable(self.path(table))
+        return DeltaTable.is_deltatable(self.path(table), storage_options=self.options)
 
+    @_store_errors
     def version(self, table: str) -> Optional[int]:
-        from deltalake import DeltaTable
-        return DeltaTable(self.path(table)).version() if self.exists(table) else None
+        return self.table(table).version() if self.exists(table) else None
 
+    @_store_errors
     def committed_at(self, table: str) -> Optional[int]:
         """Epoch milliseconds of the table's latest commit (None: no table)."""
-        from deltalake import DeltaTable
-        return DeltaTable(self.path(table)).history(1)[0]["timestamp"] if self.exists(table) else None
+        return self.table(table).history(1)[0]["timestamp"] if self.exists(table) else None
 
+    @_store_errors
     def read(self, table: str, version: Optional[int] = None, columns: Optional[list[str]] = None,
              filters=None) -> pd.DataFrame:
         """Rows of `table` (at `version`, for time travel) as pandas."""
-        import pyarrow as pa
-        from deltalake import DeltaTable
-        dt = DeltaTable(self.path(table), version=version)
+        dt = self.table(table, version=version)
         try:
             return dt.to_pandas(columns=columns, filters=filters)
         except pa.ArrowNotImplementedError:
@@ -74,16 +99,16 @@ class DeltaRsLake:
             frame = dt.to_pandas(columns=wanted)
             return _apply_filters(frame, filters)[columns or frame.columns].reset_index(drop=True)
 
+    @_store_errors
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         """Insert the rows whose `keys` are not in the table yet (atomic MERGE); returns rows inserted."""
-        from deltalake import DeltaTable, write_deltalake
         data = _to_arrow(frame)
         if not self.exists(table):
-            write_deltalake(self.path(table), data, mode="append")
+            self.write(table, data, mode="append")
             return data.num_rows
         # streamed_exec=False: a streamed merge source left a native thread running that
         # aborted the interpreter at exit ("terminate called without an active exception").
-        metrics = (DeltaTable(self.path(table))
+        metrics = (self.table(table)
                    .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", merge_schema=True,
                           streamed_exec=False)
                    .when_not_matched_insert_all().execute())
@@ -95,16 +120,16 @@ class DeltaRsLake:
         MERGE commit; other runs' rows are untouched. Returns rows in `frame`."""
         return self.upsert(table, frame, schema, keys, delete_scope=_run_scope(run_id))
 
+    @_store_errors
     def upsert(self, table: str, frame: pd.DataFrame, schema: pa.Schema, keys: Sequence[str],
                delete_scope: Optional[str] = None) -> int:
         """MERGE `frame` by `keys` (update or insert) in one commit; with `delete_scope`, target
         rows in that scope that `frame` lacks are deleted in the same commit. Returns rows in `frame`."""
-        from deltalake import DeltaTable, write_deltalake
         data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         if not self.exists(table):
-            write_deltalake(self.path(table), data, mode="append")
+            self.write(table, data, mode="append")
             return data.num_rows
-        merge = (DeltaTable(self.path(table))
+        merge = (self.table(table)
                  .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", streamed_exec=False)
                  .when_matched_update_all().when_not_matched_insert_all())
         if delete_scope:
@@ -112,24 +137,24 @@ class DeltaRsLake:
         merge.execute()
         return data.num_rows
 
+    @_store_errors
     def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
                   partition_by: Optional[list[str]] = None) -> int:
         """Replace the table's rows in one commit; returns the new version."""
-        from deltalake import DeltaTable, write_deltalake
         data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-        write_deltalake(self.path(table), data, mode="overwrite", partition_by=partition_by,
-                        schema_mode="overwrite")
-        return DeltaTable(self.path(table)).version()
+        self.write(table, data, mode="overwrite", partition_by=partition_by, schema_mode="overwrite")
+        return self.table(table).version()
 
 
 class SparkLake:
     """Native Delta access through delta-spark, for the Spark backend."""
 
-    def __init__(self, spark: "SparkSession", root: str | Path):
-        self.spark, self.root = spark, Path(root)
+    def __init__(self, spark: "SparkSession", lake: Lake):
+        self.spark, self.store = spark, LakeStore.of(lake)
+        self.root = self.store.root
 
     def path(self, table: str) -> str:
-        return table_path(self.root, table)
+        return self.store.spark_path(table)
 
     def exists(self, table: str) -> bool:
         from delta.tables import DeltaTable

@@ -42,7 +42,7 @@ def utc_timestamp(value: Optional[str], flag: str, error: type[ManymodelsError] 
 
 def pull(config: Config, entities: Optional[Sequence[str]] = None, start: Optional[str] = None,
          end: Optional[str] = None, origin: Optional[str] = None, history_steps: int = 0) -> Pulled:
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     if not lake.exists(FORECASTS):
         raise PullError(f"no forecasts under {config.lake.root}: run `manymodels nightly --config ...` first")
     start_at, end_at, origin_at = (utc_timestamp(value, flag, PullError) for value, flag in

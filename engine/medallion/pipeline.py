@@ -83,7 +83,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
 
     started = time.perf_counter()
     batches = source.read()
-    driver_lake = DeltaRsLake(config.lake.root)      # small driver-side checks, without Spark
+    driver_lake = DeltaRsLake(config.lake)      # small driver-side checks, without Spark
     if as_of is not None:
         batches = _sliced(batches, source, driver_lake, as_of, progress)
     report.batches = len(batches)

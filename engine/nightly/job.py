@@ -21,7 +21,7 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ManymodelsError
 from engine.nightly.ledger import Inputs, Ledger
-from engine.nightly.lock import LakeLock
+from engine.nightly.lease import LakeLease
 from engine.training.tables import FORECASTS
 from engine.tuning.store import tuned_params
 
@@ -86,7 +86,8 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
               retrain: bool = False) -> NightReport:
     """Run (or finish, or confirm) the night `as_of`; `retrain` ignores recorded stages."""
     started = time.perf_counter()
-    with LakeLock(config.lake.root, f"manymodels nightly '{config.name}'", config.nightly.lock_timeout):
+    with LakeLease(config.lake, f"manymodels nightly '{config.name}'", config.nightly.lock_timeout,
+                   config.nightly.lease_ttl) as lease:
         t0 = time.perf_counter()
         ingested, rejected = stages.ingest(as_of)
         seconds = {"ingest": time.perf_counter() - t0}
@@ -98,7 +99,7 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
         inputs = Inputs(int(ingested.gold_version), ingested.data_end,
                         config.fingerprint() + (f"+tuned:{tuned.run_id}" if tuned else ""))
         report = NightReport(night_run_id(config.name, night), night, inputs, rejected=rejected, seconds=seconds)
-        ledger = Ledger(config.lake.root)
+        ledger = Ledger(config.lake)
         reuse = config.nightly.reuse_models and not retrain
         done = ledger.progress(report.run_id, inputs) if reuse else {}
         if reuse and "done" not in done:
@@ -112,13 +113,13 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
                 stages.say(f"reuse: gold version, last observation and config are those of run "
                            f"{report.reused_from}: no retraining, nothing new to publish")
         if report.reused_from is None:
-            _run_stages(config, stages, ledger, report, done, as_of)
+            _run_stages(config, stages, ledger, report, done, as_of, lease)
         report.seconds["total"] = time.perf_counter() - started
     return report
 
 
 def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightReport, done: dict,
-                as_of: Optional[pd.Timestamp]) -> None:
+                as_of: Optional[pd.Timestamp], lease: LakeLease) -> None:
     if "done" in done:
         report.outcome, report.skipped = done["done"], ["every stage"]
         stages.say(f"night {report.as_of.isoformat()} (run {report.run_id}) is already complete for these inputs: "
@@ -131,7 +132,7 @@ def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightRep
                 "failed": len(result.failures), "origin": result.origin,
                 "forecast_rows": int(result.written.get(FORECASTS, 0)), "train_seconds": result.seconds}
 
-    trained = _stage("train", train, done, ledger, report)
+    trained = _stage("train", train, done, ledger, report, lease)
 
     def publish() -> dict:
         result = stages.publish(report.run_id, trained.get("train_seconds", {}))
@@ -142,20 +143,24 @@ def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightRep
         result = stages.score(as_of)
         return {"scored_rows": result.rows, "scored_run_id": result.run_id, "model_uri": result.model_uri}
 
-    published = _stage("mlflow", publish, done, ledger, report)
-    scored = _stage("score", score, done, ledger, report)
+    published = _stage("mlflow", publish, done, ledger, report, lease)
+    scored = _stage("score", score, done, ledger, report, lease)
+    lease.ensure_held()
     report.outcome = {**{k: v for k, v in trained.items() if k != "train_seconds"}, **published, **scored}
     ledger.record(report.run_id, report.as_of, "done", report.inputs, **report.outcome)
 
 
-def _stage(name: str, run: Callable[[], dict], done: dict, ledger: Ledger, report: NightReport) -> dict:
+def _stage(name: str, run: Callable[[], dict], done: dict, ledger: Ledger, report: NightReport,
+           lease: LakeLease) -> dict:
     """The stage's recorded detail when the ledger has it for these inputs, else run and record it.
     (The ledger's progress stops at the first missing stage, so a rerun stage reruns all after it.)"""
     if name in done:
         report.skipped.append(name)
         return done[name]
+    lease.ensure_held()
     started = time.perf_counter()
     detail = run()
+    lease.ensure_held()       # a job that lost the lake records nothing more
     ledger.record(report.run_id, report.as_of, name, report.inputs, **detail)
     report.seconds[name] = time.perf_counter() - started
     return detail

@@ -38,8 +38,8 @@ class Inputs:
 
 
 class Ledger:
-    def __init__(self, root: str):
-        self.lake = DeltaRsLake(root)
+    def __init__(self, lake):
+        self.lake = DeltaRsLake(lake)
 
     def rows(self) -> pd.DataFrame:
         if not self.lake.exists(NIGHTS):
@@ -47,15 +47,13 @@ class Ledger:
         return self.lake.read(NIGHTS).sort_values("finished_at", kind="stable", ignore_index=True)
 
     def record(self, run_id: str, as_of: pd.Timestamp, stage: str, inputs: Inputs, **detail) -> None:
-        from deltalake import write_deltalake
         row = pd.DataFrame({"run_id": [run_id], "as_of": [as_of], "stage": [stage],
                             "gold_version": [inputs.gold_version], "data_end": [inputs.data_end],
                             "config_hash": [inputs.config_hash], "detail": [json.dumps(detail, default=str)],
                             "finished_at": [pd.Timestamp.now(tz="UTC")]})
         for column in ("as_of", "data_end", "finished_at"):
             row[column] = pd.to_datetime(row[column], utc=True).astype("datetime64[us, UTC]")
-        write_deltalake(self.lake.path(NIGHTS), pa.Table.from_pandas(row, schema=SCHEMA, preserve_index=False),
-                        mode="append")
+        self.lake.write(NIGHTS, pa.Table.from_pandas(row, schema=SCHEMA, preserve_index=False), mode="append")
 
     def progress(self, run_id: str, inputs: Inputs) -> dict[str, dict]:
         """The stages of `run_id` still valid for `inputs`: {stage: detail}, in stage order, each

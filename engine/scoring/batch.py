@@ -141,7 +141,7 @@ def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Se
         if backend == "spark":
             rows = _score_spark(config, spark, local, origins, spec, schema, inputs, as_of)
         else:
-            lake = DeltaRsLake(config.lake.root)
+            lake = DeltaRsLake(config.lake)
             gold = observed_before(lake.read(GOLD_SERIES, filters=[("entity_id", "in", wanted)]), as_of)
             scored = score_frame(gold, local, origins, spec, schema.names, inputs)
             crash_point("before-write:score")
@@ -161,7 +161,7 @@ def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSp
     from engine.spark import get_spark
 
     spark = spark or get_spark(config.spark)
-    lake = SparkLake(spark, config.lake.root)
+    lake = SparkLake(spark, config.lake)
     name = Path(local).name
     spark.sparkContext.addFile(local, recursive=True)
     columns = schema.names

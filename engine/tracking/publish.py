@@ -64,7 +64,7 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
             ) -> PublishReport:
     """Log run `run_id` of gold.models to MLflow and register its routing model."""
     timings, started = {}, time.perf_counter()
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     if not lake.exists(MODELS):
         raise ConfigError(f"no gold/models table under {config.lake.root}: run `manymodels train` first")
     models = lake.read(MODELS, filters=[("run_id", "=", run_id)]).sort_values("entity_id", ignore_index=True)
@@ -129,7 +129,7 @@ def _end_abandoned(client: MlflowClient, experiment: str, run_id: str) -> None:
 
 def _parent_tags(config: Config, models: pd.DataFrame, run_id: str, backend: Optional[str]) -> dict[str, str]:
     tags = {"manymodels.run_id": run_id, "manymodels.version": engine.__version__,
-            "manymodels.gold_table": DeltaRsLake(config.lake.root).path(GOLD_SERIES),
+            "manymodels.gold_table": DeltaRsLake(config.lake).path(GOLD_SERIES),
             "manymodels.gold_version": str(int(models["gold_version"].iloc[0])),
             "manymodels.backend": backend or config.backend, "manymodels.config_name": config.name}
     tuning = {json.loads(p or "{}").get("tuning_run") for p in models["params"]} - {None}

@@ -111,13 +111,13 @@ def _record(config: Config, run_id: str, net: dict, train: dict, report: GlobalR
            "network": json.dumps(net), "shape": json.dumps(net["shape"]), "settings": json.dumps(train),
            "losses": json.dumps(report.losses), "samples": report.samples, "world_size": report.world_size,
            "device": report.device, "samples_per_second": report.samples_per_second, "seconds": report.seconds}
-    DeltaRsLake(config.lake.root).replace_run(GLOBAL_MODELS, pd.DataFrame([row]), SCHEMA, ["run_id", "model"],
+    DeltaRsLake(config.lake).replace_run(GLOBAL_MODELS, pd.DataFrame([row]), SCHEMA, ["run_id", "model"],
                                               run_id)
 
 
 def read_global(config: Config, run_id: str) -> Optional[pd.Series]:
     """The run's global network row, if it trained one."""
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     if not lake.exists(GLOBAL_MODELS):
         return None
     rows = lake.read(GLOBAL_MODELS, filters=[("run_id", "=", run_id)])

@@ -88,7 +88,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     run_id = run_id or uuid.uuid4().hex
     tuned = tuned_params(config)
     spec = TrainSpec.from_config(config, tuned.params if tuned else None, tuned.run_id if tuned else None)
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     latest = latest_gold_version(lake)
     version = latest if gold_version is None else gold_version
     if not 0 <= version <= latest:
@@ -99,7 +99,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     if backend == "spark":
         from engine.spark import get_spark
         spark = spark or get_spark(config.spark)
-        writer_lake = SparkLake(spark, config.lake.root)
+        writer_lake = SparkLake(spark, config.lake)
         gold = observed_before(writer_lake.read(GOLD_SERIES, version=version), as_of)
         extents = entity_extents_spark(gold)
     else:

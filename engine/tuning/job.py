@@ -179,7 +179,7 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
                                  "params": tuned}, "tuned_params.json")
         _log_metrics(client, parent, {f"{m.model}.{k}": v for m in results for k, v in _figures(m).items()})
         if tuned:
-            store.record(config.lake.root, _rows(parent, config, results, entities, gold_version))
+            store.record(config.lake, _rows(parent, config, results, entities, gold_version))
         client.set_terminated(parent, "FINISHED")
     except BaseException:
         client.set_terminated(parent, "FAILED")
@@ -193,11 +193,11 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
 
 def _sample_rows(config: Config, spec: TrainSpec, spark) -> tuple[dict[str, pd.DataFrame], int]:
     """The sampled entities' gold rows, by entity (only those a backtest can score)."""
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     version = latest_gold_version(lake)
     if spark is not None:
         from pyspark.sql import functions as F
-        gold = SparkLake(spark, config.lake.root).read(GOLD_SERIES, version=version)
+        gold = SparkLake(spark, config.lake).read(GOLD_SERIES, version=version)
         chosen = stratified_sample(entity_stats(gold), config.tuning.sample, config.tuning.seed, spec.min_length())
         frame = gold.filter(F.col("entity_id").isin(chosen)).toPandas()
     else:

@@ -32,17 +32,16 @@ class TunedParams:
     finished_at: pd.Timestamp
 
 
-def record(root: str, rows: pd.DataFrame) -> None:
+def record(lake, rows: pd.DataFrame) -> None:
     """Append one tuning run's rows (columns of SCHEMA) in one commit."""
-    from deltalake import write_deltalake
     frame = rows.copy()
     frame["finished_at"] = pd.to_datetime(frame["finished_at"], utc=True).astype("datetime64[us, UTC]")
-    write_deltalake(DeltaRsLake(root).path(TUNING), pa.Table.from_pandas(frame[SCHEMA.names], schema=SCHEMA,
-                                                                       preserve_index=False), mode="append")
+    DeltaRsLake(lake).write(TUNING, pa.Table.from_pandas(frame[SCHEMA.names], schema=SCHEMA, preserve_index=False),
+                            mode="append")
 
 
-def runs(root: str, config_name: Optional[str] = None) -> pd.DataFrame:
-    lake = DeltaRsLake(root)
+def runs(lake, config_name: Optional[str] = None) -> pd.DataFrame:
+    lake = DeltaRsLake(lake)
     if not lake.exists(TUNING):
         return SCHEMA.empty_table().to_pandas()
     rows = lake.read(TUNING)
@@ -56,7 +55,7 @@ def tuned_params(config) -> Optional[TunedParams]:
     which = config.training.tuned_params.strip()
     if which == "none":
         return None
-    rows = runs(config.lake.root, config.name)
+    rows = runs(config.lake, config.name)
     if which != "latest":
         chosen = rows[rows["tuning_run_id"] == which]
         if chosen.empty:

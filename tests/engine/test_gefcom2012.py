@@ -14,8 +14,8 @@ from tests.conftest import make_config
 def gefcom(tmp_path_factory):
     config = make_config(tmp_path_factory.mktemp("gefcom") / "lake",
                          source={"kind": "gefcom2012", "exogenous": ["temperature", "temp_s3", "is_holiday"]})
-    report = ingest(config, LocalFrames(DeltaRsLake(config.lake.root)), progress=lambda _: None)
-    return report, DeltaRsLake(config.lake.root)
+    report = ingest(config, LocalFrames(DeltaRsLake(config.lake)), progress=lambda _: None)
+    return report, DeltaRsLake(config.lake)
 
 
 def test_twenty_zones_plus_the_system_total(gefcom):

@@ -49,7 +49,7 @@ def messy(tmp_path):
 
 
 def run(config):
-    frames = LocalFrames(DeltaRsLake(config.lake.root))
+    frames = LocalFrames(DeltaRsLake(config.lake))
     return ingest(config, frames, progress=lambda _: None), frames.lake
 
 
@@ -174,7 +174,7 @@ def test_season_longer_than_every_series_leaves_gold_unwritten(tmp_path):
     config = make_config(tmp_path / "lake", series={"freq": "h", "season_lengths": [24, 8766]})
     with pytest.raises(ConfigError, match="series.season_lengths"):
         run(config)
-    assert not DeltaRsLake(config.lake.root).exists(GOLD_SERIES)
+    assert not DeltaRsLake(config.lake).exists(GOLD_SERIES)
 
 
 def test_synthetic_source_is_seeded_and_realistic(tmp_path):

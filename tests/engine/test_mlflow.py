@@ -54,7 +54,7 @@ def published(tmp_path_factory):
 
 
 def run_forecasts(config, run_id: str) -> pd.DataFrame:
-    frame = DeltaRsLake(config.lake.root).read(FORECASTS, filters=[("run_id", "=", run_id)])
+    frame = DeltaRsLake(config.lake).read(FORECASTS, filters=[("run_id", "=", run_id)])
     return frame.sort_values(["entity_id", "ds"], ignore_index=True)
 
 
@@ -75,7 +75,7 @@ def test_parent_run_holds_the_job_and_one_child_run_per_entity(published):
     children = client.search_runs([result.experiment_id],
                                   f"tags.mlflow.parentRunId = '{result.parent_run_id}'", max_results=100)
     assert len(children) == 4 and result.children == 4
-    models = DeltaRsLake(config.lake.root).read(MODELS, filters=[("run_id", "=", report.run_id)])
+    models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", report.run_id)])
     by_entity = {r.entity_id: r for r in models.itertuples()}
     for child in children:
         row = by_entity[child.data.tags["entity_id"]]
@@ -106,7 +106,7 @@ def test_registered_model_answers_what_training_published(published):
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model("models:/test-router@champion")
     spec = TrainSpec.from_config(config)
-    gold = DeltaRsLake(config.lake.root).read("gold/series")
+    gold = DeltaRsLake(config.lake).read("gold/series")
     trained = run_forecasts(config, report.run_id)
     origins = trained.groupby("entity_id")["forecast_origin"].first()
     requests = pd.concat([scoring_request(rows, origins[e], spec) for e, rows in gold.groupby("entity_id")])
@@ -137,7 +137,7 @@ def test_gate_keeps_a_worse_challenger_and_promotes_one_within_tolerance(publish
 def test_score_merges_the_champion_forecasts_into_gold(published):
     config, report, _ = published
     trained = run_forecasts(config, report.run_id)
-    DeltaTable(DeltaRsLake(config.lake.root).path(FORECASTS)).delete(f"run_id = '{report.run_id}'")
+    DeltaTable(DeltaRsLake(config.lake).path(FORECASTS)).delete(f"run_id = '{report.run_id}'")
     assert run_forecasts(config, report.run_id).empty
     result = score(config, backend="local")
     assert result.rows == len(trained) == 4 * 24 and result.run_id == report.run_id
@@ -151,7 +151,7 @@ def test_score_on_spark_for_selected_entities(published, spark):
     config, report, _ = published
     trained = run_forecasts(config, report.run_id)
     picked = sorted(trained["entity_id"].unique())[:2]
-    DeltaTable(DeltaRsLake(config.lake.root).path(FORECASTS)).delete(
+    DeltaTable(DeltaRsLake(config.lake).path(FORECASTS)).delete(
         f"run_id = '{report.run_id}' AND entity_id = '{picked[0]}'")
     result = score(config, entities=picked, backend="spark", spark=spark)
     assert result.entities == 2 and result.rows == 48

@@ -21,7 +21,7 @@ from engine.config import load_config
 from engine.faults import ENV as CRASH_ENV
 from engine.lake import DeltaRsLake
 from engine.nightly.ledger import NIGHTS
-from engine.nightly.lock import LakeLock
+from engine.nightly.lease import LakeLease, holder_of
 from engine.tracking.store import prepared_uri
 from engine.training.tables import BACKTESTS, FORECASTS, MODELS
 
@@ -57,7 +57,7 @@ def summary_line(out: subprocess.CompletedProcess) -> str:
 
 
 def lake_of(config: str) -> DeltaRsLake:
-    return DeltaRsLake(load_config(config).lake.root)
+    return DeltaRsLake(load_config(config).lake)
 
 
 def assert_exactly_once(lake: DeltaRsLake) -> None:
@@ -163,7 +163,7 @@ def test_a_night_with_nothing_new_reuses_the_last_models(tmp_path):
 
 def test_a_second_nightly_on_the_same_lake_exits_with_a_clear_message(tmp_path):
     config = nightly_config(tmp_path)
-    with LakeLock(load_config(config).lake.root, "the test's own job"):
+    with LakeLease(load_config(config).lake, "the test's own job"):
         busy = nightly(config, "--as-of", NIGHT_1)
     assert busy.returncode == 75 and busy.stdout.count("\n") <= 1
     assert busy.stderr.startswith("busy: another job (the test's own job, pid ")
@@ -176,9 +176,8 @@ def test_two_nightly_processes_at_once_one_waits_and_finds_the_night_done(tmp_pa
     env = dict(os.environ, **{CRASH_ENV: ""})
     command = [sys.executable, "-m", "engine", "nightly", "--config", config, "--no-progress", "--as-of", NIGHT_1]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    holder = Path(load_config(config).lake.root) / "_manymodels" / "lake.lock.json"
     deadline = time.monotonic() + 60
-    while not holder.exists() and time.monotonic() < deadline:
+    while holder_of(load_config(config).lake) is None and time.monotonic() < deadline:
         time.sleep(0.1)
     second = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     out, err = first.communicate(timeout=300)

@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
     ingest(config, frames_for(config, "local"))
     report = train(config, backend="local")
     # An older origin one day back, as an earlier night would have published: its steps have actuals.
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     latest = lake.read(FORECASTS)
     day = pd.Timedelta(hours=HORIZON)
     older = latest.assign(ds=latest["ds"] - day, forecast_origin=latest["forecast_origin"] - day, run_id="older")
@@ -58,7 +58,7 @@ def test_latest_origin_by_default_and_actuals_for_an_older_one(trained):
     origin = latest["forecast_origin"].iloc[0] - pd.Timedelta(hours=HORIZON)
     older = pull(config, origin=origin.isoformat())
     assert set(older.forecasts["run_id"]) == {"older"} and older.forecasts["y"].notna().all()
-    gold = DeltaRsLake(config.lake.root).read("gold/series")
+    gold = DeltaRsLake(config.lake).read("gold/series")
     joined = older.forecasts.merge(gold, on=["entity_id", "ds"], suffixes=("", "_gold"))
     np.testing.assert_allclose(joined["y"], joined["y_gold"])
 

@@ -27,26 +27,26 @@ def inputs(tmp_path):
 def test_spark_backend_matches_the_local_backend_and_readers_agree(spark, tmp_path, inputs):
     local_cfg = csv_config(tmp_path / "local", inputs)
     spark_cfg = csv_config(tmp_path / "spark", inputs)
-    local_report = ingest(local_cfg, LocalFrames(DeltaRsLake(local_cfg.lake.root)), progress=lambda _: None)
-    spark_report = ingest(spark_cfg, SparkFrames(SparkLake(spark, spark_cfg.lake.root)), progress=lambda _: None)
+    local_report = ingest(local_cfg, LocalFrames(DeltaRsLake(local_cfg.lake)), progress=lambda _: None)
+    spark_report = ingest(spark_cfg, SparkFrames(SparkLake(spark, spark_cfg.lake)), progress=lambda _: None)
     assert spark_report.silver == local_report.silver and spark_report.gold == local_report.gold
 
     for cfg in (local_cfg, spark_cfg):          # each table read by both engines
-        rs, sp = DeltaRsLake(cfg.lake.root), SparkLake(spark, cfg.lake.root)
+        rs, sp = DeltaRsLake(cfg.lake), SparkLake(spark, cfg.lake)
         for table in (bronze_table("csv"), SILVER_SERIES, GOLD_SERIES):
             assert rs.version(table) == sp.version(table)
         via_spark = sp.read(GOLD_SERIES).toPandas()
         via_rs = rs.read(GOLD_SERIES)
         pd.testing.assert_frame_equal(canonical(via_spark)[via_rs.columns], canonical(via_rs), check_dtype=False)
 
-    local_gold = canonical(DeltaRsLake(local_cfg.lake.root).read(GOLD_SERIES))
-    spark_gold = canonical(DeltaRsLake(spark_cfg.lake.root).read(GOLD_SERIES))
+    local_gold = canonical(DeltaRsLake(local_cfg.lake).read(GOLD_SERIES))
+    spark_gold = canonical(DeltaRsLake(spark_cfg.lake).read(GOLD_SERIES))
     pd.testing.assert_frame_equal(local_gold, spark_gold)
 
 
 def test_spark_ingest_is_idempotent_and_time_travels(spark, tmp_path, inputs):
     cfg = csv_config(tmp_path, inputs)
-    frames = SparkFrames(SparkLake(spark, cfg.lake.root))
+    frames = SparkFrames(SparkLake(spark, cfg.lake))
     first = ingest(cfg, frames, progress=lambda _: None)
     again = ingest(cfg, frames, progress=lambda _: None)
     assert again.new_batches == 0 and again.gold_version == first.gold_version == 0
@@ -54,7 +54,7 @@ def test_spark_ingest_is_idempotent_and_time_travels(spark, tmp_path, inputs):
         inputs / "fix.csv", index=False)
     later = ingest(cfg, frames, progress=lambda _: None)
     assert later.gold_version == 1
-    lake = SparkLake(spark, cfg.lake.root)
+    lake = SparkLake(spark, cfg.lake)
     first_value = lambda df: df.filter("entity_id = 'A'").orderBy("ds").first()["y"]
     assert first_value(lake.read(GOLD_SERIES, version=1)) == 777.0
     assert first_value(lake.read(GOLD_SERIES, version=0)) != 777.0

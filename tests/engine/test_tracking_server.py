@@ -58,7 +58,7 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
     assert str(client.get_model_version_by_alias("pg-router", "champion").version) == second.version
 
     # The model's artifacts went through the server's artifact proxy; scoring reads them back.
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     trained = lake.read(FORECASTS).sort_values(["entity_id", "ds"], ignore_index=True)
     result = score(config, backend="local")
     assert result.rows == len(trained)

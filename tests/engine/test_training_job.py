@@ -32,12 +32,12 @@ def lake_config(tmp_path_factory):
 
 
 def models_of(config, run_id: str) -> pd.DataFrame:
-    models = DeltaRsLake(config.lake.root).read(MODELS)
+    models = DeltaRsLake(config.lake).read(MODELS)
     return models[models["run_id"] == run_id].sort_values("entity_id", ignore_index=True)
 
 
 def counts(config) -> dict[str, pd.Series]:
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     return {t: lake.read(t).groupby("run_id").size() for t in (BACKTESTS, MODELS, FORECASTS)}
 
 
@@ -51,7 +51,7 @@ def test_local_training_writes_the_three_tables(lake_config):
     assert rows[MODELS]["run-a"] == 5
     assert rows[FORECASTS]["run-a"] == 5 * 24
     assert rows[BACKTESTS]["run-a"] == 5 * 3 * 2       # 2 candidates + ensemble, 2 windows
-    forecasts = DeltaRsLake(lake_config.lake.root).read(FORECASTS)
+    forecasts = DeltaRsLake(lake_config.lake).read(FORECASTS)
     assert (forecasts["yhat_lower"] == forecasts["yhat_lower_95"]).all()
     assert (forecasts["ds"] > forecasts["forecast_origin"]).all()
     assert report.gold_version == 0 and report.written[MODELS] == 5
@@ -74,7 +74,7 @@ def test_rerunning_a_run_id_replaces_its_rows_and_other_runs_stay(lake_config):
 
 @pytest.mark.spark
 def test_spark_and_ray_give_results_identical_to_local(lake_config, spark):
-    lake, by_run = DeltaRsLake(lake_config.lake.root), {}
+    lake, by_run = DeltaRsLake(lake_config.lake), {}
 
     def forecasts_of(run_id: str) -> pd.DataFrame:   # read at once: a later run of the origin supersedes them
         rows = lake.read(FORECASTS, filters=[("run_id", "=", run_id)])

@@ -197,7 +197,7 @@ def test_per_entity_search_gives_the_same_models_on_every_backend(tmp_path, spar
     chosen = {}
     for backend in ("local", "spark", "ray"):
         train(config, backend=backend, run_id=backend, spark=spark if backend == "spark" else None)
-        rows = DeltaRsLake(config.lake.root).read(MODELS, filters=[("run_id", "=", backend)])
+        rows = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", backend)])
         chosen[backend] = {r.entity_id: (r.champion, json.loads(r.metrics)["theta"]["mae"],
                                          load_model(r.model).hyper) for r in rows.itertuples()}
         assert all(json.loads(r.metrics)["theta"]["search_trials"] >= 1 for r in rows.itertuples())
@@ -237,12 +237,12 @@ def test_tune_with_spark_trials_logs_nested_runs_and_the_next_training_uses_it(t
     assert theta_trials["params.theta"].astype(float).between(1.0, 3.0).all()
 
     # The table, and the next training run takes its parameters and says so.
-    table = store.runs(config.lake.root, config.name)
+    table = store.runs(config.lake, config.name)
     assert set(table["tuning_run_id"]) == {report.run_id} and sorted(table["model"]) == ["ets", "theta"]
     tuned_theta = json.loads(table.set_index("model").loc["theta", "params"])
     trained = train(config, backend="local", run_id="after-tuning")
     assert trained.tuning_run == report.run_id
-    rows = DeltaRsLake(config.lake.root).read(MODELS, filters=[("run_id", "=", "after-tuning")])
+    rows = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "after-tuning")])
     for row in rows.itertuples():
         params = json.loads(row.params)
         assert params["tuning_run"] == report.run_id

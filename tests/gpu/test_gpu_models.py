@@ -165,12 +165,12 @@ def trained(tmp_path_factory):
 def test_both_models_are_candidates_backtested_for_every_entity(trained):
     config, report = trained
     assert report.global_nn.world_size == 2 and report.global_nn.losses[-1] < report.global_nn.losses[0]
-    models = DeltaRsLake(config.lake.root).read(MODELS)
+    models = DeltaRsLake(config.lake).read(MODELS)
     for row in models.itertuples():
         metrics = json.loads(row.metrics)
         assert {"gpu_additive", "global_nn"} <= set(metrics), row.entity_id
         assert np.isfinite(metrics["global_nn"]["mase"]) and np.isfinite(metrics["gpu_additive"]["mase"])
-    network = DeltaRsLake(config.lake.root).read(GLOBAL_MODELS)
+    network = DeltaRsLake(config.lake).read(GLOBAL_MODELS)
     assert list(network["run_id"]) == [report.run_id] and network["digest"].iloc[0] == report.global_nn.digest
 
 
@@ -189,7 +189,7 @@ def test_training_samples_leave_out_the_backtest_windows():
 
 def test_global_and_additive_models_are_published_and_served_by_the_routing_model(trained):
     config, report = trained
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     spec = TrainSpec.from_config(config)
     result = publish(config, report.run_id, train_seconds=report.seconds, backend="local")
     client = MlflowClient(config.mlflow.tracking_uri)
@@ -222,7 +222,7 @@ def test_global_and_additive_models_are_published_and_served_by_the_routing_mode
 
 
 def _network(config):
-    return json.loads(DeltaRsLake(config.lake.root).read(GLOBAL_MODELS)["network"].iloc[0])
+    return json.loads(DeltaRsLake(config.lake).read(GLOBAL_MODELS)["network"].iloc[0])
 
 
 def test_global_nn_settings_are_checked(tmp_path, monkeypatch):
@@ -256,6 +256,6 @@ def test_too_little_history_for_the_network_fails_only_that_candidate(tmp_path):
     report = train(config, backend="local")
     assert report.global_nn is None and "too little history for global_nn" in report.global_nn_error
     assert report.statuses["ok"] == 4 and set(report.champions) <= {"seasonal_naive", "theta"}
-    backtests = DeltaRsLake(config.lake.root).read("gold/backtests")
+    backtests = DeltaRsLake(config.lake).read("gold/backtests")
     errors = backtests[backtests["candidate"] == "global_nn"]["error"]
     assert len(errors) == 4 * 2 and errors.str.contains("not trained for this run").all()
