@@ -76,7 +76,7 @@ def matrix_ceilings(matrix, entities: int = 120, repeats: int = 5, results=None,
         prepare_panel(matrix, panel, work)
         for models in matrix.models:
             config = parse_config(job_config(matrix, panel, "local-1", models, "cost", work, None, work))
-            gold = DeltaRsLake(config.lake.root).read(GOLD_SERIES)
+            gold = DeltaRsLake(config.lake).read(GOLD_SERIES)
             keep = sorted(gold["entity_id"].unique())[:entities]
             rows = gold[gold["entity_id"].isin(keep)]
             result = ceiling(rows, TrainSpec.from_config(config), cores, repeats)

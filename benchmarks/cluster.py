@@ -142,7 +142,7 @@ def prepare_panel(matrix: Matrix, panel: Panel, work: Path = WORK) -> None:
     from engine.sources.synthetic import synthetic_panel
 
     config = parse_config(job_config(matrix, panel, "local-1", matrix.models[0], "cost", work, None, work))
-    if DeltaRsLake(config.lake.root).exists(GOLD_SERIES):
+    if DeltaRsLake(config.lake).exists(GOLD_SERIES):
         return
     if panel.kind != "gefcom2012":
         from engine.config import SyntheticConfig

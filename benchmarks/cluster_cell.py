@@ -95,7 +95,7 @@ def run_cell(cell: dict) -> dict:
     started = time.perf_counter()
     if config.backend == "spark":
         from engine.spark import get_spark
-        spark = get_spark(config.spark)
+        spark = get_spark(config.spark, config.lake)
     session_seconds = time.perf_counter() - started
     report = train(config, backend=config.backend, spark=spark)
     mlflow_seconds = 0.0
@@ -104,7 +104,7 @@ def run_cell(cell: dict) -> dict:
         t0 = time.perf_counter()
         publish(config, report.run_id, train_seconds=report.seconds, backend=config.backend)
         mlflow_seconds = time.perf_counter() - t0
-    models = DeltaRsLake(config.lake.root).read(MODELS, filters=[("run_id", "=", report.run_id)])
+    models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", report.run_id)])
     tasks = task_times(models, report.plan, spark)
     sampler.stop()
     if spark is not None:

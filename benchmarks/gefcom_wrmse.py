@@ -101,7 +101,7 @@ def main() -> None:
     model = mlflow.pyfunc.load_model(model_uri)
     router = model.unwrap_python_model().router
     truth = week_truth()
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     gold = lake.read(GOLD_SERIES, filters=[("entity_id", "in", sorted(truth["entity_id"].unique()))])
     holidays = set(pd.to_datetime(lake.read(GOLD_HOLIDAYS)["date"]).dt.date)
     temperature = actual_temperature()

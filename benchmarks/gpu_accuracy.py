@@ -48,7 +48,7 @@ def accuracy(name: str, epochs: int) -> dict:
     from engine.training.tables import MODELS
 
     config = dataset_config(name, epochs)
-    lake = DeltaRsLake(config.lake.root)
+    lake = DeltaRsLake(config.lake)
     if not lake.exists(GOLD_SERIES):
         ingest(config, frames_for(config, "local"), progress=lambda msg: say(f"    {msg}"))
     started = time.perf_counter()

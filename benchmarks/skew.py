@@ -74,7 +74,7 @@ def main() -> None:
     extents = entity_extents(gold)
     rows = dict(zip(extents["entity_id"], extents["observed"]))
     from engine.spark import get_spark
-    spark = get_spark(config.spark)
+    spark = get_spark(config.spark, config.lake)
     backend = SparkBackend(spark)
     say(f"{args.entities} entities, {args.heavy_share:.0%} with {args.factor}x history "
         f"({args.periods} vs {args.periods * args.factor} rows), models {args.models}, {args.cores} cores")

@@ -55,7 +55,7 @@ def ingested(config) -> None:
     from engine.lake import GOLD_SERIES, DeltaRsLake
     from engine.medallion import frames_for
     from engine.medallion.pipeline import ingest
-    if not DeltaRsLake(config.lake.root).exists(GOLD_SERIES):
+    if not DeltaRsLake(config.lake).exists(GOLD_SERIES):
         ingest(config, frames_for(config, "local"), progress=lambda msg: say(f"    {msg}"))
 
 
@@ -63,7 +63,7 @@ def model_metrics(config, run_id: str, metric: str) -> tuple[pd.DataFrame, pd.Se
     """(entity x candidate metric table, champion metric per entity) of a training run."""
     from engine.lake import DeltaRsLake
     from engine.training.tables import MODELS
-    rows = DeltaRsLake(config.lake.root).read(MODELS, filters=[("run_id", "=", run_id)])
+    rows = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", run_id)])
     rows = rows[rows["status"] == "ok"]
     table = pd.DataFrame({r.entity_id: {m: v.get(metric) for m, v in json.loads(r.metrics).items()}
                           for r in rows.itertuples()}).T

@@ -5,9 +5,10 @@ import os
 import re
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
-from engine.config import SparkConfig
+from engine.config import LakeConfig, SparkConfig
+from engine.storage import LakeStore, StorageError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -27,17 +28,22 @@ _BASE_CONF = {
 }
 
 
-def get_spark(conf: SparkConfig) -> "SparkSession":
-    """Return the active session, or start one for `conf.master` with Delta Lake enabled.
+def get_spark(conf: SparkConfig, lake: Optional[LakeConfig] = None) -> "SparkSession":
+    """Return the active session, or start one for `conf.master` with Delta Lake enabled and,
+    for a lake on object storage, the store's Hadoop connector and settings.
 
-    delta-spark's JARs are resolved from Maven Central on the first start and cached in the
-    Ivy cache (~/.ivy2.5.2) afterwards.
+    delta-spark's JARs (and the connector: hadoop-aws or hadoop-azure at pyspark's Hadoop
+    version) are resolved from Maven Central on the first start and cached in the Ivy cache
+    (~/.ivy2.5.2) afterwards; a local lake adds none.
     """
     from delta import configure_spark_with_delta_pip
     from pyspark.sql import SparkSession
 
+    store = LakeStore.of(lake) if lake is not None else None
     active = SparkSession.getActiveSession()
     if active is not None:
+        if store is not None and not store.is_local:
+            _reach_from(active, store)
         return active
     # Python workers must run the driver's interpreter (the project's virtualenv), not whatever
     # `python3` is on PATH; a cluster sets its own via PYSPARK_PYTHON or spark.pyspark.python.
@@ -51,12 +57,37 @@ def get_spark(conf: SparkConfig) -> "SparkSession":
                 # Delta's log replay defaults to 50 tasks, which dominates small local jobs.
                 "spark.databricks.delta.snapshotPartitions": str(conf.shuffle_partitions),
                 "spark.ui.showConsoleProgress": "false",
+                **(store.spark_conf() if store is not None else {}),
                 **conf.conf}
     for key, value in settings.items():
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    packages = store.spark_packages() if store is not None else []
+    spark = configure_spark_with_delta_pip(builder, extra_packages=packages).getOrCreate()
     spark.sparkContext.setLogLevel(conf.log_level.upper())
     return spark
+
+
+_FILESYSTEMS = {"s3": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+                "azure": "org.apache.hadoop.fs.azurebfs.SecureAzureBlobFileSystem",
+                "gcs": "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFileSystem"}
+
+
+def _reach_from(spark: "SparkSession", store: LakeStore) -> None:
+    """Give a session started elsewhere (a notebook, spark-submit) this lake's Hadoop settings;
+    its connector JAR cannot be added after start, so a session without it is told how to start."""
+    store.spark_packages()          # the emulator check
+    jvm = spark.sparkContext._jvm
+    try:
+        jvm.java.lang.Class.forName(_FILESYSTEMS[store.kind], True,
+                                    jvm.Thread.currentThread().getContextClassLoader())
+    except Exception:  # noqa: BLE001 - py4j wraps ClassNotFoundException
+        raise StorageError(f"the running Spark session cannot open {store.describe()}: it was started without "
+                           f"{', '.join(store.spark_packages())}; start it with spark.jars.packages set to that "
+                           "(or let manymodels start the session)") from None
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in store.spark_conf().items():
+        if key.startswith("spark.hadoop."):
+            hadoop.set(key[len("spark.hadoop."):], value)
 
 
 def _with_retries(master: str, max_failures: int) -> str:

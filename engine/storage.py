@@ -241,18 +241,23 @@ class LakeStore:
 
     # --- plain objects (logs, checkpoints) -------------------------------------------------------
 
-    def _object_store(self):
-        from obstore.store import from_url
+    def object_store_args(self, name: str = "") -> dict:
+        """`obstore.store.from_url` arguments for the folder `name` under the root: plain data, so
+        they travel to a worker (which then needs no environment of its own)."""
         if self.is_local:
-            Path(self.rs_root).mkdir(parents=True, exist_ok=True)
-            return from_url(Path(self.rs_root).as_uri())
+            return {"url": Path(self.rs_path(name)).as_uri()}
         options = self.storage_options()
         client = {k: options.pop(k) for k in list(options) if k in _CLIENT_OPTIONS}
         retry = {"max_retries": int(options.pop("max_retries")),
                  "retry_timeout": _seconds(options.pop("retry_timeout"))}
         options.pop("aws_conditional_put", None)
-        url = {"s3": self.rs_root, "gcs": self.rs_root, "azure": self.rs_root}[self.kind]
-        return from_url(url, config=options, client_options=client, retry_config=retry)
+        return {"url": self.rs_path(name), "config": options, "client_options": client, "retry_config": retry}
+
+    def _object_store(self):
+        from obstore.store import from_url
+        if self.is_local:
+            Path(self.rs_root).mkdir(parents=True, exist_ok=True)
+        return from_url(**self.object_store_args())
 
     def put_object(self, name: str, data: bytes) -> str:
         """Write `data` to `name` under the root; returns its URI."""

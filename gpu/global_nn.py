@@ -142,7 +142,54 @@ class TrainSettings:
     seed: int = 0
     max_steps: int = 0                  # stop after this many optimizer steps in all (0: no limit)
     checkpoint_dir: Optional[str] = None
+    # `obstore.store.from_url` arguments for a checkpoint folder on object storage (then
+    # `checkpoint_dir` is unused): rank 0 writes there from whichever machine it runs on.
+    checkpoint_store: Optional[dict] = None
     use_gpu: bool = False
+
+
+class _Checkpoint:
+    """The training state after each epoch, in a local folder or an object-store folder."""
+
+    NAME = "global_nn.pt"
+
+    def __init__(self, folder: Optional[str], store: Optional[dict]):
+        self.folder, self.store = folder, store
+
+    @classmethod
+    def of(cls, settings: "TrainSettings") -> Optional["_Checkpoint"]:
+        if not settings.checkpoint_dir and not settings.checkpoint_store:
+            return None
+        return cls(settings.checkpoint_dir, settings.checkpoint_store)
+
+    def load(self, device):
+        import io
+
+        import torch
+        if self.store:
+            from obstore.store import from_url
+            try:
+                data = bytes(from_url(**self.store).get(self.NAME).bytes())
+            except FileNotFoundError:
+                return None
+            return torch.load(io.BytesIO(data), map_location=device, weights_only=False)
+        path = os.path.join(self.folder, self.NAME)
+        return torch.load(path, map_location=device, weights_only=False) if os.path.exists(path) else None
+
+    def save(self, state: dict) -> None:
+        import io
+
+        import torch
+        if self.store:
+            from obstore.store import from_url
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            from_url(**self.store).put(self.NAME, buffer.getvalue())     # one PUT: atomic on object stores
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, self.NAME)
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)
 
 
 def train_ranks(x: np.ndarray, y: np.ndarray, shape: dict, settings: dict) -> dict[str, Any]:
@@ -161,9 +208,9 @@ def train_ranks(x: np.ndarray, y: np.ndarray, shape: dict, settings: dict) -> di
     net = build_net(shape).to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
     start_epoch, losses = 0, []
-    checkpoint = os.path.join(settings.checkpoint_dir, "global_nn.pt") if settings.checkpoint_dir else None
-    if checkpoint and os.path.exists(checkpoint):
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+    checkpoint = _Checkpoint.of(settings)
+    saved = checkpoint.load(device) if checkpoint else None
+    if saved is not None:
         if saved["shape"] == asdict(shape) and saved["samples"] == len(x):
             net.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -199,10 +246,8 @@ def train_ranks(x: np.ndarray, y: np.ndarray, shape: dict, settings: dict) -> di
                 break
         losses.append(dist.allreduce_mean(float(total) / max(1, i + 1)))
         if checkpoint and rank == 0:
-            os.makedirs(settings.checkpoint_dir, exist_ok=True)
-            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                        "losses": losses, "shape": asdict(shape), "samples": len(x)}, checkpoint + ".tmp")
-            os.replace(checkpoint + ".tmp", checkpoint)
+            checkpoint.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                             "losses": losses, "shape": asdict(shape), "samples": len(x)})
         if settings.max_steps and steps_done >= settings.max_steps:
             break
     _sync(device)

@@ -11,5 +11,5 @@ def frames_for(config: Config, backend: str | None = None):
 
     if (backend or config.backend) == "spark":
         from engine.spark import get_spark
-        return SparkFrames(SparkLake(get_spark(config.spark), config.lake))
+        return SparkFrames(SparkLake(get_spark(config.spark, config.lake), config.lake))
     return LocalFrames(DeltaRsLake(config.lake))

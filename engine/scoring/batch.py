@@ -160,7 +160,7 @@ def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSp
     from engine.medallion.schemas import spark_ddl
     from engine.spark import get_spark
 
-    spark = spark or get_spark(config.spark)
+    spark = spark or get_spark(config.spark, config.lake)
     lake = SparkLake(spark, config.lake)
     name = Path(local).name
     spark.sparkContext.addFile(local, recursive=True)

@@ -14,7 +14,6 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -24,6 +23,7 @@ import pyarrow as pa
 from engine.config import Config
 from engine.errors import ManymodelsError
 from engine.lake import DeltaRsLake
+from engine.storage import LakeStore
 from engine.training.entity import TrainSpec
 from gpu.dist import HorovodRunner
 from gpu.global_nn import NetShape, encode_weights, panel_samples, train_ranks
@@ -78,7 +78,7 @@ def train_global_nn(config: Config, gold: pd.DataFrame, spec: TrainSpec,
         raise TooLittleHistory(f"global_nn: {exc}") from None
     train = dict(epochs=settings.epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                  seed=settings.seed, use_gpu=settings.use_gpu,
-                 checkpoint_dir=str(_checkpoint_dir(config, run_id, train_key(x, y, settings))))
+                 **_checkpoint(config, run_id, train_key(x, y, settings)))
     out = HorovodRunner(np=settings.np, use_gpu=settings.use_gpu).run(
         train_ranks, x=x, y=y, shape=asdict(shape), settings=train)
     if len(set(out["digests"])) != 1:
@@ -101,18 +101,25 @@ def train_key(x: np.ndarray, y: np.ndarray, settings) -> str:
     return h.hexdigest()[:16]
 
 
-def _checkpoint_dir(config: Config, run_id: str, key: str) -> Path:
-    """Per run and data: a retried run (the nightly job reruns a crashed night's run id) resumes."""
-    return Path(config.lake.root) / "_manymodels" / "checkpoints" / GLOBAL_NN / f"{run_id}-{key}"
+def _checkpoint(config: Config, run_id: str, key: str) -> dict:
+    """Where the ranks checkpoint, per run and data (a retried run, as the nightly job reruns a
+    crashed night's run id, resumes): the lake's folder, on whatever store the lake is."""
+    store = LakeStore.of(config.lake)
+    folder = f"_manymodels/checkpoints/{GLOBAL_NN}/{run_id}-{key}"
+    if store.is_local:
+        return {"checkpoint_dir": store.rs_path(folder)}
+    return {"checkpoint_store": store.object_store_args(folder)}
 
 
 def _record(config: Config, run_id: str, net: dict, train: dict, report: GlobalReport) -> None:
     row = {"run_id": run_id, "model": GLOBAL_NN, "digest": report.digest, "created": datetime.now(timezone.utc),
-           "network": json.dumps(net), "shape": json.dumps(net["shape"]), "settings": json.dumps(train),
+           "network": json.dumps(net), "shape": json.dumps(net["shape"]),
+           # where it checkpointed is no setting of the network (and its store options carry secrets)
+           "settings": json.dumps({k: v for k, v in train.items() if not k.startswith("checkpoint")}),
            "losses": json.dumps(report.losses), "samples": report.samples, "world_size": report.world_size,
            "device": report.device, "samples_per_second": report.samples_per_second, "seconds": report.seconds}
     DeltaRsLake(config.lake).replace_run(GLOBAL_MODELS, pd.DataFrame([row]), SCHEMA, ["run_id", "model"],
-                                              run_id)
+                                         run_id)
 
 
 def read_global(config: Config, run_id: str) -> Optional[pd.Series]:

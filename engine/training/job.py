@@ -98,7 +98,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
 
     if backend == "spark":
         from engine.spark import get_spark
-        spark = spark or get_spark(config.spark)
+        spark = spark or get_spark(config.spark, config.lake)
         writer_lake = SparkLake(spark, config.lake)
         gold = observed_before(writer_lake.read(GOLD_SERIES, version=version), as_of)
         extents = entity_extents_spark(gold)

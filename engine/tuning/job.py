@@ -142,7 +142,7 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
     spaces = {m: model_space(m, config.tuning.space.get(m)) for m in models}
     if backend == "spark":
         from engine.spark import get_spark
-        spark = spark or get_spark(config.spark)
+        spark = spark or get_spark(config.spark, config.lake)
     rows, gold_version = _sample_rows(config, spec, spark if backend == "spark" else None)
     entities = sorted(rows)
     say(f"  sample: {len(entities)} entities ({', '.join(entities[:8])}{', ...' if len(entities) > 8 else ''}), "
