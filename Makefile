@@ -44,9 +44,11 @@ replay: setup
 ingest: setup
 	$(BIN)/manymodels ingest --config $(CONFIG)
 
-# The tests start their own MLflow server on PostgreSQL; PostgreSQL comes from Debian's packages.
+# The tests start their own MLflow server on PostgreSQL (PostgreSQL from Debian's packages) and
+# their own object-store servers (moto's S3 server from the dev extra, Azurite from npm).
 services:
 	scripts/tracking-server.sh install
+	scripts/object-store.sh install
 
 test: setup setup-gpu services
 	$(BIN)/python -m pytest
@@ -59,4 +61,4 @@ tracking-server: setup services
 	scripts/tracking-server.sh start tracking 5000 5432
 
 clean:
-	rm -rf lakehouse lakehouse-synthetic lakehouse-replay replay-mlflow.db* mlflow.db mlflow.db-shm mlflow.db-wal mlartifacts mlruns spark-warehouse .pytest_cache
+	rm -rf .services lakehouse lakehouse-synthetic lakehouse-replay replay-mlflow.db* mlflow.db mlflow.db-shm mlflow.db-wal mlartifacts mlruns spark-warehouse .pytest_cache
