@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import platform
+import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -52,3 +53,10 @@ def med(values: Iterable[float]) -> float:
 def say(text: str) -> None:
     print(text, flush=True)
     sys.stdout.flush()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a benchmark or test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

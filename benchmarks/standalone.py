@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from benchmarks.common import free_port
+
 START_TIMEOUT = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def spark_home() -> Path:
@@ -40,7 +35,7 @@ class StandaloneCluster:
         self.workers, self.cores, self.memory = workers, cores, memory
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="manymodels-standalone-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.port, self.ui_port = _free_port(), _free_port()
+        self.port, self.ui_port = free_port(), free_port()
         self.processes: list[subprocess.Popen] = []
         self.groups: list[int] = []      # process group ids of the daemons (pid of each daemon)
 
@@ -65,7 +60,7 @@ class StandaloneCluster:
         self._wait(lambda state: True, "the master")
         for i in range(self.workers):
             self._daemon(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.url, "--host", "127.0.0.1",
-                         "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(_free_port()))
+                         "--cores", str(self.cores), "--memory", self.memory, "--webui-port", str(free_port()))
         self._wait(lambda state: sum(w["state"] == "ALIVE" for w in state.get("workers", [])) >= self.workers,
                    f"{self.workers} worker(s)")
         return self

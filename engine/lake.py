@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
     from engine.config import LakeConfig
 
-Lake = "LakeConfig | LakeStore | str | Path"      # a lake config, or a bare root with default storage
-
 BRONZE, REJECTED, SLICES = "bronze", "bronze/_rejected_batches", "bronze/_slices"
 SILVER_SERIES, GOLD_SERIES, GOLD_HOLIDAYS = "silver/series", "gold/series", "gold/holidays"
 
@@ -52,7 +50,7 @@ def _store_errors(method):
 class DeltaRsLake:
     """JVM-free access for the local backend and for analysts, on any store delta-rs reaches."""
 
-    def __init__(self, lake: Lake):
+    def __init__(self, lake: "LakeConfig | LakeStore | str | Path"):
         self.store = LakeStore.of(lake)
         self.root = self.store.root
         self.options = self.store.storage_options()
@@ -149,7 +147,7 @@ class DeltaRsLake:
 class SparkLake:
     """Native Delta access through delta-spark, for the Spark backend."""
 
-    def __init__(self, spark: "SparkSession", lake: Lake):
+    def __init__(self, spark: "SparkSession", lake: "LakeConfig | LakeStore | str | Path"):
         self.spark, self.store = spark, LakeStore.of(lake)
         self.root = self.store.root
 

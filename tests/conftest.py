@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import free_port
 from engine.config import Config, parse_config
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "object-store.sh"
@@ -42,12 +42,6 @@ def spark(s3_server):
     session = get_spark(SparkConfig(master="local[2]", ui=False, shuffle_partitions=2), lake)
     yield session
     session.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

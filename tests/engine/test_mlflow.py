@@ -6,7 +6,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
+from benchmarks.common import free_port
 from engine.lake import DeltaRsLake
 from engine.medallion import frames_for
 from engine.medallion.pipeline import ingest
@@ -193,12 +193,6 @@ def test_many_child_runs_are_logged_in_order_with_progress(tmp_path):
     assert len(found) == 240 and {r.data.metrics["ets.mase"] for r in found} == set(map(float, range(240)))
     assert [client.get_run(i).data.tags["entity_id"] for i in ids[:3]] == ["e0", "e1", "e2"]
     assert len(client.get_run(ids[0]).data.params) == 151
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def post(port: int, payload) -> tuple[int, dict]:

@@ -21,6 +21,7 @@ from engine.nightly.lease import LakeBusy, LakeLease, holder_of
 from engine.nightly.ledger import NIGHTS
 from engine.storage import LakeStore, StorageError
 from engine.training.tables import FORECASTS
+from benchmarks.common import free_port
 from tests.engine.test_nightly import NIGHT_1, NIGHT_2, assert_exactly_once, nightly, summary_line
 
 HORIZON = 24
@@ -235,7 +236,6 @@ def test_an_unknown_bucket_or_container_and_wrong_credentials_are_one_line_each(
 def test_an_unreachable_endpoint_fails_fast_with_one_line(tmp_path, s3_server):
     config = store_config(tmp_path, s3_server, "unreachable")
     data = yaml.safe_load(Path(config).read_text())
-    from tests.conftest import free_port
     data["lake"]["storage"]["endpoint"] = f"http://127.0.0.1:{free_port()}"      # nothing listens there
     Path(config).write_text(yaml.safe_dump(data))
     started = time.monotonic()
@@ -265,3 +265,23 @@ def test_the_store_stopping_mid_night_then_a_rerun_finishes_the_night_exactly_on
     assert_exactly_once(lake)
     done = lake.read(NIGHTS)
     assert (done["stage"] == "done").sum() == 1
+
+
+@pytest.mark.spark
+def test_a_two_worker_standalone_cluster_trains_and_scores_against_the_s3_lake(tmp_path, s3_server):
+    """Master, two workers and the driver share no lake folder: every table is on the S3 server,
+    the workers run in folders of their own, and the model reaches them through Spark, not a disk."""
+    from benchmarks.standalone import StandaloneCluster
+
+    config = store_config(tmp_path, s3_server, "cluster", backend="spark")
+    with StandaloneCluster(workers=2, cores=1, log_dir=str(tmp_path / "cluster")) as cluster:
+        data = yaml.safe_load(Path(config).read_text())
+        data["spark"]["master"] = cluster.url
+        Path(config).write_text(yaml.safe_dump(data))
+        summary = summary_line(nightly(config, "--as-of", NIGHT_1, timeout=900))
+        apps = list((tmp_path / "cluster" / "work").glob("app-*/*"))
+    assert "3 entities (ok 3)" in summary and "version 1 promoted" in summary
+    assert "champion scored 72 rows" in summary
+    assert len({p.name for p in apps}) >= 2                      # executors on both workers, each in its own folder
+    assert_exactly_once(DeltaRsLake(load_config(config).lake))
+    assert not list(tmp_path.rglob("_delta_log"))                # no table on the local disk
