@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -355,19 +356,13 @@ def _first_line(text: str) -> str:
     return line if len(line) <= 200 else line[:197] + "..."
 
 
-class storage_errors:
+@contextmanager
+def storage_errors(store: LakeStore):
     """Turns a store failure inside the block into a StorageError/StorageUnavailable."""
-
-    def __init__(self, store: LakeStore):
-        self.store = store
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or self.store.is_local or not isinstance(exc, Exception):
-            return False
-        error = storage_error(self.store, exc)
+    try:
+        yield
+    except Exception as exc:
+        error = None if store.is_local else storage_error(store, exc)
         if error is None or error is exc:
-            return False
+            raise
         raise error from None

@@ -4,10 +4,12 @@ into gold.forecasts.
 The request for an entity is what training forecast: the `horizon` steps after the entity's
 training end, with exogenous values from gold rows there (an ingested weather forecast) or by
 persistence, built by the same `prepare` the trainer uses. On Spark the model folder is shipped
-with `addFile` and each Python worker loads it once (`_cached_model`), then scores its groups.
+with `addArchive` (one zip, unpacked on every executor, so no worker reads the driver's disk) and
+each Python worker loads it once (`_cached_model`), then scores its groups.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -162,8 +164,11 @@ def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSp
 
     spark = spark or get_spark(config.spark, config.lake)
     lake = SparkLake(spark, config.lake)
-    name = Path(local).name
-    spark.sparkContext.addFile(local, recursive=True)
+    # A cluster takes no local folder in addFile ("does not support local directories when not
+    # running local mode"): ship the model as one zip that every executor unpacks.
+    archive = shutil.make_archive(str(Path(local).parent / f"{Path(local).parent.name}-model"), "zip", local)
+    name = Path(archive).name
+    spark.sparkContext.addArchive(archive)
     columns = schema.names
 
     def score_group(rows: pd.DataFrame) -> pd.DataFrame:

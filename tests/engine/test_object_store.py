@@ -285,3 +285,17 @@ def test_a_two_worker_standalone_cluster_trains_and_scores_against_the_s3_lake(t
     assert len({p.name for p in apps}) >= 2                      # executors on both workers, each in its own folder
     assert_exactly_once(DeltaRsLake(load_config(config).lake))
     assert not list(tmp_path.rglob("_delta_log"))                # no table on the local disk
+
+
+def test_the_cluster_example_config_works_once_its_bucket_and_endpoint_are_replaced(s3_server, spark):
+    root = Path(__file__).resolve().parents[2]
+    bucket = s3_server.new_root("example").split("/")[2]
+    config = load_config(root / "configs" / "cluster.example.yaml", {
+        "lake.root": f"s3://{bucket}/manymodels/lakehouse", "lake.storage.endpoint": s3_server.endpoint,
+        "lake.storage.path_style": True, "lake.storage.allow_http": True})
+    LakeStore.of(config.lake).check()
+    import pyarrow as pa
+    rows = pd.DataFrame({"entity_id": ["zone_1"], "y": [1.5]})
+    schema = pa.schema([("entity_id", pa.string()), ("y", pa.float64())])
+    DeltaRsLake(config.lake).overwrite("gold/probe", rows, schema)
+    assert SparkLake(spark, config.lake).read("gold/probe").toPandas().equals(rows)
