@@ -132,11 +132,19 @@ class LakeLease:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        if not self.lost:
+        if self.lost:
+            return
+        try:
+            released = self._commit(self._version, released=True, acquired_at=self._acquired_at)
+        except ManymodelsError:
+            return        # the store is gone: the lease expires by itself after ttl
+        if released:
             try:
-                self._commit(self._version, released=True, acquired_at=self._acquired_at)
-            except ManymodelsError:
-                pass      # the store is gone: the lease expires by itself after ttl
+                # Each renewal replaced the row's file: drop those older than a day (readers of
+                # older versions are long gone), so the table stays a handful of small files.
+                self.lake.table(LEASE).vacuum(retention_hours=24, enforce_retention_duration=False, dry_run=False)
+            except Exception:  # noqa: BLE001 - housekeeping only: the next release tries again
+                pass
 
 
 def describe(row) -> str:
