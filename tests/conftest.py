@@ -18,10 +18,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "object-store.sh"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "manymodels-test", "AWS_SECRET_ACCESS_KEY": "manymodels-test-secret"}
 
 
-def make_config(lake: Path, **overrides) -> Config:
-    """A small valid config on `lake`; keyword overrides replace top-level keys."""
-    data = {"name": "test", "lake": {"root": str(lake)},
-            "mlflow": {"tracking_uri": f"sqlite:///{Path(lake).parent / 'mlflow.db'}", "experiment": "test"},
+def make_config(root: Path, **overrides) -> Config:
+    """A small valid config on the lake folder `root`; keyword overrides replace top-level keys."""
+    data = {"name": "test", "lake": {"root": str(root)},
+            "mlflow": {"tracking_uri": f"sqlite:///{Path(root).parent / 'mlflow.db'}", "experiment": "test"},
             "spark": {"master": "local[2]", "ui": False, "shuffle_partitions": 2},
             "source": {"kind": "synthetic", "exogenous": ["temperature"],
                        "synthetic": {"entities": 4, "periods": 24 * 28, "seed": 7}},

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmarks.common import free_port
 from engine.lake import DeltaRsLake
 from engine.medallion import frames_for
 from engine.medallion.pipeline import ingest
@@ -20,7 +21,6 @@ from engine.tracking.store import experiment_id
 from engine.training.job import train
 from engine.training.tables import FORECASTS
 from tests.conftest import make_config
-from tests.engine.test_mlflow import free_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tracking-server.sh"
 
@@ -37,12 +37,20 @@ def server(tmp_path_factory):
     subprocess.run([str(SCRIPT), "destroy", str(folder)], capture_output=True, text=True, timeout=120)
 
 
-def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(server, tmp_path):
-    config = make_config(tmp_path / "lake", horizon=24, backtest={"windows": 1, "step": 24, "metric": "mae"},
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(server, tmp_path, store, request):
+    # On S3, nothing of the night is on the local disk: tables in the bucket, models on the server.
+    where = {"root": str(tmp_path / "lake")}
+    if store == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        where = {"root": s3.new_root("tracking"), "storage": s3.storage()}
+    config = make_config(tmp_path / "lake", lake=where, horizon=24,
+                         backtest={"windows": 1, "step": 24, "metric": "mae"},
                          models=["seasonal_naive", "theta"], training={"max_history": 24 * 14, "workers": 1},
                          source={"kind": "synthetic", "exogenous": ["temperature"],
                                  "synthetic": {"entities": 3, "periods": 24 * 16, "seed": 2}},
-                         mlflow={"tracking_uri": server, "experiment": "pg", "registered_model": "pg-router"})
+                         mlflow={"tracking_uri": server, "experiment": f"pg-{store}",
+                                 "registered_model": f"pg-router-{store}"})
     ingest(config, frames_for(config, "local"))
     report = train(config, backend="local")
     first = publish(config, report.run_id, backend="local")
@@ -55,7 +63,7 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
     assert all("seasonal_naive.mae" in c.data.metrics for c in children)
     assert first.decision.promoted and first.decision.reason == "first version"
     assert second.decision.promoted and second.decision.champion_version == first.version
-    assert str(client.get_model_version_by_alias("pg-router", "champion").version) == second.version
+    assert str(client.get_model_version_by_alias(f"pg-router-{store}", "champion").version) == second.version
 
     # The model's artifacts went through the server's artifact proxy; scoring reads them back.
     lake = DeltaRsLake(config.lake)
@@ -64,7 +72,9 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
     assert result.rows == len(trained)
     pd.testing.assert_frame_equal(lake.read(FORECASTS).sort_values(["entity_id", "ds"], ignore_index=True), trained)
     mlflow.set_tracking_uri(server)
-    assert mlflow.models.get_model_info("models:/pg-router@champion").signature is not None
+    assert mlflow.models.get_model_info(f"models:/pg-router-{store}@champion").signature is not None
+    if store == "s3":
+        assert not (tmp_path / "lake").exists()
 
 
 def test_child_runs_fan_out_over_threads_against_the_server(server):
