@@ -47,7 +47,7 @@ _RS_CREDENTIAL_KEYS = {
 }
 # The Hadoop connector each store needs beside pyspark's own Hadoop client.
 _CONNECTORS = {"s3": "org.apache.hadoop:hadoop-aws:{hadoop}", "azure": "org.apache.hadoop:hadoop-azure:{hadoop}",
-               "gcs": "com.google.cloud.bigdataoss:gcs-connector:3.1.3:shaded"}
+               "gcs": "com.google.cloud.bigdataoss:gcs-connector:hadoop3-2.2.26"}
 # Azurite's fixed development account key, published in its documentation: not a secret.
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 _CLIENT_OPTIONS = ("allow_http", "timeout", "connect_timeout", "allow_invalid_certificates", "proxy_url")
@@ -220,7 +220,7 @@ class LakeStore:
                          "fs.AbstractFileSystem.gs.impl": "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFS",
                          "fs.gs.http.max.retry": str(retries), "fs.gs.http.connect-timeout": str(timeout_ms)})
             if "service_account" in secrets:
-                conf.update({"fs.gs.auth.type": "SERVICE_ACCOUNT_JSON_KEYFILE",
+                conf.update({"fs.gs.auth.service.account.enable": "true",
                              "fs.gs.auth.service.account.json.keyfile": secrets["service_account"]})
         conf.update(s.spark_conf)
         settings = {f"spark.hadoop.{k}": v for k, v in conf.items()}
