@@ -195,6 +195,9 @@ def test_spark_and_delta_rs_get_their_own_schemes_from_one_root():
     assert LakeStore.of(LakeConfig(root="az://lake/x", storage=StorageConfig(account="acct"))).spark_root == \
         adls.spark_root
     assert LakeStore.of(LakeConfig(root="file:///tmp/lake")).rs_root == "/tmp/lake"
+    gcs = LakeStore.of(LakeConfig(root="gs://bucket/lake"))
+    assert gcs.rs_path("t") == gcs.spark_path("t") == "gs://bucket/lake/t"
+    assert gcs.spark_conf()["spark.hadoop.fs.gs.impl"] == "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFileSystem"
 
 
 def test_credentials_come_from_the_named_variables_into_both_clients(monkeypatch):
