@@ -266,37 +266,6 @@ class LakeStore:
             self._object_store().put(name, data)
         return self.rs_path(name)
 
-    def get_object(self, name: str) -> Optional[bytes]:
-        """The bytes at `name` under the root (None when there is no such object)."""
-        with storage_errors(self):
-            try:
-                return bytes(self._object_store().get(name).bytes())
-            except FileNotFoundError:
-                return None
-
-    def list_objects(self, prefix: str) -> list[str]:
-        """Paths (relative to the root) of the objects under `prefix`."""
-        with storage_errors(self):
-            store = self._object_store()
-            return sorted(meta["path"] for batch in store.list(prefix) for meta in batch)
-
-    def upload_folder(self, local: str | Path, name: str) -> int:
-        """Copy a local folder's files to `name/` under the root; returns files copied."""
-        local = Path(local)
-        files = [p for p in local.rglob("*") if p.is_file()]
-        for path in files:
-            self.put_object(f"{name}/{path.relative_to(local).as_posix()}", path.read_bytes())
-        return len(files)
-
-    def download_folder(self, name: str, local: str | Path) -> int:
-        """Copy the objects under `name/` to a local folder; returns files copied."""
-        found = self.list_objects(name)
-        for path in found:
-            target = Path(local) / Path(path).relative_to(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.get_object(path) or b"")
-        return len(found)
-
     def check(self) -> None:
         """One cheap request that fails fast, with a message that says what to fix, when the store
         cannot be reached or refuses these credentials (a missing lake folder is fine)."""

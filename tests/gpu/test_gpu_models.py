@@ -128,6 +128,23 @@ def test_two_processes_train_to_identical_weights_and_resume_from_the_checkpoint
                                net(torch.tensor(x[:16])).detach().numpy(), atol=1e-5)
 
 
+def test_the_checkpoint_goes_to_an_object_store_lake_and_a_rerun_resumes_from_it(s3_server):
+    """Rank 0 writes the checkpoint through obstore with the settings the driver handed it, as a
+    worker on another machine would: no shared disk, no environment read in the ranks."""
+    from obstore.store import from_url
+
+    from engine.config import LakeConfig, StorageConfig
+    from engine.storage import LakeStore
+    store = LakeStore.of(LakeConfig(root=s3_server.new_root("ckpt"), storage=StorageConfig(**s3_server.storage())))
+    where = store.object_store_args("_manymodels/checkpoints/global_nn/run-1")
+    shape, x, y = _samples()
+    settings = dict(epochs=2, batch_size=32, checkpoint_store=where)
+    out = run_local(train_ranks, 1, dict(x=x, y=y, shape=asdict(shape), settings=settings))
+    assert from_url(**where).head("global_nn.pt")["size"] > 0
+    more = run_local(train_ranks, 1, dict(x=x, y=y, shape=asdict(shape), settings={**settings, "epochs": 3}))
+    assert more["losses"][:2] == out["losses"] and len(more["losses"]) == 3
+
+
 def _fails_on_rank_one():
     from gpu import dist
     dist.init()
