@@ -44,7 +44,7 @@ class LakeLease:
 
     def __init__(self, lake, command: str, timeout: float = 0.0, ttl: float = 120.0, host: Optional[str] = None):
         self.lake = DeltaRsLake(lake)
-        self.command, self.timeout, self.ttl = command, timeout, ttl
+        self.timeout, self.ttl = timeout, ttl
         self.holder_id = uuid.uuid4().hex
         self.holder = {"command": command, "pid": os.getpid(), "host": host or socket.gethostname()}
         self._version: Optional[int] = None
@@ -99,7 +99,8 @@ class LakeLease:
         while True:
             version, row = self._current()
             if self._free(row):
-                if self._commit(version, released=False, acquired_at=datetime.now(timezone.utc)):
+                self._acquired_at = datetime.now(timezone.utc)    # what the row says, renewals included
+                if self._commit(version, released=False, acquired_at=self._acquired_at):
                     break
                 continue                       # another job won this version: look again
             if time.monotonic() >= deadline:
@@ -107,7 +108,6 @@ class LakeLease:
                                "made no change. Wait for it to finish (or raise nightly.lock_timeout to wait), "
                                "then rerun")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        self._acquired_at = datetime.now(timezone.utc)
         self._renewer = threading.Thread(target=self._renew, name="manymodels-lease", daemon=True)
         self._renewer.start()
         return self
