@@ -86,7 +86,7 @@ def main() -> None:
     from engine.spark import get_spark
     lake_root = tempfile.mkdtemp(prefix="manymodels-bench-")
     DeltaRsLake(lake_root).overwrite(GOLD_SERIES, gold.assign(is_imputed=False), gold_schema(["temperature"]),
-                                     partition_by=["entity_id"])
+                                     clustered_by="entity_id")
     spark = get_spark(config.spark, config.lake)
     say(f"{args.entities} entities x {args.periods} hourly rows, models {args.models}, {args.cores} cores")
     pool = ProcessPoolExecutor(args.cores, mp_context=get_context("spawn"), initializer=_pin_blas)

@@ -51,8 +51,8 @@ class LocalFrames:
         return out
 
     def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
-                  partition_by: Optional[list[str]] = None) -> int:
-        return self.lake.overwrite(table, frame, schema, partition_by)
+                  clustered_by: Optional[str] = None) -> int:
+        return self.lake.overwrite(table, frame, schema, clustered_by)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         return self.lake.insert_new(table, frame, keys)
@@ -113,8 +113,8 @@ class SparkFrames:
             frame = frame.withColumn("is_holiday", F.to_date("ds").cast("string").isin(dates).cast("double"))
         return frame
 
-    def overwrite(self, table: str, frame, schema: pa.Schema, partition_by: Optional[list[str]] = None) -> int:
-        return self.lake.overwrite(table, frame, schema, partition_by)
+    def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int:
+        return self.lake.overwrite(table, frame, schema, clustered_by)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         return self.lake.insert_new(table, self.from_pandas(frame), keys)
