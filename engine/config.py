@@ -198,9 +198,14 @@ class QualityConfig:
     outlier_z: float = 6.0
     outlier_window: int = 168
     max_fill_gap: int = 24 * 14
+    # Longer ids are flagged in silver (flag_bad_id) and left out of gold: ids become MLflow run
+    # names and tags, and a person has to be able to read them.
+    max_id_length: int = 256
 
     def __post_init__(self) -> None:
         _check(self.outlier_z > 0, "quality.outlier_z", "must be > 0")
+        _check(1 <= self.max_id_length <= 5000, "quality.max_id_length", "must be between 1 and 5000 (MLflow's "
+               "tag limit)")
         _check(self.outlier_window >= 3, "quality.outlier_window", "must be >= 3")
         _check(self.max_fill_gap >= 0, "quality.max_fill_gap", "must be >= 0")
 

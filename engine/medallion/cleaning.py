@@ -1,9 +1,13 @@
 """Pure per-entity medallion steps, shared by the local (pandas) and Spark backends.
 
-`clean_entity` turns one entity's parsed rows from every bronze batch into silver: one row
-per grid step, the latest received value winning duplicates, and problems flagged, never
-dropped. `prepare_entity` turns silver into gold: what models train on, short and seasonal
-gaps filled and marked `is_imputed`.
+`SilverCleaner` turns one entity's parsed rows from every bronze batch into silver: one row
+per grid step from its first to its last received row, the latest received value winning
+duplicates, and problems flagged, never dropped. `GoldPreparer` turns silver into gold: what
+models train on, short and seasonal gaps *inside* the observed span filled and marked
+`is_imputed` (missing values after the last valid one stay missing: they are not history, and
+the forecast starts after the last valid value). `EdgeAudit` names the entities whose rows say
+something a person should hear: an id that is too long, no valid value at all, or trailing
+missing/invalid values that move the forecast origin earlier.
 """
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from engine.config import QualityConfig
-from engine.medallion.schemas import SILVER_FLAGS
+from engine.medallion.schemas import SILVER_FLAGS, edge_schema
 
 _LINEAR_GAP = 3  # steps; longer gaps are filled from the previous season first
+ID_TOO_LONG, NO_VALUE, TRAILING = "id_too_long", "no_value", "trailing"
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,11 @@ class SilverCleaner:
         latest["flag_duplicate"] = conflicts.reindex(latest.index, fill_value=False)
 
         on_grid = latest.index == latest.index.floor(self.freq)
-        observed = latest.index[on_grid & latest["y"].notna().to_numpy()]
-        if len(observed):
-            grid = pd.date_range(observed.min(), observed.max(), freq=self.freq, name="ds")
+        # From the first to the last *received* row: rows whose value is missing or invalid are
+        # kept and flagged (an all-missing entity, trailing 'n/a'), never dropped in silence.
+        received = latest.index[on_grid]
+        if len(received):
+            grid = pd.date_range(received.min(), received.max(), freq=self.freq, name="ds")
         else:
             grid = pd.DatetimeIndex([], tz="UTC", name="ds")
         out = latest[on_grid].reindex(grid).assign(flag_off_grid=False)
@@ -51,7 +58,11 @@ class SilverCleaner:
         out["flag_gap"] = out["y"].isna() & ~out["flag_invalid"]
         out["flag_negative"] = (out["y"] < 0).fillna(False)
         out["flag_outlier"] = self._outliers(out["y"].where(~out["flag_off_grid"]))
-        columns = ["entity_id", "y", *self.exogenous, *SILVER_FLAGS, "_batch_id"]
+        too_long = len(entity) > self.quality.max_id_length
+        out["flag_bad_id"] = too_long
+        out["problem"] = (f"entity_id is {len(entity)} characters long; quality.max_id_length allows "
+                          f"{self.quality.max_id_length}" if too_long else None)
+        columns = ["entity_id", "y", *self.exogenous, *SILVER_FLAGS, "problem", "_batch_id"]
         return out.reset_index()[["entity_id", "ds", *columns[1:]]]
 
     def _outliers(self, y: pd.Series) -> pd.Series:
@@ -71,14 +82,42 @@ class GoldPreparer:
     quality: QualityConfig
 
     def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
-        rows = rows[~rows["flag_off_grid"].astype(bool)].sort_values("ds")
+        rows = rows[~rows["flag_off_grid"].astype(bool) & ~rows["flag_bad_id"].astype(bool)].sort_values("ds")
         y = rows["y"].to_numpy(dtype="float64")
         filled = fill_gaps(y, self.season, self.quality.max_fill_gap)
+        # Only gaps between observed values are history: after the last valid value nothing is known.
+        observed = np.flatnonzero(~np.isnan(y))
+        edge = observed[-1] + 1 if len(observed) else 0
+        filled[edge:] = np.nan
+        filled[: observed[0] if len(observed) else 0] = np.nan
         out = pd.DataFrame({"entity_id": rows["entity_id"].to_numpy(), "ds": rows["ds"].to_numpy(), "y": filled})
         for col in self.exogenous:
             out[col] = rows[col].interpolate(limit_direction="both").to_numpy(dtype="float64")
         out["is_imputed"] = np.isnan(y) & ~np.isnan(filled)
         return out
+
+
+@dataclass(frozen=True)
+class EdgeAudit:
+    """At most one row for an entity of silver: why part (or all) of it will not be trained on."""
+
+    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
+        rows = rows[~rows["flag_off_grid"].astype(bool)]
+        entity, ds = rows["entity_id"].iloc[0], rows["ds"]
+        valid = ds[rows["y"].notna().to_numpy()]
+        last_received = ds.max()
+        if rows["flag_bad_id"].astype(bool).any():
+            problem, count, last_valid = ID_TOO_LONG, len(rows), valid.max() if len(valid) else pd.NaT
+        elif not len(valid):
+            problem, count, last_valid = NO_VALUE, len(rows), pd.NaT
+        elif valid.max() < last_received:
+            problem, last_valid = TRAILING, valid.max()
+            count = int((ds > last_valid).sum())
+        else:
+            return edge_schema().empty_table().to_pandas()
+        return pd.DataFrame({"entity_id": [entity], "problem": [problem], "rows": [count],
+                             "last_valid": pd.Series([last_valid], dtype="datetime64[us, UTC]"),
+                             "last_received": pd.Series([last_received], dtype="datetime64[us, UTC]")})
 
 
 def fill_gaps(y: np.ndarray, season: int, max_gap: int) -> np.ndarray:

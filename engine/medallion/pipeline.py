@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -21,14 +22,17 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.faults import crash_point
-from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, SLICES, DeltaRsLake, bronze_table
-from engine.medallion.cleaning import GoldPreparer, SilverCleaner, longest_season
-from engine.medallion.schemas import (SILVER_FLAGS, gold_schema, parsed_calendar_schema, parsed_exogenous_schema,
-                                      parsed_target_schema, rejected_schema, silver_schema)
+from engine.lake import (GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, SLICES, DeltaRsLake, bronze_table,
+                         observed_before)
+from engine.medallion.cleaning import ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudit, GoldPreparer, SilverCleaner, longest_season
+from engine.medallion.schemas import (SILVER_FLAGS, edge_schema, gold_schema, parsed_calendar_schema,
+                                      parsed_exogenous_schema, parsed_target_schema, rejected_schema, silver_schema)
+from engine.normalize import entity_ids
 from engine.sources import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, RawBatch, Source
 from engine.sources.base import bronze_column
 
 BRONZE_META = ("_source", "_file", "_batch_id", "_ingested_at", "_row")
+UNREADABLE = "bronze/_unreadable"     # raw bytes of files that could not be read, by batch id
 
 
 @dataclass
@@ -43,10 +47,27 @@ class IngestReport:
     data_end: Optional[pd.Timestamp] = None      # last observed target timestamp (before as_of)
     rebuilt: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    max_id_length: int = 0
+    # Entities silver kept that gold will not train on as received (EdgeAudit rows): ids too
+    # long, no valid value, trailing missing/invalid values.
+    edges: pd.DataFrame = field(default_factory=lambda: edge_schema().empty_table().to_pandas())
 
     @property
     def new_rejections(self) -> list[dict]:
         return [r for r in self.rejected if r["new"]]
+
+    def edge_counts(self) -> dict[str, int]:
+        return {p: int((self.edges["problem"] == p).sum()) for p in (ID_TOO_LONG, NO_VALUE, TRAILING)}
+
+    def edge_lines(self, limit: int = 20) -> list[str]:
+        """What a person should hear about those entities, one line each (at most `limit` per kind)."""
+        lines = []
+        for problem, rows in self.edges.groupby("problem", sort=False):
+            for row in rows.head(limit).itertuples():
+                lines.append(_edge_line(row, self.max_id_length))
+            if len(rows) > limit:
+                lines.append(f"{problem}: ... and {len(rows) - limit} more entities (see silver/series)")
+        return lines
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,8 @@ class BatchParser:
         # Columns another file added to the bronze table are all-null here: not part of this batch.
         raw = rows.drop(columns=list(BRONZE_META)).dropna(axis=1, how="all").reset_index(drop=True)
         parsed = self.parse(raw)
+        if "entity_id" in parsed:     # one spelling of an id everywhere (training and serving read it so too)
+            parsed["entity_id"] = entity_ids(parsed["entity_id"]).astype(object)
         parsed["_batch_id"] = rows["_batch_id"].iloc[0]
         parsed["_ingested_at"] = rows["_ingested_at"].iloc[0]
         parsed["_seq"] = np.arange(len(parsed), dtype="int64")
@@ -92,6 +115,10 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     for batch in batches:
         rows = _with_metadata(batch, config.source.kind, ingested_at)
         reason = _validate(batch, parsers[batch.dataset], rows)
+        if batch.unreadable and batch.batch_id not in rejected_ids:
+            kept = driver_lake.store.put_object(f"{UNREADABLE}/{batch.batch_id}/{Path(batch.file).name}",
+                                                batch.content)
+            reason = f"{reason}; its bytes are kept at {kept}"
         if len(rows):
             inserted = frames.insert_new(bronze_table(batch.dataset), rows, keys=["_batch_id", "_row"])
             report.bronze_inserted[batch.dataset] = report.bronze_inserted.get(batch.dataset, 0) + inserted
@@ -112,11 +139,15 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     if not rebuild and _gold_is_current(driver_lake, [d.name for d in source.datasets]):
         version = frames.lake.version(GOLD_SERIES)
         gold = frames.read(GOLD_SERIES, version)
-        # A config that changed the exogenous columns needs a rebuild even with the same input.
-        if list(gold.columns) == gold_schema(config.source.exogenous).names:
+        silver = frames.read(SILVER_SERIES)
+        # A config that changed the exogenous columns, or a lake written by an older version
+        # (other silver columns), needs a rebuild even with the same input.
+        if (list(gold.columns) == gold_schema(config.source.exogenous).names
+                and list(silver.columns) == silver_schema(config.source.exogenous).names):
             report.gold_version, report.gold = version, frames.summarize(gold, ["is_imputed"])
             report.data_end = frames.last_observed(gold, as_of)
             progress(f"silver/gold: bronze unchanged, gold stays at version {version}")
+            _audit_edges(frames, silver, report, config, as_of, progress)
             return report
 
     excluded = sorted(rejected_ids)
@@ -141,6 +172,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     report.seconds["silver"] = time.perf_counter() - started
     progress(f"silver: {report.silver['rows']} row(s), {report.silver['entities']} entities, flags "
              + ", ".join(f"{f[5:]}={report.silver[f]}" for f in SILVER_FLAGS))
+    _audit_edges(frames, silver, report, config, as_of, progress)
 
     started = time.perf_counter()
     preparer = GoldPreparer(tuple(config.source.exogenous), longest_season(config.series.season_lengths),
@@ -149,7 +181,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     try:
         config.check_against_data(frames.lengths(gold))
         report.gold_version = frames.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
-                                               partition_by=["entity_id"])
+                                               clustered_by="entity_id")
         report.gold = frames.summarize(gold, ["is_imputed"])
         report.data_end = frames.last_observed(gold, as_of)
     finally:
@@ -159,6 +191,30 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     progress(f"gold: {report.gold['rows']} row(s), {report.gold['entities']} entities, "
              f"{report.gold['is_imputed']} imputed, version {report.gold_version}")
     return report
+
+
+def _audit_edges(frames, silver, report: IngestReport, config: Config, as_of: Optional[pd.Timestamp],
+                 progress) -> None:
+    """Name the entities of silver that gold will not train on as received (before `as_of`:
+    later rows of a replayed night are not measured yet, so blank by design)."""
+    report.max_id_length = config.quality.max_id_length
+    report.edges = frames.to_pandas(frames.apply_by(observed_before(silver, as_of), "entity_id", EdgeAudit(),
+                                                    edge_schema()))
+    for line in report.edge_lines():
+        progress(line)
+
+
+def _edge_line(row, max_id_length: int) -> str:
+    if row.problem == ID_TOO_LONG:
+        return (f"id too long: {row.entity_id[:40]!r}... is {len(row.entity_id)} characters (quality.max_id_length "
+                f"{max_id_length}): its {row.rows} row(s) stay in bronze and silver (flag_bad_id) and are left out "
+                "of gold; shorten the id at the source (or raise quality.max_id_length) and rerun")
+    if row.problem == NO_VALUE:
+        return (f"no valid value: entity {row.entity_id!r} has {row.rows} row(s), all missing or invalid: it "
+                "stays in gold and is recorded as failed (EmptySeries) by training")
+    return (f"trailing missing values: entity {row.entity_id!r} ends with {row.rows} missing or invalid value(s): "
+            f"its forecast origin is its last valid value {row.last_valid.isoformat()}, not its last row "
+            f"{row.last_received.isoformat()}")
 
 
 def _gold_is_current(lake: DeltaRsLake, datasets: list[str]) -> bool:
@@ -178,7 +234,7 @@ def _sliced(batches: list[RawBatch], source: Source, lake: DeltaRsLake, as_of: p
     out = []
     for batch in batches:
         window = source.dataset(batch.dataset).window
-        if window is None:
+        if window is None or batch.unreadable:
             out.append(batch)
             continue
         rows = window(batch.frame, since, as_of)
@@ -229,6 +285,8 @@ def _with_metadata(batch: RawBatch, source: str, ingested_at: pd.Timestamp) -> p
 
 def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame) -> Optional[str]:
     """The reason a batch cannot be used, or None. Parsed on the driver before anything is written."""
+    if batch.unreadable:
+        return batch.unreadable
     if batch.frame.empty:
         return "the file is empty (no header or no data rows)"
     try:

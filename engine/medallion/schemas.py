@@ -10,7 +10,8 @@ from typing import Sequence
 import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
-SILVER_FLAGS = ("flag_gap", "flag_invalid", "flag_duplicate", "flag_negative", "flag_outlier", "flag_off_grid")
+SILVER_FLAGS = ("flag_gap", "flag_invalid", "flag_duplicate", "flag_negative", "flag_outlier", "flag_off_grid",
+                "flag_bad_id")
 
 
 def _fields(pairs) -> pa.Schema:
@@ -35,7 +36,13 @@ def parsed_calendar_schema() -> pa.Schema:
 def silver_schema(exogenous: Sequence[str]) -> pa.Schema:
     return _fields([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()),
                     *((c, pa.float64()) for c in exogenous),
-                    *((f, pa.bool_()) for f in SILVER_FLAGS), ("_batch_id", pa.string())])
+                    *((f, pa.bool_()) for f in SILVER_FLAGS), ("problem", pa.string()), ("_batch_id", pa.string())])
+
+
+def edge_schema() -> pa.Schema:
+    """One row per entity whose rows need a word in the ingest summary (see `cleaning.EdgeAudit`)."""
+    return _fields([("entity_id", pa.string()), ("problem", pa.string()), ("rows", pa.int64()),
+                    ("last_valid", TS), ("last_received", TS)])
 
 
 def gold_schema(exogenous: Sequence[str]) -> pa.Schema:

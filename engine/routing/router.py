@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ManymodelsError
+from engine.normalize import entity_ids, from_epoch
 from engine.models import ForecastModel, load_model
 from engine.routing.bundle import Bundle
 
@@ -60,6 +61,9 @@ class ModelCache:
         return len(self._models)
 
 
+_EPOCH_AS_NANOSECONDS = pd.Timestamp("1970-01-02", tz="UTC")
+
+
 class Router:
     def __init__(self, folder: str | Path, cache_size: int = 1024):
         self.bundle = Bundle(folder)
@@ -88,7 +92,7 @@ class Router:
         request = request.reset_index(drop=True).copy()
         if request["entity_id"].isna().any():
             raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(request['entity_id'].isna())}")
-        request["entity_id"] = request["entity_id"].astype(str)
+        request["entity_id"] = entity_ids(request["entity_id"]).astype(object)   # as ingest stored them
         request["ds"] = _timestamps(request["ds"])
         unknown = sorted(set(request["entity_id"]) - set(self.bundle.index))
         if unknown:
@@ -135,13 +139,20 @@ class Router:
 
 
 def _timestamps(values: pd.Series) -> pd.Series:
-    """UTC timestamps from datetimes or ISO strings; naive values are taken as UTC."""
+    """UTC timestamps from datetimes, ISO strings or epoch numbers; naive values are taken as UTC."""
     try:
-        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            parsed = from_epoch(values)
+        else:
+            parsed = pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
         raise RequestError(f"column 'ds' must hold timestamps such as '2008-07-01T00:00:00Z' ({exc})") from None
     if parsed.isna().any():
         raise RequestError(f"column 'ds' is empty in row(s) {_rows(parsed.isna())}")
+    if (parsed < _EPOCH_AS_NANOSECONDS).any():
+        # MLflow's schema cast reads an integer as nanoseconds since 1970 before this code sees it.
+        raise RequestError(f"column 'ds' holds {parsed.min().isoformat()}, which is an integer epoch read as "
+                           "nanoseconds; send ISO 8601 strings such as '2008-07-01T00:00:00Z'")
     return parsed.dt.as_unit("ns")
 
 

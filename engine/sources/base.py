@@ -21,6 +21,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from engine.normalize import from_epoch
+
 TARGET, EXOGENOUS, CALENDAR = "target", "exogenous", "calendar"
 _TZ_SUFFIX = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 
@@ -76,11 +78,17 @@ class RawBatch:
     dataset: str
     file: str
     frame: pd.DataFrame
+    # A file that could not be read at all: why, and its bytes (kept raw in the lake).
+    unreadable: Optional[str] = None
+    content: Optional[bytes] = None
 
     @property
     def batch_id(self) -> str:
         """Content hash: the same rows from the same dataset are the same batch."""
         digest = hashlib.sha256(self.dataset.encode())
+        if self.content is not None:
+            digest.update(b"\x00raw\x00" + self.content)
+            return digest.hexdigest()[:32]
         digest.update("\x1f".join(map(str, self.frame.columns)).encode())
         digest.update(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
         return digest.hexdigest()[:32]
@@ -97,7 +105,13 @@ def parse_timestamps(values: pd.Series, column: str) -> pd.Series:
     """Parse timestamps to UTC. Offsets are honoured; naive values are taken as UTC.
 
     A mix of naive and offset values is ambiguous and rejects the batch, as do unparseable values.
+    Numbers (a Parquet integer column) are Unix epochs in the unit their magnitude says.
     """
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        parsed = from_epoch(values)
+        if parsed.isna().any():
+            raise BatchRejected(f"column '{column}' is empty in {row_labels(np.flatnonzero(parsed.isna()))}")
+        return parsed.astype("datetime64[us, UTC]")
     text = values.astype("string").str.strip()
     aware = text.str.contains(_TZ_SUFFIX, na=False)
     if aware.any() and not aware.all():

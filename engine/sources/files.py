@@ -8,6 +8,7 @@ import pandas as pd
 
 from engine.config import SourceConfig
 from engine.errors import IngestError
+from engine.normalize import entity_ids
 from engine.sources.base import (TARGET, BatchRejected, Dataset, LongWindow, RawBatch, bronze_column, invalid_number,
                                  parse_numbers, parse_timestamps, row_labels)
 
@@ -31,7 +32,7 @@ class LongParser:
         if missing:
             raise BatchRejected(f"missing column(s) {', '.join(missing)}; the file has {list(raw.columns)}")
         raw = raw.rename(columns={bronze_column(c): c for c in wanted.values()})
-        entity = raw[self.entity].astype("string").str.strip()
+        entity = entity_ids(raw[self.entity])
         no_entity = entity.isna() | (entity == "")
         if no_entity.any():
             raise BatchRejected(f"column '{self.entity}' is empty in {row_labels(no_entity.to_numpy().nonzero()[0])}")
@@ -55,30 +56,51 @@ def files_datasets(conf: SourceConfig) -> list[Dataset]:
 
 
 def read_files(conf: SourceConfig) -> list[RawBatch]:
-    """Every matching file under `source.path` (or the one file), in name order."""
+    """Every matching file under `source.path` (or the one file), in name order. A file that
+    cannot be read is one unreadable batch (with its reason and bytes), not a failed ingest."""
     root = Path(conf.path)
-    suffix = ".csv" if conf.kind == "csv" else ".parquet"
+    suffixes = (".csv", ".csv.gz") if conf.kind == "csv" else (".parquet",)
     if root.is_dir():
-        files = sorted(p for p in root.rglob(f"*{suffix}") if p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffixes))
         if not files:
-            raise IngestError(f"source.path {root} holds no {suffix} files")
+            raise IngestError(f"source.path {root} holds no {' or '.join(suffixes)} files")
     elif root.is_file():
         files = [root]
     else:
-        raise IngestError(f"source.path {root} does not exist; point it at a {suffix} file or a folder of them")
-    return [RawBatch(conf.kind, str(f), _read_one(f, conf.kind)) for f in files]
+        raise IngestError(f"source.path {root} does not exist; point it at a {suffixes[0]} file or a folder of them")
+    return [_read_one(f, conf.kind) for f in files]
 
 
-def _read_one(path: Path, kind: str) -> pd.DataFrame:
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_one(path: Path, kind: str) -> RawBatch:
+    try:
+        return RawBatch(kind, str(path), _frame(path, kind))
+    except _Unreadable as exc:
+        return RawBatch(kind, str(path), pd.DataFrame(), unreadable=str(exc), content=path.read_bytes())
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _frame(path: Path, kind: str) -> pd.DataFrame:
     if kind == "parquet":
         try:
             return pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a corrupt file
-            raise IngestError(f"{path} is not a readable Parquet file: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
+            raise _Unreadable(f"not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+    compressed = path.name.endswith(".gz")
+    with path.open("rb") as handle:
+        if not compressed and handle.read(2) == _GZIP_MAGIC:
+            raise _Unreadable("the file is gzip-compressed but named .csv: rename it to "
+                              f"{path.name}.gz (compressed CSV is read as such)")
     try:
         # Strings exactly as written: bronze keeps what was received, parsing happens after.
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, compression="gzip" if compressed else None)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise IngestError(f"{path} is not a readable CSV file: {exc}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise _Unreadable(f"not a readable {'gzip-compressed ' if compressed else ''}CSV file: "
+                          f"{str(exc).splitlines()[0]}") from None
