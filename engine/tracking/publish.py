@@ -6,6 +6,7 @@ results), so a run can be (re)published from the lake alone: `publish(config, ru
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -18,11 +19,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import engine
 from engine.config import Config
 from engine.errors import ConfigError
+from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import log_routing_model
@@ -32,6 +35,13 @@ from engine.tracking.store import experiment_id, prepared_uri
 from engine.training.entity import FAILED, OK
 from engine.training.global_stage import read_global
 from engine.training.tables import MODELS
+
+SEARCH_PAGE = 50_000     # MLflow's largest search page
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+ROLE_TAG = "manymodels.kind"                # parent | global_model (entity runs carry entity_id)
+PUBLISHED = "manymodels.published"          # set (to the models digest) just before the parent finishes
+VERSION_TAG = "manymodels.model_version"    # the routing model version this parent registered
+LOGGED_TAG = "manymodels.parent_logged"     # the parent's params, figures and tables are in
 
 
 @dataclass
@@ -43,6 +53,7 @@ class PublishReport:
     version: str
     decision: GateDecision
     seconds: dict[str, float] = field(default_factory=dict)
+    already: bool = False      # an earlier attempt had published these models: nothing was logged
 
     @property
     def children_per_second(self) -> float:
@@ -62,7 +73,12 @@ def aggregate_metric(models: pd.DataFrame, metric: str) -> float:
 def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float]] = None,
             backend: Optional[str] = None, progress: Optional[Callable[[int], Callable[[int], None]]] = None
             ) -> PublishReport:
-    """Log run `run_id` of gold.models to MLflow and register its routing model."""
+    """Log run `run_id` of gold.models to MLflow and register its routing model.
+
+    Idempotent across crashes at any point: an attempt that did not finish is resumed (its
+    parent run, model version and finished child runs are reused, half-logged children
+    replaced), and a run already published for the same models is returned as it stands. The
+    parent is FINISHED only once every child run and the gate are done."""
     timings, started = {}, time.perf_counter()
     lake = DeltaRsLake(config.lake)
     if not lake.exists(MODELS):
@@ -74,61 +90,177 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = experiment_id(client, config.mlflow.experiment)
-    metric = config.backtest.metric
+    metric, name = config.backtest.metric, config.mlflow.registered_model
     aggregate = aggregate_metric(models, metric)
+    digest = models_digest(models, config)
 
-    _end_abandoned(client, experiment, run_id)
-    parent = client.create_run(experiment, tags=_parent_tags(config, models, run_id, backend),
-                               run_name=f"{config.name}-{run_id[:8]}").info.run_id
+    earlier = parent_runs(client, experiment, run_id)
+    done = [r for r in earlier if r.info.status == FINISHED and r.data.tags.get(PUBLISHED) == digest]
+    if done:
+        return _report_of(done[0], experiment, name, time.perf_counter() - started)
+    parent = _resume(client, earlier, digest)
+    if parent is None:
+        parent = client.create_run(experiment, tags=_parent_tags(config, models, run_id, backend, digest),
+                                   run_name=f"{config.name}-{run_id}").info.run_id
     try:
-        _log_parent(client, parent, config, models, aggregate, train_seconds or {})
+        if LOGGED_TAG not in client.get_run(parent).data.tags:   # log_table appends: once per parent
+            _log_parent(client, parent, config, models, aggregate, train_seconds or {})
+            client.set_tag(parent, LOGGED_TAG, "true")
         network = read_global(config, run_id)
-        if network is not None:
+        if network is not None and not _children(client, experiment, parent, kind="global_model"):
             _log_global_network(client, experiment, parent, network)
         timings["parent"] = time.perf_counter() - started
 
-        # The model first: it is what scoring waits for; child runs of many entities take longer.
         t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="manymodels-bundle-") as tmp:
-            folder = Path(tmp) / "bundle"
-            write_bundle(models, folder, run_id=run_id, freq=config.series.freq, levels=tuple(config.training.levels),
-                         horizon=config.horizon, max_steps=config.routing.max_steps,
-                         shard_size=config.routing.shard_size)
-            with mlflow.start_run(run_id=parent):
-                info = log_routing_model(folder, config.routing.cache_size,
-                                         registered_model_name=config.mlflow.registered_model)
-        version = str(info.registered_model_version)
-        decision = gate(client, config.mlflow.registered_model, version, metric, aggregate,
-                        config.mlflow.promotion_tolerance)
-        _log_decision(client, parent, decision)
+        version = _registered_version(client, name, parent)
+        if version is None:
+            crash_point("before-register")
+            version = _register(config, models, run_id, parent)
+        client.set_tag(parent, VERSION_TAG, version)
+        crash_point("after-register")
         timings["register"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         runs = child_runs(models, parent, run_id) if config.mlflow.child_runs else []
+        runs = _not_logged(client, experiment, parent, runs)
         if runs:
             log_child_runs(uri, experiment, runs, config.mlflow.log_workers, progress(len(runs)) if progress else None)
+        logged = len(_children(client, experiment, parent)) if config.mlflow.child_runs else 0
         timings["children"] = time.perf_counter() - t0
-        _log_figures(client, parent, {"mlflow.child_runs": len(runs),
+
+        # The gate last: the champion alias only ever moves to a version whose children are all logged.
+        decision = _decision_of(client.get_run(parent), client, name, version)
+        if decision is None:
+            decision = gate(client, name, version, metric, aggregate, config.mlflow.promotion_tolerance)
+            _log_decision(client, parent, decision)
+        crash_point("after-alias")
+        _log_figures(client, parent, {"mlflow.child_runs": logged,
                                       "mlflow.child_runs_per_second": len(runs) / max(timings["children"], 1e-9),
                                       **{f"seconds.publish_{k}": v for k, v in timings.items()}})
+        client.set_tag(parent, PUBLISHED, digest)
         client.set_terminated(parent, RunStatus.to_string(RunStatus.FINISHED))
     except BaseException:
         client.set_terminated(parent, RunStatus.to_string(RunStatus.FAILED))
         raise
     timings["total"] = time.perf_counter() - started
-    return PublishReport(parent, experiment, len(runs), f"models:/{config.mlflow.registered_model}/{version}",
-                         version, decision, timings)
+    return PublishReport(parent, experiment, logged, f"models:/{name}/{version}", version, decision, timings)
 
 
-def _end_abandoned(client: MlflowClient, experiment: str, run_id: str) -> None:
-    """Mark KILLED the parent runs of `run_id` that a crashed earlier attempt left RUNNING."""
-    for run in client.search_runs([experiment], filter_string=f"tags.`manymodels.run_id` = '{run_id}' "
-                                  "and attributes.status = 'RUNNING'"):
-        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+def models_digest(models: pd.DataFrame, config: Config) -> str:
+    """What a publish is a function of: the run's rows of gold.models (a retrained run differs)
+    and the settings of what is logged and served."""
+    columns = ["entity_id", "status", "champion", "forecast_origin", "params", "metrics", "model"]
+    hashed = pd.util.hash_pandas_object(models[columns].astype({"model": object}), index=False)
+    digest = hashlib.sha256(hashed.to_numpy().tobytes())
+    digest.update(json.dumps([dataclasses.asdict(config.mlflow), dataclasses.asdict(config.routing),
+                              config.series.freq, config.horizon, list(config.training.levels)],
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
-def _parent_tags(config: Config, models: pd.DataFrame, run_id: str, backend: Optional[str]) -> dict[str, str]:
-    tags = {"manymodels.run_id": run_id, "manymodels.version": engine.__version__,
+def parent_runs(client: MlflowClient, experiment: str, run_id: str) -> list:
+    """Every parent run logged for engine run `run_id`, newest first."""
+    return client.search_runs([experiment], filter_string=f"tags.`manymodels.run_id` = '{run_id}' and "
+                              f"tags.`{ROLE_TAG}` = 'parent'", order_by=["attributes.start_time DESC"],
+                              max_results=SEARCH_PAGE)
+
+
+def _resume(client: MlflowClient, earlier: list, digest: str) -> Optional[str]:
+    """The unfinished attempt for these models to carry on with (RUNNING again); attempts for
+    other models (a retrained run) are marked KILLED: superseded, never promoted."""
+    resumed = None
+    for run in earlier:
+        if run.data.tags.get(PUBLISHED) is not None:
+            continue                                    # a finished publish of other models: history
+        if resumed is None and run.data.tags.get("manymodels.models_digest") == digest:
+            resumed = run.info.run_id
+            client.update_run(resumed, status="RUNNING")
+        elif run.info.status != RunStatus.to_string(RunStatus.KILLED):
+            client.set_tag(run.info.run_id, "manymodels.superseded", "true")
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    return resumed
+
+
+def _registered_version(client: MlflowClient, name: str, parent: str) -> Optional[str]:
+    """The version an earlier attempt of this parent registered (a crash may have come before
+    the parent was tagged with it)."""
+    tagged = client.get_run(parent).data.tags.get(VERSION_TAG)
+    if tagged:
+        return tagged
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and run_id = '{parent}'")
+    except MlflowException:
+        return None
+    return str(max(int(v.version) for v in versions)) if versions else None
+
+
+def _register(config: Config, models: pd.DataFrame, run_id: str, parent: str) -> str:
+    with tempfile.TemporaryDirectory(prefix="manymodels-bundle-") as tmp:
+        folder = Path(tmp) / "bundle"
+        write_bundle(models, folder, run_id=run_id, freq=config.series.freq, levels=tuple(config.training.levels),
+                     horizon=config.horizon, max_steps=config.routing.max_steps,
+                     shard_size=config.routing.shard_size)
+        mlflow.start_run(run_id=parent)
+        try:
+            info = log_routing_model(folder, config.routing.cache_size,
+                                     registered_model_name=config.mlflow.registered_model)
+        finally:
+            # Leave the parent RUNNING: `with start_run` would mark it FINISHED here, before
+            # its children and the gate.
+            mlflow.end_run(status="RUNNING")
+    return str(info.registered_model_version)
+
+
+def _children(client: MlflowClient, experiment: str, parent: str, kind: Optional[str] = None) -> list:
+    query = f"tags.mlflow.parentRunId = '{parent}'"
+    if kind:
+        query += f" and tags.`{ROLE_TAG}` = '{kind}'"
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], filter_string=query, max_results=SEARCH_PAGE, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return [r for r in runs if kind or r.data.tags.get(ROLE_TAG) != "global_model"]
+
+
+def _not_logged(client: MlflowClient, experiment: str, parent: str, runs: list) -> list:
+    """The entity runs an earlier attempt did not finish; its half-logged ones are deleted."""
+    finished = set()
+    for run in _children(client, experiment, parent):
+        if run.info.status == FINISHED:
+            finished.add(run.data.tags.get("entity_id"))
+        else:
+            client.delete_run(run.info.run_id)
+    return [r for r in runs if r.tags["entity_id"] not in finished]
+
+
+def _decision_of(run, client: MlflowClient, name: str, version: str) -> Optional[GateDecision]:
+    """The gate decision an earlier attempt recorded for `version` (None: not gated yet)."""
+    tags, data = client.get_model_version(name, version).tags, run.data
+    if "manymodels.gate" not in tags or data.tags.get("gate.version") != version:
+        return None
+    champion = data.tags.get("gate.champion_version")
+    return GateDecision(version, data.tags["gate.decision"] == "promoted", data.params.get("gate.metric", ""),
+                        data.metrics.get("gate.challenger", float("nan")),
+                        None if champion in (None, "none") else champion, data.metrics.get("gate.champion"),
+                        float(data.params.get("gate.tolerance", "nan")), data.tags.get("gate.reason", ""))
+
+
+def _report_of(run, experiment: str, name: str, seconds: float) -> PublishReport:
+    """A publish that had already finished, as it was recorded."""
+    client = MlflowClient(mlflow.get_tracking_uri())
+    version = run.data.tags[VERSION_TAG]
+    decision = _decision_of(run, client, name, version)
+    return PublishReport(run.info.run_id, experiment, int(run.data.metrics.get("mlflow.child_runs", 0)),
+                         f"models:/{name}/{version}", version, decision, {"children": 0.0, "total": seconds},
+                         already=True)
+
+
+def _parent_tags(config: Config, models: pd.DataFrame, run_id: str, backend: Optional[str],
+                 digest: str) -> dict[str, str]:
+    tags = {"manymodels.run_id": run_id, "manymodels.version": engine.__version__, ROLE_TAG: "parent",
+            "manymodels.models_digest": digest,
             "manymodels.gold_table": DeltaRsLake(config.lake).path(GOLD_SERIES),
             "manymodels.gold_version": str(int(models["gold_version"].iloc[0])),
             "manymodels.backend": backend or config.backend, "manymodels.config_name": config.name}
@@ -172,7 +304,7 @@ def _log_global_network(client: MlflowClient, experiment: str, parent: str, netw
     """A child run for the panel-wide network: its shape and settings, loss per epoch, throughput,
     and the network itself (the weights every entity that chose it carries)."""
     run = client.create_run(experiment, run_name=f"{network['model']}-{network['digest']}",
-                            tags={"mlflow.parentRunId": parent, "manymodels.kind": "global_model",
+                            tags={"mlflow.parentRunId": parent, ROLE_TAG: "global_model",
                                   "manymodels.network": network["digest"], "device": network["device"]}).info.run_id
     params = {**flat_params(json.loads(network["shape"]), "shape."),
               **flat_params(json.loads(network["settings"]), "training.")}

@@ -36,8 +36,14 @@ def gate(client: MlflowClient, name: str, version: str, metric: str, value: floa
     client.set_model_version_tag(name, version, "manymodels.metric", metric)
     client.set_registered_model_alias(name, CHALLENGER, version)
     current = _champion(client, name)
-    if current is None:
+    if current is not None and str(current.version) == str(version):
+        # A crashed attempt moved the alias and died before recording why: it stays.
+        decision = GateDecision(version, True, metric, value, None, None, tolerance, "already champion")
+    elif current is None:
         decision = GateDecision(version, True, metric, value, None, None, tolerance, "first version")
+    elif isinstance(current, _UnfinishedChampion):
+        decision = GateDecision(version, True, metric, value, str(current.version), None, tolerance,
+                                f"champion version {current.version} comes from a run that never finished")
     else:
         figure = current.tags.get(METRIC_TAG.format(metric=metric))
         if figure is None:
@@ -58,7 +64,27 @@ def gate(client: MlflowClient, name: str, version: str, metric: str, value: floa
 
 
 def _champion(client: MlflowClient, name: str):
+    """The champion version, if its run finished: a version whose run never finished (a crashed
+    attempt) is no yardstick, so the gate compares only with finished runs."""
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+    if version.run_id:
+        try:
+            if client.get_run(version.run_id).info.status != "FINISHED":
+                return _UnfinishedChampion(version)
+        except MlflowException:
+            return _UnfinishedChampion(version)
+    return version
+
+
+@dataclass(frozen=True)
+class _UnfinishedChampion:
+    """A champion whose run did not finish."""
+
+    version_info: object
+
+    @property
+    def version(self) -> str:
+        return self.version_info.version
