@@ -13,6 +13,7 @@ Appends one row per repeat to benchmarks/results/engine_overhead.csv.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import med, record, say  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.sources.synthetic import synthetic_panel  # noqa: E402
-from engine.training.backends import SparkBackend, _pin_blas  # noqa: E402
+from engine.training.backends import SparkBackend, _init_worker  # noqa: E402
 from engine.training.entity import TrainSpec, train_entity  # noqa: E402
 from engine.training.job import tag_with_plan  # noqa: E402
 from partitions.plan import plan_partitions  # noqa: E402
@@ -89,7 +90,8 @@ def main() -> None:
                                      clustered_by="entity_id")
     spark = get_spark(config.spark, config.lake)
     say(f"{args.entities} entities x {args.periods} hourly rows, models {args.models}, {args.cores} cores")
-    pool = ProcessPoolExecutor(args.cores, mp_context=get_context("spawn"), initializer=_pin_blas)
+    pool = ProcessPoolExecutor(args.cores, mp_context=get_context("spawn"), initializer=_init_worker,
+                               initargs=(os.getpid(),))
     bare_pool(pool, frames[: args.cores * 4], spec, args.cores)       # warm the workers' imports
     spark_backend(spark, lake_root, config, spec, args.cores)                 # warm Spark and its workers
     rows = []

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from engine.config import BACKENDS, load_config
-from engine.errors import ManymodelsError
+from engine.errors import ManymodelsError, first_line, root_cause
 from engine.nightly.lease import LakeBusy, LakeLease
 from engine.storage import LakeStore, StorageUnavailable
+from engine.tracking.store import TrackingUnavailable, check_tracking
 from engine.training.job import TrainingFailed
 
 # Exit codes: 0 done; 1 an unexpected error (trace in the log file named); 2 a user mistake
@@ -131,6 +132,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config, _overrides(args))
         if args.command != "serve":
             LakeStore.of(config.lake).check()     # a wrong endpoint or key: one line now, not a trace later
+        if _uses_tracking(args):                  # ... and an unwritable or silent tracking store too
+            check_tracking(config.mlflow.tracking_uri, config.mlflow.experiment, config.mlflow.timeout)
         if args.command == "serve":
             return _run_serve(config, args)
         if args.command == "forecasts":
@@ -150,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except LakeBusy as exc:
         print(f"busy: {exc}", file=sys.stderr)
         return EXIT_BUSY
-    except StorageUnavailable as exc:     # an outage, not a mistake in the config
+    except (StorageUnavailable, TrackingUnavailable) as exc:     # an outage, not a mistake in the config
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except TrainingFailed as exc:
@@ -164,9 +167,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug or an outage: one line here, the trace in a file
         log = _write_trace(config)
-        print(f"error: {args.command} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        cause = root_cause(exc)    # the innermost error says what went wrong; the outer ones only where
+        print(f"error: {args.command} failed: {type(cause).__name__}: {first_line(cause)} "
               f"(full trace in {log}); rerun the same command to finish once the cause is fixed", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _uses_tracking(args) -> bool:
+    if args.command in ("nightly", "tune", "score"):
+        return True
+    return args.command == "train" and not args.no_mlflow
 
 
 def _overrides(args) -> dict:
@@ -357,6 +367,8 @@ def _run_pull(config, args) -> int:
     else:
         from engine.analyst.plot import plot_forecasts
         plot_forecasts(pulled, args.output, tuple(config.training.levels))
+    for warning in pulled.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     origins = frame.groupby("entity_id")["forecast_origin"].first()
     print(f"wrote {args.output}: {frame['entity_id'].nunique()} entities, {len(frame)} forecast rows "
           f"({int(frame['y'].notna().sum())} with actuals), origin "

@@ -104,9 +104,12 @@ class MlflowConfig:
     child_runs: bool = True
     log_workers: int = 0
     promotion_tolerance: float = 0.02
+    # Seconds the pre-flight check waits for a tracking server before the job gives up.
+    timeout: float = 10.0
 
     def __post_init__(self) -> None:
         _check(bool(self.tracking_uri.strip()), "mlflow.tracking_uri", "must not be empty")
+        _check(self.timeout > 0, "mlflow.timeout", "must be > 0 (seconds)")
         _check(bool(self.experiment.strip()), "mlflow.experiment", "must not be empty")
         _check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.registered_model)), "mlflow.registered_model",
                f"must be letters, digits, '.', '_' or '-' (it becomes part of models:/ URIs), "
@@ -437,7 +440,7 @@ class Config:
     @property
     def history_steps(self) -> int:
         """Steps of history each entity's training reads: years when a long-history model is a candidate."""
-        from engine.models import MODEL_CLASSES   # the models declare it (ForecastModel.long_history)
+        from engine.models import MODEL_CLASSES  # the models declare it (ForecastModel.long_history)
         if any(MODEL_CLASSES[m].long_history for m in self.models):
             return self.training.long_history
         return self.training.max_history

@@ -15,3 +15,19 @@ class ConfigError(ManymodelsError, ValueError):
 
 class IngestError(ManymodelsError):
     """A source batch was rejected; bronze keeps the raw rows for inspection."""
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain (`raise ... from`, or raised while handling another):
+    what actually went wrong, where the outer ones only say where."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)) is not None:
+        if id(inner) in seen:
+            break
+        seen.add(id(inner))
+        exc = inner
+    return exc
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]

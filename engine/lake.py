@@ -16,7 +16,8 @@ import pyarrow as pa
 from engine.storage import LakeStore, storage_errors
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame as SparkFrame, SparkSession
+    from pyspark.sql import DataFrame as SparkFrame
+    from pyspark.sql import SparkSession
 
     from engine.config import LakeConfig
 
@@ -151,7 +152,7 @@ class DeltaRsLake:
             kwargs["writer_properties"] = WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP)
         data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         # An overwrite drops any partitioning the table had (lakes written by older versions).
-        self.write(table, data, mode="overwrite", partition_by=None, schema_mode="overwrite", **kwargs)
+        self.write(table, data, mode="overwrite", partition_by=[], schema_mode="overwrite", **kwargs)
         return self.table(table).version()
 
 

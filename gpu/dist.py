@@ -15,7 +15,9 @@ with a TCP rendezvous on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import sys
 import traceback
 from typing import Any, Callable
 
@@ -81,7 +83,8 @@ def run_local(main: Callable[..., Any], nproc: int, kwargs: dict, use_gpu: bool 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc),
-           BACKEND_ENV: "torch", "MANYMODELS_DIST_GPU": "1" if use_gpu else "0"}
+           BACKEND_ENV: "torch", "MANYMODELS_DIST_GPU": "1" if use_gpu else "0",
+           "MANYMODELS_DIST_PARENT": str(os.getpid())}
     procs = [ctx.Process(target=_local_rank, args=(rank, env, main, kwargs, results)) for rank in range(nproc)]
     for proc in procs:
         proc.start()
@@ -106,6 +109,7 @@ def run_local(main: Callable[..., Any], nproc: int, kwargs: dict, use_gpu: bool 
 
 
 def _local_rank(rank: int, env: dict, main, kwargs, results) -> None:
+    _die_with_parent(int(env["MANYMODELS_DIST_PARENT"]))
     os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
     try:
         value = main(**kwargs)
@@ -114,6 +118,15 @@ def _local_rank(rank: int, env: dict, main, kwargs, results) -> None:
         results.put((rank, False, traceback.format_exc()))
     finally:
         shutdown()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """A rank dies with the process that spawned it, kill -9 included (Linux: PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 def _free_port() -> int:

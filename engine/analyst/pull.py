@@ -7,7 +7,8 @@ origin is taken (and of that origin, the most recently trained run); `origin` pi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ManymodelsError
 from engine.lake import GOLD_SERIES, DeltaRsLake
+from engine.normalize import entity_id
 from engine.training.tables import FORECASTS, MODELS
 
 
@@ -26,6 +28,7 @@ class PullError(ManymodelsError):
 class Pulled:
     forecasts: pd.DataFrame      # gold/forecasts columns + y, sorted by entity and ds
     history: pd.DataFrame        # entity_id, ds, y before each entity's forecast origin (for plots)
+    warnings: list[str] = field(default_factory=list)   # what a reader should know about these rows
 
 
 def utc_timestamp(value: Optional[str], flag: str, error: type[ManymodelsError] = ManymodelsError
@@ -47,6 +50,7 @@ def pull(config: Config, entities: Optional[Sequence[str]] = None, start: Option
         raise PullError(f"no forecasts under {config.lake.root}: run `manymodels nightly --config ...` first")
     start_at, end_at, origin_at = (utc_timestamp(value, flag, PullError) for value, flag in
                                    ((start, "--start"), (end, "--end"), (origin, "--origin")))
+    entities = [entity_id(e) for e in entities] if entities else None   # as ingest stored them
     filters = [("entity_id", "in", list(entities))] if entities else None
     forecasts = lake.read(FORECASTS, filters=filters)
     if entities:
@@ -78,7 +82,25 @@ def pull(config: Config, entities: Optional[Sequence[str]] = None, start: Option
     before = series[series["ds"] <= series["entity_id"].map(origins)]
     history = before.groupby("entity_id", group_keys=False).tail(history_steps) if history_steps else before.iloc[:0]
     return Pulled(forecasts.sort_values(["entity_id", "ds"], ignore_index=True),
-                  history.sort_values(["entity_id", "ds"], ignore_index=True))
+                  history.sort_values(["entity_id", "ds"], ignore_index=True),
+                  [] if origin_at is not None else _missing_nights(config, forecasts))
+
+
+def _missing_nights(config: Config, forecasts: pd.DataFrame) -> list[str]:
+    """A night the ledger records as trained whose forecasts are not in the table (a lost
+    commit): the rows shown are then older than the latest night, and the reader must know."""
+    from engine.nightly.ledger import Ledger
+    trained = Ledger(config.lake).rows()
+    trained = trained[trained["stage"] == "train"]
+    if trained.empty:
+        return []
+    last = trained.iloc[-1]
+    origin = json.loads(last["detail"]).get("origin")
+    if origin is None or pd.Timestamp(origin) <= forecasts["forecast_origin"].max():
+        return []
+    return [f"the latest night (run {last['run_id']}) forecast from origin {pd.Timestamp(origin).isoformat()}, but "
+            f"gold/forecasts holds no row of it: these rows are from origin "
+            f"{forecasts['forecast_origin'].max().isoformat()}. Rerun `manymodels nightly` for that night to repair"]
 
 
 def _latest_run(forecasts: pd.DataFrame, lake: DeltaRsLake) -> pd.DataFrame:

@@ -24,7 +24,8 @@ from engine.errors import ConfigError
 from engine.faults import crash_point
 from engine.lake import (GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, SLICES, DeltaRsLake, bronze_table,
                          observed_before)
-from engine.medallion.cleaning import ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudit, GoldPreparer, SilverCleaner, longest_season
+from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudit, GoldPreparer, SilverCleaner,
+                                       longest_season)
 from engine.medallion.schemas import (SILVER_FLAGS, edge_schema, gold_schema, parsed_calendar_schema,
                                       parsed_exogenous_schema, parsed_target_schema, rejected_schema, silver_schema)
 from engine.normalize import entity_ids

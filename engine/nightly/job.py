@@ -4,7 +4,8 @@ A *night* is named by its as-of time (``--as-of``, or the hour after the last ob
 its run id is derived from it, so every table row a night writes is keyed by the same run id:
 rerunning a night replaces its rows instead of adding a second copy. The job holds the lake's
 lock throughout and records each finished stage in the ledger; a rerun after a crash skips what
-is recorded for the same inputs and does the rest. When a night's inputs (gold version, last
+is recorded for the same inputs, once the outputs a record claims are found where it says
+(`engine.nightly.verify`), and does the rest. When a night's inputs (gold version, last
 observation, config) equal a finished night's, its models are reused (`nightly.reuse_models`).
 """
 from __future__ import annotations
@@ -20,8 +21,9 @@ import pandas as pd
 
 from engine.config import Config
 from engine.errors import ManymodelsError
-from engine.nightly.ledger import Inputs, Ledger
 from engine.nightly.lease import LakeLease
+from engine.nightly.ledger import Inputs, Ledger
+from engine.nightly.verify import verified
 from engine.training.tables import FORECASTS
 from engine.tuning.store import tuned_params
 
@@ -101,7 +103,7 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
         report = NightReport(night_run_id(config.name, night), night, inputs, rejected=rejected, seconds=seconds)
         ledger = Ledger(config.lake)
         reuse = config.nightly.reuse_models and not retrain
-        done = ledger.progress(report.run_id, inputs) if reuse else {}
+        done = verified(config, report.run_id, ledger.progress(report.run_id, inputs), stages.say) if reuse else {}
         if reuse and "done" not in done:
             earlier = ledger.completed_with(inputs)
             if earlier is not None:
@@ -130,7 +132,8 @@ def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightRep
         result = stages.train(report.run_id, report.inputs.gold_version, as_of)
         return {"entities": result.entities, "statuses": dict(result.statuses), "champions": dict(result.champions),
                 "failed": len(result.failures), "origin": result.origin,
-                "forecast_rows": int(result.written.get(FORECASTS, 0)), "train_seconds": result.seconds}
+                "forecast_rows": int(result.written.get(FORECASTS, 0)), "train_seconds": result.seconds,
+                "written": {t: int(n) for t, n in result.written.items()}}
 
     trained = _stage("train", train, done, ledger, report, lease)
 
@@ -146,7 +149,8 @@ def _run_stages(config: Config, stages: Stages, ledger: Ledger, report: NightRep
     published = _stage("mlflow", publish, done, ledger, report, lease)
     scored = _stage("score", score, done, ledger, report, lease)
     lease.ensure_held()
-    report.outcome = {**{k: v for k, v in trained.items() if k != "train_seconds"}, **published, **scored}
+    report.outcome = {**{k: v for k, v in trained.items() if k not in ("train_seconds", "written")}, **published,
+                      **scored}
     ledger.record(report.run_id, report.as_of, "done", report.inputs, **report.outcome)
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ManymodelsError
-from engine.normalize import entity_ids, from_epoch
 from engine.models import ForecastModel, load_model
+from engine.normalize import entity_ids, from_epoch
 from engine.routing.bundle import Bundle
 
 REQUIRED = ("entity_id", "ds")

@@ -10,6 +10,7 @@ writers were measured slower (benchmarks/mlflow_logging.py).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -19,7 +20,10 @@ from typing import Callable, Iterable, Optional
 
 import pandas as pd
 
+from engine.faults import crash_point
+
 CHUNK = 20
+_LOGGED = itertools.count(1)
 THREADS_PER_WORKER = 4
 MAX_PARAMS = 100
 
@@ -112,6 +116,7 @@ def _log_chunk(uri: str, experiment_id: str, runs: Iterable[ChildRun]) -> list[s
         client.log_batch(run_id, metrics=metrics, params=params[:MAX_PARAMS])
         for i in range(MAX_PARAMS, len(params), MAX_PARAMS):   # MLflow takes 100 params per request
             client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
+        crash_point("child-run", next(_LOGGED))     # a child logged but not finished
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED), end_time=now)
         ids.append(run_id)
     return ids

@@ -101,7 +101,7 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     parent = _resume(client, earlier, digest)
     if parent is None:
         parent = client.create_run(experiment, tags=_parent_tags(config, models, run_id, backend, digest),
-                                   run_name=f"{config.name}-{run_id}").info.run_id
+                                   run_name=parent_run_name(config.name, run_id)).info.run_id
     try:
         if LOGGED_TAG not in client.get_run(parent).data.tags:   # log_table appends: once per parent
             _log_parent(client, parent, config, models, aggregate, train_seconds or {})
@@ -146,13 +146,19 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     return PublishReport(parent, experiment, logged, f"models:/{name}/{version}", version, decision, timings)
 
 
+def parent_run_name(name: str, run_id: str) -> str:
+    """The night's run id (it starts with the job's name) or `<name>-<run id>` for a train run."""
+    return run_id if run_id.startswith(f"{name}-") else f"{name}-{run_id}"
+
+
 def models_digest(models: pd.DataFrame, config: Config) -> str:
     """What a publish is a function of: the run's rows of gold.models (a retrained run differs)
     and the settings of what is logged and served."""
     columns = ["entity_id", "status", "champion", "forecast_origin", "params", "metrics", "model"]
     hashed = pd.util.hash_pandas_object(models[columns].astype({"model": object}), index=False)
     digest = hashlib.sha256(hashed.to_numpy().tobytes())
-    digest.update(json.dumps([dataclasses.asdict(config.mlflow), dataclasses.asdict(config.routing),
+    logged = {k: v for k, v in dataclasses.asdict(config.mlflow).items() if k not in ("timeout", "log_workers")}
+    digest.update(json.dumps([logged, dataclasses.asdict(config.routing),
                               config.series.freq, config.horizon, list(config.training.levels)],
                              sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

@@ -1,11 +1,24 @@
 """Where runs go: the configured tracking URI, ready to take many writers."""
 from __future__ import annotations
 
+import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
+from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
+
+from engine.errors import ManymodelsError, first_line, root_cause
+
+
+class TrackingError(ManymodelsError):
+    """The tracking store refuses to be written (a read-only file, wrong permissions): exit 2."""
+
+
+class TrackingUnavailable(ManymodelsError):
+    """The tracking server did not answer in time (an outage, not a config mistake: exit 1)."""
 
 
 def prepared_uri(uri: str) -> str:
@@ -39,3 +52,71 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             client.restore_experiment(found.experiment_id)
         return found.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+
+
+@contextmanager
+def bounded_requests(timeout: float, retries: int = 0):
+    """MLflow's HTTP client with a short timeout and no retries while the block runs (it reads
+    these variables at each request; its defaults retry for minutes)."""
+    names = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(max(1, timeout))),
+             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+
+
+def check_tracking(uri: str, experiment: str, timeout: float = 10.0) -> None:
+    """Fail in seconds, before any training, when the tracking store cannot take the night's
+    runs: a server that does not answer, a sqlite file or folder that cannot be written."""
+    if uri.startswith("sqlite:///"):
+        _check_sqlite(Path(uri[len("sqlite:///"):]))
+        return
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        from mlflow.exceptions import MlflowException
+        try:
+            with bounded_requests(timeout):
+                experiment_id(MlflowClient(uri), experiment)      # reads, and creates it if missing: a write
+        except MlflowException as exc:
+            cause = first_line(root_cause(exc)) or type(exc).__name__
+            if any(word in cause for word in ("Connection", "connect", "timed out", "Max retries", "refused")):
+                raise TrackingUnavailable(f"the MLflow tracking server {uri} does not answer ({cause}); start it or "
+                                          "fix mlflow.tracking_uri, then rerun") from None
+            raise TrackingError(f"the MLflow tracking server {uri} refused the experiment {experiment!r}: "
+                                f"{cause}") from None
+        return
+    if parsed.scheme in ("", "file"):
+        folder = Path(parsed.path if parsed.scheme == "file" else uri)
+        _check_writable(folder if folder.exists() else folder.parent, uri)
+
+
+def _check_sqlite(path: Path) -> None:
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not path.exists():
+        _check_writable(folder, f"sqlite:///{path}")
+        return
+    try:
+        with sqlite3.connect(path, timeout=30) as connection:
+            # A write that is rolled back: a read-only file opens and even locks, but refuses this.
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("CREATE TABLE main._manymodels_write_probe (x)")
+            connection.execute("ROLLBACK")
+        connection.close()
+    except sqlite3.OperationalError as exc:
+        raise TrackingError(f"the MLflow store sqlite:///{path} cannot be written ({exc}); check the file's and "
+                            "its folder's permissions, or point mlflow.tracking_uri elsewhere") from None
+    _check_writable(path.parent, f"sqlite:///{path}")    # sqlite's journal and WAL files live beside it
+
+
+def _check_writable(folder: Path, uri: str) -> None:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(f"the MLflow store {uri} cannot be written: folder {folder} is not writable; check "
+                            "its permissions, or point mlflow.tracking_uri elsewhere")
+
+

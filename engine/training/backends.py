@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from engine.errors import ManymodelsError
 from engine.medallion.schemas import spark_ddl
+from engine.processes import die_with_parent
 from engine.training.entity import RESULT_SCHEMA, TrainSpec, train_entity
 from partitions.plan import PartitionPlan
 
@@ -81,7 +82,7 @@ class LocalBackend:
 
     def _run_pool(self, tasks, attempts, spec, results, progress) -> None:
         with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=get_context("spawn"),
-                                 initializer=_pin_blas) as pool:
+                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
             running = {pool.submit(self.task, rows, spec, attempts[b]): b for b, rows in tasks.items()}
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -94,8 +95,10 @@ class LocalBackend:
                         progress(len(frame))
 
 
-def _pin_blas() -> None:
+def _init_worker(parent_pid: int) -> None:
+    """A worker dies with the job (kill -9 included) and runs BLAS on one thread."""
     from threadpoolctl import threadpool_limits
+    die_with_parent(parent_pid)
     threadpool_limits(limits=1)
 
 
