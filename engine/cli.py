@@ -232,7 +232,8 @@ def _run_ingest(config, args, title: str, as_of=None):
     print(f"summary: {report.gold.get('entities', 0)} entities, {report.gold.get('rows', 0)} gold rows, "
           f"gold version {report.gold_version}, "
           + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
-          + f", total {time.perf_counter() - started:.1f}s")
+          + f", total {time.perf_counter() - started:.1f}s"
+          + "".join(f", {n} {kind.replace('_', ' ')}" for kind, n in report.edge_counts().items() if n))
     for rej in report.rejected:
         print(f"rejected{' (new)' if rej['new'] else ''}: {rej['file']}: {rej['reason']}", file=sys.stderr)
     if report.rejected:

@@ -7,7 +7,7 @@ models train on, short and seasonal gaps *inside* the observed span filled and m
 `is_imputed` (missing values after the last valid one stay missing: they are not history, and
 the forecast starts after the last valid value). `EdgeAudit` names the entities whose rows say
 something a person should hear: an id that is too long, no valid value at all, or trailing
-missing/invalid values that move the forecast origin earlier.
+invalid values that move the forecast origin earlier.
 """
 from __future__ import annotations
 
@@ -92,7 +92,11 @@ class GoldPreparer:
         filled[: observed[0] if len(observed) else 0] = np.nan
         out = pd.DataFrame({"entity_id": rows["entity_id"].to_numpy(), "ds": rows["ds"].to_numpy(), "y": filled})
         for col in self.exogenous:
-            out[col] = rows[col].interpolate(limit_direction="both").to_numpy(dtype="float64")
+            # Filled over the history only: past the last valid target, a value is a known future
+            # input (a weather forecast) only where one was received, never a carried-on last value.
+            values = rows[col].to_numpy(dtype="float64").copy()
+            values[:edge] = pd.Series(values[:edge]).interpolate(limit_direction="both").to_numpy()
+            out[col] = values
         out["is_imputed"] = np.isnan(y) & ~np.isnan(filled)
         return out
 
@@ -110,7 +114,9 @@ class EdgeAudit:
             problem, count, last_valid = ID_TOO_LONG, len(rows), valid.max() if len(valid) else pd.NaT
         elif not len(valid):
             problem, count, last_valid = NO_VALUE, len(rows), pd.NaT
-        elif valid.max() < last_received:
+        elif valid.max() < last_received and rows.loc[(ds > valid.max()).to_numpy(), "flag_invalid"].any():
+            # Trailing *invalid* values ('n/a'): blank ones are hours not measured yet, which a
+            # feed sends all the time; either way the forecast starts after the last valid value.
             problem, last_valid = TRAILING, valid.max()
             count = int((ds > last_valid).sum())
         else:

@@ -52,6 +52,7 @@ class NightReport:
     reused_from: Optional[str] = None
     rejected: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    edges: dict[str, int] = field(default_factory=dict)   # ingest's EdgeAudit counts by problem
 
     @property
     def exit_code(self) -> int:
@@ -76,8 +77,15 @@ class NightReport:
             parts.append("resumed: " + ", ".join(self.skipped) + " already done")
         if self.rejected:
             parts.append(f"{self.rejected} input batch(es) rejected")
+        edges = {k: v for k, v in self.edges.items() if v}
+        if edges:
+            parts.append("data: " + ", ".join(f"{v} {EDGE_WORDS.get(k, k)}" for k, v in edges.items()))
         parts.append("time " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         return "; ".join(parts)
+
+
+EDGE_WORDS = {"id_too_long": "id(s) too long (left out of gold)", "no_value": "entity(ies) with no valid value",
+              "trailing": "entity(ies) ending in missing values (origin moved earlier)"}
 
 
 def night_run_id(name: str, as_of: pd.Timestamp) -> str:
@@ -100,7 +108,8 @@ def run_night(config: Config, stages: Stages, as_of: Optional[pd.Timestamp] = No
         tuned = tuned_params(config)     # new tuned parameters make new models: part of the inputs
         inputs = Inputs(int(ingested.gold_version), ingested.data_end,
                         config.fingerprint() + (f"+tuned:{tuned.run_id}" if tuned else ""))
-        report = NightReport(night_run_id(config.name, night), night, inputs, rejected=rejected, seconds=seconds)
+        report = NightReport(night_run_id(config.name, night), night, inputs, rejected=rejected, seconds=seconds,
+                             edges=ingested.edge_counts())
         ledger = Ledger(config.lake)
         reuse = config.nightly.reuse_models and not retrain
         done = verified(config, report.run_id, ledger.progress(report.run_id, inputs), stages.say) if reuse else {}

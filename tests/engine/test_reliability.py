@@ -9,24 +9,21 @@ replays the same probes and prints a table.
 from __future__ import annotations
 
 import gzip
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
+from benchmarks.probes import (ACCENTED_ID, LONG_ID, hourly_rows, mlflow_state, nightly, nightly_job, read_only_sqlite,
+                               survivors, without_dac_override, write_csv)
 from engine.config import load_config
-from engine.faults import ENV as CRASH_ENV
 from engine.lake import GOLD_SERIES, SILVER_SERIES, DeltaRsLake, bronze_table
 from engine.medallion import frames_for
 from engine.medallion.pipeline import REJECTED, UNREADABLE, ingest
@@ -35,17 +32,7 @@ from engine.training.job import train
 from engine.training.tables import FORECASTS, MODELS
 from tests.conftest import make_config
 
-ROOT = Path(__file__).resolve().parents[2]
-LONG_ID = "m" * 500
-ACCENTED_ID = "compteur-" + "é" * 36          # 45 characters, 81 bytes, 225 once percent-escaped
 NIGHT_1, NIGHT_2 = "2022-01-20", "2022-01-21"
-
-
-def hourly_rows(entity: str, hours: int = 24 * 10, start: str = "2022-01-01", seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ds = pd.date_range(start, periods=hours, freq="h")
-    y = 100 + 20 * np.sin(2 * np.pi * np.arange(hours) / 24) + rng.normal(0, 2, hours)
-    return pd.DataFrame({"entity_id": entity, "ds": ds.strftime("%Y-%m-%d %H:%M"), "y": y.round(3).astype(str)})
 
 
 def csv_config(tmp_path: Path, folder: Path, **extra):
@@ -54,15 +41,13 @@ def csv_config(tmp_path: Path, folder: Path, **extra):
                        backtest={"windows": 1, "step": 24}, models=["seasonal_naive"], **extra)
 
 
-def write_csv(folder: Path, name: str, frames: list[pd.DataFrame]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    pd.concat(frames).to_csv(path, index=False)
-    return path
-
-
 def lines(into: list[str]):
     return lambda line: into.append(line)
+
+
+def ok(out: subprocess.CompletedProcess) -> str:
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
 
 
 # --- 1. ids of any length and script ----------------------------------------------------------
@@ -184,46 +169,9 @@ def test_an_unreadable_file_is_one_rejected_batch_with_its_bytes_kept_and_csv_gz
 
 # --- 2, 4, 6, 7: the nightly job under kill -9 and a broken tracking store ---------------------
 
-def nightly_config(tmp_path: Path, **extra) -> str:
-    path = tmp_path / "nightly.yaml"
-    data = {"name": "night", "lake": {"root": str(tmp_path / "lake")}, "backend": "local",
-            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "reliability",
-                       "registered_model": "night-router"},
-            "source": {"kind": "synthetic", "exogenous": ["temperature"],
-                       "synthetic": {"entities": 4, "periods": 24 * 24, "seed": 4}},
-            "series": {"freq": "h", "season_lengths": [24]}, "horizon": 24,
-            "backtest": {"windows": 1, "step": 24}, "models": ["seasonal_naive", "theta"],
-            "training": {"workers": 2}}
-    data.update(extra)
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def nightly(config: str, *args: str, crash_at: str = "", timeout: int = 300, env: dict | None = None,
-            prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{CRASH_ENV: crash_at}, **(env or {}))
-    return subprocess.run([*prefix, sys.executable, "-m", "engine", "nightly", "--config", config, "--no-progress",
-                           *args], capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True)
-
-
-def ok(out: subprocess.CompletedProcess) -> str:
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
-
-
-def mlflow_state(config: str, run_id: str) -> tuple[list, list, MlflowClient]:
-    conf = load_config(config)
-    client = MlflowClient(conf.mlflow.tracking_uri)
-    experiment = client.get_experiment_by_name(conf.mlflow.experiment).experiment_id
-    parents = client.search_runs([experiment], f"tags.`manymodels.run_id` = '{run_id}' and "
-                                 "tags.`manymodels.kind` = 'parent'")
-    versions = client.search_model_versions(f"name = '{conf.mlflow.registered_model}'")
-    return parents, versions, client
-
-
 @pytest.mark.parametrize("crash_at", ["before-register", "after-register", "child-run:2", "after-alias"])
 def test_kill_9_while_publishing_then_rerun_gives_one_finished_parent_and_one_version(tmp_path, crash_at):
-    config = nightly_config(tmp_path)
+    config = nightly_job(tmp_path)
     killed = nightly(config, "--as-of", NIGHT_1, crash_at=crash_at)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     parents, _, _ = mlflow_state(config, "night-20220120T0000Z")
@@ -244,7 +192,7 @@ def test_kill_9_while_publishing_then_rerun_gives_one_finished_parent_and_one_ve
 
 
 def test_the_ledger_is_checked_against_the_tables_and_pull_names_a_missing_night(tmp_path):
-    config = nightly_config(tmp_path)
+    config = nightly_job(tmp_path)
     ok(nightly(config, "--as-of", NIGHT_1))
     killed = nightly(config, "--as-of", NIGHT_2, crash_at="before-write:score")
     assert killed.returncode == -signal.SIGKILL
@@ -272,38 +220,19 @@ def test_the_ledger_is_checked_against_the_tables_and_pull_names_a_missing_night
     assert len(parents) == 1 and len(versions) == 2        # republishing the same models added nothing
 
 
-def _processes_with(tag: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if tag.encode() in (proc / "environ").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="counts processes through /proc (Linux)")
 def test_no_worker_outlives_a_job_killed_in_training(tmp_path):
-    config = nightly_config(tmp_path, source={"kind": "synthetic", "exogenous": ["temperature"],
+    config = nightly_job(tmp_path, source={"kind": "synthetic", "exogenous": ["temperature"],
                                               "synthetic": {"entities": 12, "periods": 24 * 40, "seed": 4}},
                             models=["seasonal_naive", "theta", "ets"], partitions={"tasks_per_core": 3})
     tag = f"MANYMODELS_PROBE={uuid.uuid4().hex}"
     killed = nightly(config, "--as-of", NIGHT_1, crash_at="training", env=dict([tag.split("=")]))
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    deadline = time.monotonic() + 5
-    while _processes_with(tag) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _processes_with(tag)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = survivors(tag)
     assert not left, f"{len(left)} process(es) outlived the killed job"
 
 
 def test_a_tracking_server_nobody_answers_fails_before_training_in_seconds(tmp_path):
-    config = nightly_config(tmp_path, mlflow={"tracking_uri": "http://127.0.0.1:1", "timeout": 2})
+    config = nightly_job(tmp_path, mlflow={"tracking_uri": "http://127.0.0.1:1", "timeout": 2})
     started = time.monotonic()
     out = nightly(config, "--as-of", NIGHT_1)
     assert out.returncode == 1, out.stdout + out.stderr
@@ -316,13 +245,9 @@ def test_a_tracking_server_nobody_answers_fails_before_training_in_seconds(tmp_p
 
 def test_a_read_only_tracking_store_fails_before_training_and_says_so(tmp_path):
     db = tmp_path / "mlflow.db"
-    sqlite3.connect(db).execute("create table t (x)").connection.close()
-    db.chmod(0o444)
-    config = nightly_config(tmp_path, mlflow={"tracking_uri": f"sqlite:///{db}"})
+    config = nightly_job(tmp_path, mlflow={"tracking_uri": read_only_sqlite(db)})
     # Root writes whatever the file's mode says; without the capability to override it, it cannot.
-    no_override = ("setpriv", "--inh-caps=-dac_override,-dac_read_search",
-                   "--bounding-set=-dac_override,-dac_read_search") if os.geteuid() == 0 else ()
-    out = nightly(config, "--as-of", NIGHT_1, prefix=no_override)
+    out = nightly(config, "--as-of", NIGHT_1, prefix=without_dac_override())
     assert out.returncode == 2, out.stdout + out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: the MLflow store sqlite:///{db} cannot be written")
