@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from engine.config import BACKENDS, load_config
-from engine.errors import ManymodelsError, first_line, root_cause
+from engine.errors import ManymodelsError, TrackingUnavailable, first_line, root_cause
 from engine.nightly.lease import LakeBusy, LakeLease
 from engine.storage import LakeStore, StorageUnavailable
-from engine.tracking.store import TrackingUnavailable, check_tracking
 from engine.training.job import TrainingFailed
 
 # Exit codes: 0 done; 1 an unexpected error (trace in the log file named); 2 a user mistake
@@ -133,6 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command != "serve":
             LakeStore.of(config.lake).check()     # a wrong endpoint or key: one line now, not a trace later
         if _uses_tracking(args):                  # ... and an unwritable or silent tracking store too
+            from engine.tracking.store import check_tracking   # imports MLflow: only for commands that log
             check_tracking(config.mlflow.tracking_uri, config.mlflow.experiment, config.mlflow.timeout)
         if args.command == "serve":
             return _run_serve(config, args)

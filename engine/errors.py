@@ -17,6 +17,14 @@ class IngestError(ManymodelsError):
     """A source batch was rejected; bronze keeps the raw rows for inspection."""
 
 
+class TrackingError(ManymodelsError):
+    """The MLflow tracking store refuses to be written (a read-only file, wrong permissions): exit 2."""
+
+
+class TrackingUnavailable(ManymodelsError):
+    """The MLflow tracking server did not answer in time (an outage, not a config mistake: exit 1)."""
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception of a chain (`raise ... from`, or raised while handling another):
     what actually went wrong, where the outer ones only say where."""

@@ -23,6 +23,7 @@ from engine.config import Config
 from engine.errors import ConfigError
 from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
+from engine.normalize import entity_id
 from engine.routing.bundle import Bundle
 from engine.routing.pyfunc import ARTIFACT
 from engine.training.entity import TrainSpec, prepare
@@ -129,7 +130,7 @@ def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Se
     with tempfile.TemporaryDirectory(prefix="manymodels-score-") as tmp:
         local = download_model(config, model_uri, tmp)
         bundle = Bundle(bundle_folder(local))
-        wanted = sorted(bundle.index) if not entities else sorted(set(entities))
+        wanted = sorted(bundle.index) if not entities else sorted({entity_id(e) for e in entities})
         unknown = [e for e in wanted if e not in bundle]
         if unknown:
             raise ConfigError(f"entity {', '.join(map(repr, unknown[:10]))} not in {model_uri} "

@@ -10,15 +10,7 @@ from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
 
-from engine.errors import ManymodelsError, first_line, root_cause
-
-
-class TrackingError(ManymodelsError):
-    """The tracking store refuses to be written (a read-only file, wrong permissions): exit 2."""
-
-
-class TrackingUnavailable(ManymodelsError):
-    """The tracking server did not answer in time (an outage, not a config mistake: exit 1)."""
+from engine.errors import TrackingError, TrackingUnavailable, first_line, root_cause
 
 
 def prepared_uri(uri: str) -> str:

@@ -2,6 +2,7 @@
 and stopped by the project's own script (which installs PostgreSQL from Debian if needed)."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -54,7 +55,12 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
     ingest(config, frames_for(config, "local"))
     report = train(config, backend="local")
     first = publish(config, report.run_id, backend="local")
-    second = publish(config, report.run_id, backend="local")
+    again = publish(config, report.run_id, backend="local")           # the same models: nothing new
+    assert again.already and (again.parent_run_id, again.version) == (first.parent_run_id, first.version)
+    # Other settings of what is logged make a second publish, gated against the first version.
+    quiet = dataclasses.replace(config, mlflow=dataclasses.replace(config.mlflow, child_runs=False))
+    second = publish(quiet, report.run_id, backend="local")
+    assert not second.already and second.parent_run_id != first.parent_run_id
 
     client = MlflowClient(server)
     assert client._tracking_client.store.__class__.__name__ == "RestStore"
