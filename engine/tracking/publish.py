@@ -99,6 +99,7 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     if done:
         return _report_of(done[0], experiment, name, time.perf_counter() - started)
     parent = _resume(client, earlier, digest)
+    resumed = parent is not None
     if parent is None:
         parent = client.create_run(experiment, tags=_parent_tags(config, models, run_id, backend, digest),
                                    run_name=parent_run_name(config.name, run_id)).info.run_id
@@ -107,7 +108,7 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
             _log_parent(client, parent, config, models, aggregate, train_seconds or {})
             client.set_tag(parent, LOGGED_TAG, "true")
         network = read_global(config, run_id)
-        if network is not None and not _children(client, experiment, parent, kind="global_model"):
+        if network is not None and not (resumed and _children(client, experiment, parent, kind="global_model")):
             _log_global_network(client, experiment, parent, network)
         timings["parent"] = time.perf_counter() - started
 
@@ -122,10 +123,11 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
 
         t0 = time.perf_counter()
         runs = child_runs(models, parent, run_id) if config.mlflow.child_runs else []
-        runs = _not_logged(client, experiment, parent, runs)
+        if resumed:      # only an earlier attempt can have logged some (a fresh parent skips two searches)
+            runs = _not_logged(client, experiment, parent, runs)
         if runs:
             log_child_runs(uri, experiment, runs, config.mlflow.log_workers, progress(len(runs)) if progress else None)
-        logged = len(_children(client, experiment, parent)) if config.mlflow.child_runs else 0
+        logged = len(_children(client, experiment, parent)) if resumed and config.mlflow.child_runs else len(runs)
         timings["children"] = time.perf_counter() - t0
 
         # The gate last: the champion alias only ever moves to a version whose children are all logged.
