@@ -85,7 +85,7 @@ class NightReport:
 
 
 EDGE_WORDS = {"id_too_long": "id(s) too long (left out of gold)", "no_value": "entity(ies) with no valid value",
-              "trailing": "entity(ies) ending in missing values (origin moved earlier)"}
+              "trailing": "entity(ies) ending in invalid values (origin moved earlier)"}
 
 
 def night_run_id(name: str, as_of: pd.Timestamp) -> str:
