@@ -255,7 +255,7 @@ def probe_orphans(folder: Path) -> tuple[str, bool]:
 def probe_read_only_store(folder: Path) -> tuple[str, bool]:
     config = nightly_job(folder, mlflow={"tracking_uri": read_only_sqlite(folder / "ro.db")})
     out = nightly(config, "--as-of", NIGHT, prefix=without_dac_override())
-    last = (out.stderr.strip().splitlines() or [""])[-1]
+    last = (out.stderr.strip().splitlines() or [""])[-1].replace(str(folder), "<probe folder>")
     trained = (folder / "lake" / "gold" / "models").exists()
     return (f"exit {out.returncode}, trained: {trained}; {last[:90]}",
             out.returncode == 2 and "cannot be written" in last and not trained)

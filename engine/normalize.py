@@ -39,9 +39,3 @@ def from_epoch(values: pd.Series) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce").astype("float64")
     unit = epoch_unit(numbers.to_numpy())
     return pd.to_datetime(numbers, unit=unit, utc=True)
-
-
-def is_epoch_text(text: pd.Series) -> bool:
-    """Every present value is a plain (possibly signed, possibly decimal) number."""
-    present = text.dropna()
-    return bool(len(present)) and bool(present.str.fullmatch(r"[+-]?\d+(\.\d+)?").all())

@@ -97,7 +97,7 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     earlier = parent_runs(client, experiment, run_id)
     done = [r for r in earlier if r.info.status == FINISHED and r.data.tags.get(PUBLISHED) == digest]
     if done:
-        return _report_of(done[0], experiment, name, time.perf_counter() - started)
+        return _report_of(client, done[0], experiment, name, time.perf_counter() - started)
     parent = _resume(client, earlier, digest)
     resumed = parent is not None
     if parent is None:
@@ -255,9 +255,8 @@ def _decision_of(run, client: MlflowClient, name: str, version: str) -> Optional
                         float(data.params.get("gate.tolerance", "nan")), data.tags.get("gate.reason", ""))
 
 
-def _report_of(run, experiment: str, name: str, seconds: float) -> PublishReport:
+def _report_of(client: MlflowClient, run, experiment: str, name: str, seconds: float) -> PublishReport:
     """A publish that had already finished, as it was recorded."""
-    client = MlflowClient(mlflow.get_tracking_uri())
     version = run.data.tags[VERSION_TAG]
     decision = _decision_of(run, client, name, version)
     return PublishReport(run.info.run_id, experiment, int(run.data.metrics.get("mlflow.child_runs", 0)),
