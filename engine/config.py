@@ -403,7 +403,7 @@ class Config:
     def _check_hyperparameters(self) -> None:
         """model_params and tuning.space against what each model declares."""
         from engine.models import MODEL_CLASSES
-        from engine.tuning.space import model_space, tunable
+        from engine.models.space import model_space, tunable
         for model, params in self.model_params.items():
             _check(model in MODEL_CLASSES, "model_params", f"has unknown model {model!r}; allowed: {', '.join(MODELS)}")
             try:
@@ -427,7 +427,7 @@ class Config:
     @property
     def tuned_models(self) -> list[str]:
         """Models `manymodels tune` searches: tuning.models, else every tunable candidate."""
-        from engine.tuning.space import tunable
+        from engine.models.space import tunable
         return list(self.tuning.models) or tunable(self.models)
 
     def model_spec(self):

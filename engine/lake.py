@@ -141,6 +141,33 @@ class DeltaRsLake:
         return data.num_rows
 
     @_store_errors
+    def append(self, table: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
+        """Append `frame` (the columns of `schema`; timestamps in any unit) in one commit."""
+        data = frame[schema.names].copy()
+        for field in schema:
+            if pa.types.is_timestamp(field.type):
+                data[field.name] = pd.to_datetime(data[field.name], utc=True).astype(f"datetime64[{field.type.unit}, UTC]")
+        self.write(table, pa.Table.from_pandas(data, schema=schema, preserve_index=False), mode="append")
+
+    def overwrite_at(self, table: str, data: pa.Table, version: Optional[int]) -> bool:
+        """Replace the table's rows as version `version + 1` (0: create it), or False when another
+        writer committed that version first (optimistic concurrency, no retry)."""
+        from deltalake import CommitProperties, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+        target = self.table(table, version=version) if version is not None else self.path(table)
+        try:
+            with storage_errors(self.store):
+                write_deltalake(target, data, mode="overwrite", storage_options=self.options,
+                                commit_properties=CommitProperties(max_commit_retries=0))
+        except (CommitFailedError, FileExistsError):
+            return False
+        except Exception as exc:     # the first commit of a new table lost the race for version 0
+            if version is None and "already exists" in str(exc).lower():
+                return False
+            raise
+        return True
+
+    @_store_errors
     def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
                   clustered_by: Optional[str] = None) -> int:
         """Replace the table's rows in one commit (sorted by `clustered_by`, then `ds`, in row

@@ -14,44 +14,40 @@ SILVER_FLAGS = ("flag_gap", "flag_invalid", "flag_duplicate", "flag_negative", "
                 "flag_bad_id")
 
 
-def _fields(pairs) -> pa.Schema:
-    return pa.schema([pa.field(name, typ) for name, typ in pairs])
-
-
 def parsed_target_schema(exogenous: Sequence[str]) -> pa.Schema:
     """Target rows after parsing one bronze batch (before cleaning)."""
-    return _fields([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()), ("flag_invalid", pa.bool_()),
+    return pa.schema([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()), ("flag_invalid", pa.bool_()),
                     *((c, pa.float64()) for c in exogenous),
                     ("_batch_id", pa.string()), ("_ingested_at", TS), ("_seq", pa.int64())])
 
 
 def parsed_exogenous_schema(columns: Sequence[str]) -> pa.Schema:
-    return _fields([("ds", TS), *((c, pa.float64()) for c in columns), ("_ingested_at", TS), ("_seq", pa.int64())])
+    return pa.schema([("ds", TS), *((c, pa.float64()) for c in columns), ("_ingested_at", TS), ("_seq", pa.int64())])
 
 
 def parsed_calendar_schema() -> pa.Schema:
-    return _fields([("date", pa.date32()), ("holiday", pa.string())])
+    return pa.schema([("date", pa.date32()), ("holiday", pa.string())])
 
 
 def silver_schema(exogenous: Sequence[str]) -> pa.Schema:
-    return _fields([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()),
+    return pa.schema([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()),
                     *((c, pa.float64()) for c in exogenous),
                     *((f, pa.bool_()) for f in SILVER_FLAGS), ("problem", pa.string()), ("_batch_id", pa.string())])
 
 
 def edge_schema() -> pa.Schema:
     """One row per entity whose rows need a word in the ingest summary (see `cleaning.EdgeAudit`)."""
-    return _fields([("entity_id", pa.string()), ("problem", pa.string()), ("rows", pa.int64()),
+    return pa.schema([("entity_id", pa.string()), ("problem", pa.string()), ("rows", pa.int64()),
                     ("last_valid", TS), ("last_received", TS)])
 
 
 def gold_schema(exogenous: Sequence[str]) -> pa.Schema:
-    return _fields([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()),
+    return pa.schema([("entity_id", pa.string()), ("ds", TS), ("y", pa.float64()),
                     *((c, pa.float64()) for c in exogenous), ("is_imputed", pa.bool_())])
 
 
 def rejected_schema() -> pa.Schema:
-    return _fields([("_batch_id", pa.string()), ("dataset", pa.string()), ("file", pa.string()),
+    return pa.schema([("_batch_id", pa.string()), ("dataset", pa.string()), ("file", pa.string()),
                     ("rows", pa.int64()), ("reason", pa.string()), ("rejected_at", TS)])
 
 

@@ -25,7 +25,7 @@ from engine.nightly.lease import LakeLease
 from engine.nightly.ledger import Inputs, Ledger
 from engine.nightly.verify import verified
 from engine.training.tables import FORECASTS
-from engine.tuning.store import tuned_params
+from engine.training.tuned_params import tuned_params
 
 
 class NothingToTrain(ManymodelsError):

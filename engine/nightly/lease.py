@@ -24,7 +24,6 @@ import pyarrow as pa
 
 from engine.errors import ManymodelsError
 from engine.lake import DeltaRsLake
-from engine.storage import storage_errors
 
 LEASE = "_manymodels/lease"
 SCHEMA = pa.schema([("holder_id", pa.string()), ("holder", pa.string()), ("acquired_at", pa.timestamp("us", "UTC")),
@@ -64,24 +63,12 @@ class LakeLease:
 
     def _commit(self, version: Optional[int], released: bool, acquired_at: datetime) -> bool:
         """Write the lease row as version `version + 1`; False when another job committed it first."""
-        from deltalake import CommitProperties
-        from deltalake.exceptions import CommitFailedError
         now = datetime.now(timezone.utc)
         row = pa.Table.from_pylist([{"holder_id": self.holder_id, "holder": json.dumps(self.holder),
                                      "acquired_at": acquired_at, "expires_at": now + timedelta(seconds=self.ttl),
                                      "released": released}], schema=SCHEMA)
-        target = self.lake.table(LEASE, version=version) if version is not None else self.lake.path(LEASE)
-        try:
-            with storage_errors(self.lake.store):
-                from deltalake import write_deltalake
-                write_deltalake(target, row, mode="overwrite", storage_options=self.lake.options,
-                                commit_properties=CommitProperties(max_commit_retries=0))
-        except (CommitFailedError, FileExistsError):
+        if not self.lake.overwrite_at(LEASE, row, version):
             return False
-        except Exception as exc:     # the first commit of a new table lost the race for version 0
-            if version is None and "already exists" in str(exc).lower():
-                return False
-            raise
         self._version = (version + 1) if version is not None else 0
         return True
 

@@ -15,11 +15,11 @@ import pandas as pd
 import pyarrow as pa
 
 from engine.lake import DeltaRsLake
-from engine.medallion.schemas import TS, _fields
+from engine.medallion.schemas import TS
 
 NIGHTS = "_manymodels/nights"
 STAGES = ("train", "mlflow", "score", "done")
-SCHEMA = _fields([("run_id", pa.string()), ("as_of", TS), ("stage", pa.string()), ("gold_version", pa.int64()),
+SCHEMA = pa.schema([("run_id", pa.string()), ("as_of", TS), ("stage", pa.string()), ("gold_version", pa.int64()),
                   ("data_end", TS), ("config_hash", pa.string()), ("detail", pa.string()), ("finished_at", TS)])
 
 
@@ -51,9 +51,7 @@ class Ledger:
                             "gold_version": [inputs.gold_version], "data_end": [inputs.data_end],
                             "config_hash": [inputs.config_hash], "detail": [json.dumps(detail, default=str)],
                             "finished_at": [pd.Timestamp.now(tz="UTC")]})
-        for column in ("as_of", "data_end", "finished_at"):
-            row[column] = pd.to_datetime(row[column], utc=True).astype("datetime64[us, UTC]")
-        self.lake.write(NIGHTS, pa.Table.from_pandas(row, schema=SCHEMA, preserve_index=False), mode="append")
+        self.lake.append(NIGHTS, row, SCHEMA)
 
     def progress(self, run_id: str, inputs: Inputs) -> dict[str, dict]:
         """The stages of `run_id` still valid for `inputs`: {stage: detail}, in stage order, each

@@ -26,7 +26,8 @@ from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
 from engine.normalize import entity_id
 from engine.routing.bundle import Bundle
 from engine.routing.pyfunc import ARTIFACT
-from engine.training.entity import TrainSpec, prepare
+from engine.training.entity import TrainSpec
+from engine.training.history import prepare
 from engine.training.tables import FORECASTS, KEYS, RunContext
 
 _MODELS: dict[str, object] = {}

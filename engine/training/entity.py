@@ -26,7 +26,10 @@ from engine.errors import ManymodelsError
 from engine.medallion.schemas import TS
 from engine.models import FALLBACK, Forecast, ForecastModel, ModelSpec, make_model
 from engine.models.ensemble import EnsembleModel
-from engine.training.metrics import mase_scale, window_metrics
+from engine.training.backtest import (CandidateSearch, add_ensemble, backtest_candidates, backtest_folds, describe,
+                                      ranked, summarize, usable_windows)
+from engine.training.history import prepare
+from engine.training.search import EntitySearch
 
 OK, FALLBACK_STATUS, FAILED = "ok", "fallback", "failed"
 
@@ -36,10 +39,6 @@ RESULT_SCHEMA = pa.schema([
     ("fit_seconds", pa.float64()), ("params", pa.string()), ("metrics", pa.string()), ("backtests", pa.string()),
     ("forecast", pa.string()), ("notes", pa.string()), ("model", pa.binary())])
 RESULT_COLUMNS = RESULT_SCHEMA.names
-
-
-class EmptySeries(ManymodelsError):
-    """The entity has no observed target value."""
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,13 @@ class TrainSpec:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # hyperparameters per model
     sources: Mapping[str, str] = field(default_factory=dict)   # where `params` came from, per model
     tuned_by: Optional[str] = None          # the `manymodels tune` run whose parameters are in `params`
-    search: Optional[Any] = None            # engine.tuning.search.EntitySearch (tuning.per_entity)
+    search: Optional[CandidateSearch] = None    # the per-entity search (tuning.per_entity)
     trained: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # panel-wide networks by model
 
     @classmethod
     def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
                     tuned_by: Optional[str] = None) -> "TrainSpec":
         """`tuned`: parameters of a tuning run, over the config's `model_params` where both set one."""
-        from engine.tuning.search import EntitySearch
         tuned = {m: p for m, p in (tuned or {}).items() if m in config.models}
         params = {m: {**config.model_params.get(m, {}), **tuned.get(m, {})}
                   for m in config.models if config.model_params.get(m) or tuned.get(m)}
@@ -119,207 +117,19 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes,
                          reason=f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
     folds = backtest_folds(history, spec, windows, future.attrs.get("scenario", ()))
-    backtests, forecasts, chosen, searches = _backtest(folds, spec)
-    summary = _summarize(backtests, spec)
-    for name, search in searches.items():
+    backtests = backtest_candidates(folds, spec)
+    summary = summarize(backtests.records, spec.candidates)
+    for name, search in backtests.searches.items():
         summary[name].update(search)
     if "ensemble" in spec.models:
-        _add_ensemble(folds, spec, backtests, forecasts, summary)
-    ranked = _ranked(summary, spec.metric)
-    if not ranked:
-        errors = "; ".join(sorted({b["error"] for b in backtests if b["error"]}))
+        add_ensemble(folds, spec, backtests, summary)
+    order = ranked(summary, spec.metric)
+    if not order:
+        errors = "; ".join(sorted({b["error"] for b in backtests.records if b["error"]}))
         raise ManymodelsError(f"every candidate failed its backtest: {errors}")
-    model = _make(ranked[0], spec, summary, chosen).fit(history)
-    source = "entity search" if ranked[0] in searches else spec.sources.get(ranked[0], "defaults")
-    return _result(OK, model, history, future, windows, spec, notes, summary, backtests, params_from=source)
-
-
-def usable_windows(history: pd.DataFrame, spec: TrainSpec) -> int:
-    """Backtest windows the history allows (up to `spec.windows`); 0 for a constant series."""
-    if np.ptp(history["y"].to_numpy()) == 0:
-        return 0
-    return max(0, min(spec.windows, (len(history) - spec.min_length()) // spec.step + 1))
-
-
-def prepare(rows: pd.DataFrame, spec: TrainSpec) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Recent, gap-free history and the future rows to forecast (with exogenous values).
-
-    Exogenous values for the future come from gold rows past the last observed target (e.g. an
-    ingested weather forecast) where present. Otherwise a weather-like column takes the mean of
-    the same hours around the same dates in earlier years when the history spans more than a
-    year (normal weather), and anything else repeats the same position of the longest season
-    (persistence): callers with real future values should pass them to the model directly.
-    """
-    exogenous = [c for c in spec.model.exogenous if c in rows]
-    frame = rows[["ds", "y", *exogenous]].sort_values("ds", kind="stable").reset_index(drop=True)
-    frame["y"] = frame["y"].astype("float64")
-    observed = np.flatnonzero(frame["y"].notna().to_numpy())
-    if not len(observed):
-        raise EmptySeries("no observed target value: check the source rows for this entity")
-    ahead = frame.iloc[observed[-1] + 1:]
-    history = frame.iloc[max(observed[0], observed[-1] + 1 - spec.max_history): observed[-1] + 1].copy()
-    notes = []
-    missing = int(history["y"].isna().sum())
-    if missing:
-        history["y"] = history["y"].interpolate(limit_area="inside")
-        notes.append(f"{missing} missing target values interpolated")
-    for column in exogenous:
-        values = history[column].astype("float64")
-        if values.isna().all():
-            history = history.drop(columns=column)
-            notes.append(f"exogenous column {column!r} has no values for this entity: models fit without it")
-        elif values.isna().any():
-            history[column] = values.interpolate(limit_direction="both")
-            notes.append(f"{int(values.isna().sum())} missing {column!r} values interpolated")
-    history = history.reset_index(drop=True)
-    return history, _future(history, ahead, spec), notes
-
-
-def _future(history: pd.DataFrame, ahead: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
-    last = history["ds"].iloc[-1]
-    ds = pd.date_range(last + spec.freq, periods=spec.horizon, freq=spec.freq)
-    future = pd.DataFrame({"ds": ds})
-    lag = max(spec.model.usable_seasons(len(history), cycles=1), default=1)
-    steps = np.arange(spec.horizon)
-    scenario = []
-    for column in history.columns.drop(["ds", "y"]):
-        known = (ahead.set_index("ds")[column].reindex(ds).to_numpy(dtype="float64") if len(ahead)
-                 else np.full(len(ds), np.nan))
-        values = history[column].to_numpy(dtype="float64")
-        fill = values[-lag:][steps % lag]
-        if not np.isin(values, (0.0, 1.0)).all():      # weather, not a 0/1 calendar flag
-            normal = same_dates_earlier_years(history.set_index("ds")[column], ds)
-            fill = np.where(np.isfinite(normal), normal, fill)
-        future[column] = np.where(np.isfinite(known), known, fill)
-        if not np.isfinite(known).all():
-            scenario.append(column)
-    # Columns the forecast fills by a scenario: backtests fill them the same way (ex ante).
-    future.attrs["scenario"] = tuple(scenario)
-    return future
-
-
-def same_dates_earlier_years(values: pd.Series, ds: pd.DatetimeIndex, days: int = 7) -> np.ndarray:
-    """Per future step, the mean of the same time of day within +-`days` days of the same date in
-    every earlier year the history covers (a normal-weather scenario), NaN with under a year."""
-    first = values.index[0]
-    if ds[0] - first < pd.Timedelta(days=365 + days):
-        return np.full(len(ds), np.nan)
-    samples = []
-    for years in range(1, int((ds[-1] - first).days // 365) + 1):
-        for shift in range(-days, days + 1):
-            samples.append(values.reindex(ds - pd.Timedelta(days=365 * years - shift)).to_numpy(dtype="float64"))
-    stacked = np.vstack(samples)
-    counts = np.isfinite(stacked).sum(axis=0)
-    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
-
-
-def _origins(history: pd.DataFrame, spec: TrainSpec, windows: int):
-    """(window, origin row, record stub, actuals, MASE scale) of each rolling-origin window."""
-    n, h = len(history), spec.horizon
-    y = history["y"].to_numpy()
-    for window in range(windows):
-        origin = n - h - (windows - 1 - window) * spec.step
-        stub = {"window": window, "origin": history["ds"].iloc[origin].isoformat(), "error": None}
-        yield window, origin, stub, y[origin:origin + h], mase_scale(y[:origin], _mase_season(spec, origin))
-
-
-def backtest_folds(history: pd.DataFrame, spec: TrainSpec, windows: int,
-                   scenario: tuple[str, ...] = ()) -> list[tuple]:
-    """(record stub, train rows, test rows without y, actuals, MASE scale) per rolling-origin window.
-    Regressors in `scenario` (those the real forecast must fill without knowing them) are filled
-    the same way from each window's own past, so a model is judged on the information it will
-    have, not on realized weather."""
-    out = []
-    for window, origin, stub, actual, scale in _origins(history, spec, windows):
-        train, test = history.iloc[:origin], history.iloc[origin:origin + spec.horizon].copy()
-        if scenario:
-            filled = _future(train, train.iloc[:0], spec)
-            for column in scenario:
-                test[column] = filled[column].to_numpy()
-        out.append((stub, train, test.drop(columns="y"), actual, scale))
-    return out
-
-
-def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: list[tuple], spec: TrainSpec,
-                       check_time=None) -> tuple[list[dict], dict[int, Forecast]]:
-    """One candidate with hyperparameters `params` over the `folds`: a record per window (metrics
-    or the error) and the forecasts by window. `check_time()` may raise to end a search trial."""
-    records, forecasts = [], {}
-    for stub, train, test, actual, scale in folds:
-        record = {"candidate": name, **stub}
-        try:
-            forecast = make_model(name, spec.model, params, spec.trained).fit(train).forecast(test)
-            forecasts[stub["window"]] = forecast
-            record.update(window_metrics(actual, forecast, scale))
-        except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
-            if spec.fail_fast:
-                raise
-            record["error"] = _describe(exc)
-        records.append(record)
-        if check_time:
-            check_time()
-    return records, forecasts
-
-
-def _backtest(folds: list[tuple], spec: TrainSpec, check_time=None):
-    """Rolling-origin forecasts of every candidate, each with its configured (or tuned)
-    hyperparameters, or those a per-entity search chose (`spec.search`)."""
-    records, forecasts, chosen, searches = [], {}, {}, {}
-    for name in spec.candidates:
-        chosen[name] = dict(spec.params.get(name, {}))
-        if spec.search is not None and name in spec.search.space:
-            from engine.tuning.search import search_entity
-            chosen[name], rows, by_window, searches[name] = search_entity(name, chosen[name], folds, spec)
-        else:
-            rows, by_window = backtest_candidate(name, chosen[name], folds, spec, check_time)
-        records.extend(rows)
-        forecasts.update({(name, w): f for w, f in by_window.items()})
-    return records, forecasts, chosen, searches
-
-
-def _mase_season(spec: TrainSpec, n: int) -> int:
-    seasons = [s for s in spec.model.season_lengths if 1 < s < n]
-    return min(seasons) if seasons else 1
-
-
-def _summarize(backtests: list[dict], spec: TrainSpec) -> dict[str, dict[str, float]]:
-    summary = {}
-    for name in spec.candidates:
-        rows = [b for b in backtests if b["candidate"] == name]
-        summary[name] = _mean_metrics(rows)
-    return summary
-
-
-def _mean_metrics(rows: list[dict]) -> dict[str, float]:
-    ok = [r for r in rows if not r["error"]]
-    keys = [k for k in (ok[0] if ok else {}) if k not in ("candidate", "window", "origin", "error")]
-    out = {k: _finite(float(np.mean([r[k] for r in ok]))) for k in keys}
-    out["failed_windows"] = len(rows) - len(ok)
-    return out
-
-
-def _finite(value: float) -> float:
-    return value if np.isfinite(value) else float("inf")
-
-
-def _ranked(summary: dict, metric: str, finite: bool = False) -> list[str]:
-    """Candidates without a failed window, best mean `metric` first (ties: config order)."""
-    scored = [(s[metric], i, name) for i, (name, s) in enumerate(summary.items())
-              if s["failed_windows"] == 0 and (not finite or np.isfinite(s[metric]))]
-    return [name for *_, name in sorted(scored)]
-
-
-def _add_ensemble(folds: list[tuple], spec: TrainSpec, backtests, forecasts, summary) -> None:
-    members = _ranked(summary, spec.metric, finite=True)[:spec.ensemble_size]
-    if len(members) < 2:
-        return
-    rows = []
-    for stub, _, _, actual, scale in folds:
-        window = stub["window"]
-        combined = EnsembleModel.combine([forecasts[(m, window)] for m in members])
-        rows.append({"candidate": "ensemble", **stub, **window_metrics(actual, combined, scale)})
-    backtests.extend(rows)
-    summary["ensemble"] = {**_mean_metrics(rows), "members": members}
+    model = _make(order[0], spec, summary, backtests.chosen).fit(history)
+    source = "entity search" if order[0] in backtests.searches else spec.sources.get(order[0], "defaults")
+    return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source)
 
 
 def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) -> ForecastModel:
@@ -336,7 +146,7 @@ def _fallback(history, future, spec, status, notes, reason, error=None):
 
 
 def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[str, Any]:
-    error = _describe(exc)
+    error = describe(exc)
     try:
         history, future, notes = prepare(rows, spec)
         return _fallback(history, future, spec, FAILED, notes, reason="training failed", error=error)
@@ -372,10 +182,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (tuple, set)):
         return list(value)
     return str(value)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:

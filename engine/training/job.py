@@ -24,7 +24,7 @@ from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
 from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
-from engine.tuning.store import tuned_params
+from engine.training.tuned_params import tuned_params
 from partitions.plan import PartitionPlan, plan_partitions
 
 SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt",

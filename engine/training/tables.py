@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from engine.medallion.schemas import TS, _fields
+from engine.medallion.schemas import TS
 from engine.training.entity import forecast_frame
 
 BACKTESTS, MODELS, FORECASTS = "gold/backtests", "gold/models", "gold/forecasts"
@@ -37,18 +37,18 @@ class RunContext:
         coverage = [(f"coverage_{lvl}", pa.float64()) for lvl in self.levels]
         bands = [(f"yhat_{side}_{lvl}", pa.float64()) for lvl in self.levels for side in ("lower", "upper")]
         if table == BACKTESTS:
-            return _fields([("run_id", pa.string()), ("gold_version", pa.int64()), ("entity_id", pa.string()),
+            return pa.schema([("run_id", pa.string()), ("gold_version", pa.int64()), ("entity_id", pa.string()),
                             ("candidate", pa.string()), ("window", pa.int64()), ("origin", TS),
                             *((m, pa.float64()) for m in METRIC_COLUMNS), *coverage, ("error", pa.string())])
         if table == MODELS:
-            return _fields([("run_id", pa.string()), ("gold_version", pa.int64()), ("entity_id", pa.string()),
+            return pa.schema([("run_id", pa.string()), ("gold_version", pa.int64()), ("entity_id", pa.string()),
                             ("status", pa.string()), ("champion", pa.string()), ("reason", pa.string()),
                             ("error", pa.string()), ("n_obs", pa.int64()), ("windows", pa.int64()),
                             ("fit_seconds", pa.float64()), ("attempt", pa.int64()), ("params", pa.string()),
                             ("metrics", pa.string()), ("notes", pa.string()), ("forecast_origin", TS),
                             ("trained_at", TS), ("model", pa.binary())])
         if table == FORECASTS:
-            return _fields([("entity_id", pa.string()), ("ds", TS), ("yhat", pa.float64()),
+            return pa.schema([("entity_id", pa.string()), ("ds", TS), ("yhat", pa.float64()),
                             ("yhat_lower", pa.float64()), ("yhat_upper", pa.float64()), *bands,
                             ("model", pa.string()), ("status", pa.string()), ("run_id", pa.string()),
                             ("forecast_origin", TS)])

@@ -1,1 +1,2 @@
-"""Hyperparameter tuning: search spaces, the per-entity search, `manymodels tune` and its table."""
+"""`manymodels tune`: a cluster-wide hyperparameter search (SparkTrials) over a sample of entities, and its
+table. It builds on training (engine.training.backtest, engine.training.search); training never imports it."""

@@ -27,12 +27,12 @@ from engine.config import Config
 from engine.errors import ConfigError
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version
 from engine.spark import spark_cores
+from engine.models.space import Dimension, hyperopt_space, model_space, point_params
 from engine.training.entity import TrainSpec
-from engine.tuning import store
+from engine.training.search import configured_params, quiet_hyperopt, run_fmin, stop_without_improvement
+from engine.training import tuned_params as store
 from engine.tuning.sample import entity_stats, stratified_sample
-from engine.tuning.search import (configured_params, quiet_hyperopt, run_fmin, sample_folds, sample_loss,
-                                  stop_without_improvement)
-from engine.tuning.space import Dimension, hyperopt_space, model_space, point_params
+from engine.tuning.search import sample_folds, sample_loss
 
 
 @dataclass

@@ -162,7 +162,7 @@ def test_same_rows_in_any_order_give_the_same_result():
 def test_future_weather_is_the_same_dates_in_earlier_years_once_history_spans_a_year():
     import dataclasses
 
-    from engine.training.entity import prepare
+    from engine.training.history import prepare
     spec = spec_for(["tempreg", "theta"])
     assert spec.max_history == 26280 and spec_for(["theta"]).max_history == 24 * 28
     spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, exogenous=("temperature", "is_holiday")))

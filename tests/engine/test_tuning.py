@@ -23,11 +23,12 @@ from engine.models.base import Forecast
 from engine.training.entity import TrainSpec, train_entity
 from engine.training.job import train
 from engine.training.tables import MODELS
-from engine.tuning import store
+from engine.training import tuned_params as store
 from engine.tuning.job import tune
 from engine.tuning.sample import stratified_sample
-from engine.tuning.search import EntitySearch, TrialTimeout, sample_folds, sample_loss, time_limit
-from engine.tuning.space import model_space
+from engine.training.search import EntitySearch, TrialTimeout, time_limit
+from engine.tuning.search import sample_folds, sample_loss
+from engine.models.space import model_space
 from tests.conftest import make_config
 
 SPEC = ModelSpec(freq="h", season_lengths=(24, 168), levels=(80, 95))

@@ -1,4 +1,5 @@
-"""The tuned-parameter table `_manymodels/tuning`: one row per model per `manymodels tune` run.
+"""The tuned-parameter table `_manymodels/tuning`: one row per model per `manymodels tune` run (written by
+engine.tuning.job, read here by training, so training never imports tuning).
 
 `manymodels train` (and the nightly job) read the parameters of the run `training.tuned_params`
 names: `latest` (the newest run of this config's name), `none`, or a tuning run id (the MLflow
@@ -16,10 +17,10 @@ import pyarrow as pa
 from engine.errors import ConfigError, ManymodelsError
 from engine.lake import DeltaRsLake
 from engine.models import MODEL_CLASSES
-from engine.medallion.schemas import TS, _fields
+from engine.medallion.schemas import TS
 
 TUNING = "_manymodels/tuning"
-SCHEMA = _fields([("tuning_run_id", pa.string()), ("config_name", pa.string()), ("model", pa.string()),
+SCHEMA = pa.schema([("tuning_run_id", pa.string()), ("config_name", pa.string()), ("model", pa.string()),
                   ("params", pa.string()), ("metric", pa.string()), ("default_loss", pa.float64()),
                   ("best_loss", pa.float64()), ("trials", pa.int64()), ("failed_trials", pa.int64()),
                   ("entities", pa.string()), ("gold_version", pa.int64()), ("finished_at", TS)])
@@ -34,10 +35,7 @@ class TunedParams:
 
 def record(lake, rows: pd.DataFrame) -> None:
     """Append one tuning run's rows (columns of SCHEMA) in one commit."""
-    frame = rows.copy()
-    frame["finished_at"] = pd.to_datetime(frame["finished_at"], utc=True).astype("datetime64[us, UTC]")
-    DeltaRsLake(lake).write(TUNING, pa.Table.from_pandas(frame[SCHEMA.names], schema=SCHEMA, preserve_index=False),
-                            mode="append")
+    DeltaRsLake(lake).append(TUNING, rows, SCHEMA)
 
 
 def runs(lake, config_name: Optional[str] = None) -> pd.DataFrame:

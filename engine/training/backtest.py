@@ -1,0 +1,176 @@
+"""Rolling-origin backtests: the folds, every candidate's record per fold, ranking, the ensemble.
+
+Training picks each entity's champion with these functions, and the per-entity search
+(engine.training.search) and `manymodels tune` (engine.tuning) score hyperparameters with the
+same ones, so a model is chosen and tuned on one definition of "better".
+
+A backtest record is a plain dict: `candidate`, `window`, `origin`, `error` (None when the
+window's fit worked) and the window's metrics (engine.training.metrics.window_metrics).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
+
+import numpy as np
+import pandas as pd
+
+from engine.models import Forecast, make_model
+from engine.models.ensemble import EnsembleModel
+from engine.training.history import future_rows
+from engine.training.metrics import mase_scale, window_metrics
+
+if TYPE_CHECKING:
+    from engine.training.entity import TrainSpec
+
+CheckTime = Optional[Callable[[], None]]    # raises to end a search trial that ran out of time
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One rolling-origin window: fit on `train`, forecast the rows of `test` (no `y`), score
+    against `actual` with the MASE `scale` of the training part."""
+
+    window: int
+    origin: pd.Timestamp
+    train: pd.DataFrame
+    test: pd.DataFrame
+    actual: np.ndarray
+    scale: float
+
+    def record(self, candidate: str) -> dict[str, Any]:
+        """A record for `candidate` on this window, before its metrics or error are known."""
+        return {"candidate": candidate, "window": self.window, "origin": self.origin.isoformat(), "error": None}
+
+
+class CandidateSearch(Protocol):
+    """What training needs of a per-entity hyperparameter search (engine.training.search.EntitySearch)."""
+
+    space: Mapping[str, Any]
+
+    def search(self, name: str, base: Mapping[str, Any], folds: list[Fold], spec: "TrainSpec") -> tuple[
+            dict[str, Any], list[dict], dict[int, Forecast], dict[str, Any]]:
+        """(chosen params, records and forecasts by window of those params, a summary of the search)."""
+
+
+def usable_windows(history: pd.DataFrame, spec: "TrainSpec") -> int:
+    """Backtest windows the history allows (up to `spec.windows`); 0 for a constant series."""
+    if np.ptp(history["y"].to_numpy()) == 0:
+        return 0
+    return max(0, min(spec.windows, (len(history) - spec.min_length()) // spec.step + 1))
+
+
+def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
+                   scenario: tuple[str, ...] = ()) -> list[Fold]:
+    """The `windows` rolling-origin folds of `history`, the last ending at its last row.
+    Regressors in `scenario` (those the real forecast must fill without knowing them) are filled
+    the same way from each window's own past, so a model is judged on the information it will
+    have, not on realized weather."""
+    n, h = len(history), spec.horizon
+    y = history["y"].to_numpy()
+    folds = []
+    for window in range(windows):
+        origin = n - h - (windows - 1 - window) * spec.step
+        train, test = history.iloc[:origin], history.iloc[origin:origin + h].copy()
+        if scenario:
+            filled = future_rows(train, train.iloc[:0], spec)
+            for column in scenario:
+                test[column] = filled[column].to_numpy()
+        folds.append(Fold(window, history["ds"].iloc[origin], train, test.drop(columns="y"), y[origin:origin + h],
+                          mase_scale(y[:origin], _mase_season(spec, origin))))
+    return folds
+
+
+def _mase_season(spec: "TrainSpec", n: int) -> int:
+    seasons = [s for s in spec.model.season_lengths if 1 < s < n]
+    return min(seasons) if seasons else 1
+
+
+def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: list[Fold], spec: "TrainSpec",
+                       check_time: CheckTime = None) -> tuple[list[dict], dict[int, Forecast]]:
+    """One candidate with hyperparameters `params` over the `folds`: a record per window (metrics
+    or the error) and the forecasts by window. `check_time()` may raise to end a search trial."""
+    records, forecasts = [], {}
+    for fold in folds:
+        record = fold.record(name)
+        try:
+            forecast = make_model(name, spec.model, params, spec.trained).fit(fold.train).forecast(fold.test)
+            forecasts[fold.window] = forecast
+            record.update(window_metrics(fold.actual, forecast, fold.scale))
+        except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
+            if spec.fail_fast:
+                raise
+            record["error"] = describe(exc)
+        records.append(record)
+        if check_time:
+            check_time()
+    return records, forecasts
+
+
+@dataclass
+class Backtests:
+    """Every candidate's backtest on one entity."""
+
+    records: list[dict]
+    forecasts: dict[tuple[str, int], Forecast]      # by (candidate, window)
+    chosen: dict[str, dict[str, Any]]               # the hyperparameters each candidate was scored with
+    searches: dict[str, dict[str, Any]]             # per-entity search summaries, by candidate
+
+
+def backtest_candidates(folds: list[Fold], spec: "TrainSpec", check_time: CheckTime = None) -> Backtests:
+    """Rolling-origin forecasts of every candidate, each with its configured (or tuned)
+    hyperparameters, or those a per-entity search chose (`spec.search`)."""
+    out = Backtests([], {}, {}, {})
+    for name in spec.candidates:
+        out.chosen[name] = dict(spec.params.get(name, {}))
+        if spec.search is not None and name in spec.search.space:
+            out.chosen[name], rows, by_window, out.searches[name] = spec.search.search(
+                name, out.chosen[name], folds, spec)
+        else:
+            rows, by_window = backtest_candidate(name, out.chosen[name], folds, spec, check_time)
+        out.records.extend(rows)
+        out.forecasts.update({(name, w): f for w, f in by_window.items()})
+    return out
+
+
+def summarize(records: list[dict], candidates: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Mean metrics and failed windows per candidate."""
+    return {name: mean_metrics([r for r in records if r["candidate"] == name]) for name in candidates}
+
+
+def mean_metrics(records: list[dict]) -> dict[str, float]:
+    ok = [r for r in records if not r["error"]]
+    keys = [k for k in (ok[0] if ok else {}) if k not in ("candidate", "window", "origin", "error")]
+    out = {k: _finite(float(np.mean([r[k] for r in ok]))) for k in keys}
+    out["failed_windows"] = len(records) - len(ok)
+    return out
+
+
+def _finite(value: float) -> float:
+    return value if np.isfinite(value) else float("inf")
+
+
+def ranked(summary: Mapping[str, Mapping[str, Any]], metric: str, finite: bool = False) -> list[str]:
+    """Candidates without a failed window, best mean `metric` first (ties: config order)."""
+    scored = [(s[metric], i, name) for i, (name, s) in enumerate(summary.items())
+              if s["failed_windows"] == 0 and (not finite or np.isfinite(s[metric]))]
+    return [name for *_, name in sorted(scored)]
+
+
+def add_ensemble(folds: list[Fold], spec: "TrainSpec", backtests: Backtests, summary: dict) -> None:
+    """Score the mean of the `spec.ensemble_size` best finite candidates as candidate `ensemble`
+    (records appended to `backtests`, its summary to `summary`); nothing with fewer than two."""
+    members = ranked(summary, spec.metric, finite=True)[:spec.ensemble_size]
+    if len(members) < 2:
+        return
+    rows = []
+    for fold in folds:
+        combined = EnsembleModel.combine([backtests.forecasts[(m, fold.window)] for m in members])
+        rows.append({**fold.record("ensemble"), **window_metrics(fold.actual, combined, fold.scale)})
+    backtests.records.extend(rows)
+    summary["ensemble"] = {**mean_metrics(rows), "members": members}
+
+
+def describe(exc: BaseException) -> str:
+    """How a failure is recorded in a backtest record or a result row."""
+    return f"{type(exc).__name__}: {exc}"
