@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import med, record, say  # noqa: E402
 from engine.config import parse_config  # noqa: E402
+from engine.models import model_costs  # noqa: E402
 from engine.sources.synthetic import synthetic_panel  # noqa: E402
 from engine.training.backends import SparkBackend, _init_worker  # noqa: E402
 from engine.training.entity import TrainSpec, train_entity  # noqa: E402
@@ -61,7 +62,7 @@ def spark_backend(spark, lake_root: str, config, spec, cores: int) -> float:
     gold = SparkLake(spark, lake_root).read(GOLD_SERIES)
     extents = entity_extents_spark(gold)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])), strategy="cost", cores=cores,
-                           tasks_per_core=config.partitions.tasks_per_core, models=spec.models,
+                           tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
                            fits_per_model=spec.windows + 1, max_history=spec.max_history)
     results = SparkBackend(spark).train(tag_with_plan(gold, extents, plan, spec, spark), plan, spec)
     assert results.count() == len(extents)

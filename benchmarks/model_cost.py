@@ -3,8 +3,8 @@
     python benchmarks/model_cost.py [--repeats 5] [--days 90] [--short-days 14]
 
 Also times a short history, and fits seconds = fixed + per_krow x rows/1000 through the two
-points: those coefficients feed partitions/costs.py (MODEL_COST). Prints a table and appends
-it to benchmarks/results/model_cost.csv.
+points: those coefficients are each model's declared `cost` (engine/models/*.py), the partition
+planner's estimate. Prints a table and appends it to benchmarks/results/model_cost.csv.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import med, record, say  # noqa: E402
 from benchmarks.engine_overhead import benchmark_config  # noqa: E402
+from engine.models import model_costs  # noqa: E402
 from engine.sources.synthetic import synthetic_panel  # noqa: E402
 from engine.training.backends import SparkBackend  # noqa: E402
 from engine.training.entity import TrainSpec  # noqa: E402
@@ -79,7 +80,7 @@ def main() -> None:
     say(f"{args.entities} entities, {args.heavy_share:.0%} with {args.factor}x history "
         f"({args.periods} vs {args.periods * args.factor} rows), models {args.models}, {args.cores} cores")
     warm = plan_partitions(dict(list(rows.items())[: args.cores * 2]), strategy="cost", cores=args.cores,
-                           tasks_per_core=1, models=spec.models, fits_per_model=1, max_history=spec.max_history)
+                           tasks_per_core=1, models=model_costs(spec.models), fits_per_model=1, max_history=spec.max_history)
     backend.train(spark.createDataFrame(tag_with_plan(gold[gold["entity_id"].isin(warm.assignment)], extents[
         extents["entity_id"].isin(warm.assignment)], warm, spec, None)), warm, spec).unpersist()  # warm workers
     results = []
@@ -96,7 +97,7 @@ def run_plans(spark, backend, gold, extents, rows, spec, config, args, repeat: i
     recorded, results = None, []
     for label, strategy in (("cost (estimated)", "cost"), ("cost (learned)", "cost"), ("naive entity", "entity")):
         plan = plan_partitions(rows, strategy=strategy, cores=args.cores,
-                               tasks_per_core=config.partitions.tasks_per_core, models=spec.models,
+                               tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
                                fits_per_model=spec.windows + 1, max_history=spec.max_history,
                                recorded=recorded if label == "cost (learned)" else None)
         frame = spark.createDataFrame(tag_with_plan(gold, extents, plan, spec, None)).persist()

@@ -15,10 +15,10 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from engine.errors import ConfigError, ManymodelsError
+from engine.models.base import ModelSpec
+from engine.models.registry import MODEL_CLASSES, MODEL_NAMES
+from engine.models.space import model_space, tunable
 
-# Per-entity candidates (engine.models); `ensemble` combines the best others by backtest.
-MODELS = ("seasonal_naive", "ets", "theta", "arima", "mstl", "prophet", "tempreg", "gpu_additive", "global_nn",
-          "ensemble")
 PARTITION_STRATEGIES = ("cost", "entity")
 STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
 # The natural cycles of energy series (a day, a week, a year): a season length that spans
@@ -365,9 +365,9 @@ class Config:
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
         _check(self.horizon >= 1, "horizon", f"must be >= 1 (steps of series.freq), got {self.horizon}")
-        _check(bool(self.models), "models", f"must list at least one of {', '.join(MODELS)}")
-        unknown = [m for m in self.models if m not in MODELS]
-        _check(not unknown, "models", f"has unknown model(s) {unknown}; allowed: {', '.join(MODELS)}")
+        _check(bool(self.models), "models", f"must list at least one of {', '.join(MODEL_NAMES)}")
+        unknown = [m for m in self.models if m not in MODEL_CLASSES]
+        _check(not unknown, "models", f"has unknown model(s) {unknown}; allowed: {', '.join(MODEL_NAMES)}")
         _check(len(set(self.models)) == len(self.models), "models", "lists a model twice")
         _check(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         _check(0.0 <= self.max_failure_rate <= 1.0, "max_failure_rate", "must be between 0 and 1")
@@ -377,35 +377,38 @@ class Config:
 
     def _check_torch(self) -> None:
         import importlib.util
-        needing = [m for m in self.models if m in ("gpu_additive", "global_nn")]
+        needing = [m for m in self.models if MODEL_CLASSES[m].needs_torch]
         _check(not needing or importlib.util.find_spec("torch") is not None, "models",
                f"lists {', '.join(needing)}, which need torch to train: install the gpu extra "
                "(pip install -e '.[gpu]', or make setup-gpu)")
 
     def _check_models_for_freq(self) -> None:
-        """Fail before any work when the candidates cannot work at the series' frequency."""
-        others = [m for m in self.models if m != "ensemble"]
-        _check("ensemble" not in self.models or len(others) >= 2, "models",
-               "lists ensemble, which combines the best other candidates: list at least two others")
+        """Fail before any work when a candidate cannot work with the series and columns configured
+        (each model declares what it needs: engine.models.base.ForecastModel)."""
         step_hours = STEP_HOURS[self.series.freq]
         odd = [s for s in self.series.season_lengths
                if s > 1 and not any(abs(s * step_hours - c) < 1e-6 for c in _CYCLE_HOURS)]
         _check(not odd, "series.season_lengths",
                f"has {odd}, which at series.freq {self.series.freq!r} spans no day, week or year; give season "
                f"lengths in steps of {self.series.freq!r} (e.g. 24 and 168 for hourly data, 7 for daily)")
-        if "tempreg" in self.models:
-            _check("temperature" in self.source.exogenous, "models",
-                   "lists tempreg, which regresses load on temperature: add temperature to source.exogenous")
-        if "mstl" in self.models:
-            _check(any(s > 1 for s in self.series.season_lengths), "models",
-                   "lists mstl, which needs at least one series.season_lengths entry > 1")
+        for name in self.models:
+            cls = MODEL_CLASSES[name]
+            others = [m for m in self.models if not MODEL_CLASSES[m].combines_candidates]
+            _check(not cls.combines_candidates or len(others) >= 2, "models",
+                   f"lists {name}, which combines the best other candidates: list at least two others")
+            _check(cls.frequencies is None or self.series.freq in cls.frequencies, "models",
+                   f"lists {name}, which works at series.freq {', '.join(cls.frequencies or ())}, "
+                   f"not {self.series.freq!r}")
+            missing = [c for c in cls.needs_exogenous if c not in self.source.exogenous]
+            _check(not missing, "models", f"lists {name}, which {cls.needs_why or 'needs ' + ', '.join(missing)}: "
+                   f"add {', '.join(missing)} to source.exogenous")
+            _check(not cls.needs_season or any(s > 1 for s in self.series.season_lengths), "models",
+                   f"lists {name}, which needs at least one series.season_lengths entry > 1")
 
     def _check_hyperparameters(self) -> None:
         """model_params and tuning.space against what each model declares."""
-        from engine.models import MODEL_CLASSES
-        from engine.models.space import model_space, tunable
         for model, params in self.model_params.items():
-            _check(model in MODEL_CLASSES, "model_params", f"has unknown model {model!r}; allowed: {', '.join(MODELS)}")
+            _check(model in MODEL_CLASSES, "model_params", f"has unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
             try:
                 MODEL_CLASSES[model].resolve_params(params)
             except ManymodelsError as exc:
@@ -418,7 +421,7 @@ class Config:
             _check(not fixed, key, f"lists {fixed}, which cannot be searched here (searchable: "
                    f"{', '.join(tunable(MODEL_CLASSES, ensemble))})")
         for model, given in self.tuning.space.items():
-            _check(model in MODEL_CLASSES, "tuning.space", f"has unknown model {model!r}; allowed: {', '.join(MODELS)}")
+            _check(model in MODEL_CLASSES, "tuning.space", f"has unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
             try:
                 model_space(model, given)
             except ValueError as exc:
@@ -427,12 +430,10 @@ class Config:
     @property
     def tuned_models(self) -> list[str]:
         """Models `manymodels tune` searches: tuning.models, else every tunable candidate."""
-        from engine.models.space import tunable
         return list(self.tuning.models) or tunable(self.models)
 
     def model_spec(self):
         """What every per-entity model needs to know (engine.models.ModelSpec)."""
-        from engine.models.base import ModelSpec
         return ModelSpec(freq=self.series.freq, season_lengths=tuple(self.series.season_lengths),
                          levels=tuple(sorted(self.training.levels)), exogenous=tuple(self.source.exogenous),
                          seed=self.training.seed, max_history=self.training.max_history)
@@ -440,7 +441,6 @@ class Config:
     @property
     def history_steps(self) -> int:
         """Steps of history each entity's training reads: years when a long-history model is a candidate."""
-        from engine.models import MODEL_CLASSES  # the models declare it (ForecastModel.long_history)
         if any(MODEL_CLASSES[m].long_history for m in self.models):
             return self.training.long_history
         return self.training.max_history

@@ -1,35 +1,30 @@
 """Per-entity cost estimates: rows x per-model cost, or learned from recorded fit seconds.
 
-Costs are in seconds of one core. Before any run they come from `MODEL_COST`, a fixed and a
-per-row part per fit measured by benchmarks/model_cost.py on hourly data (the fixed part
-matters: a 10x longer history is far less than 10x the work for most models).
+Costs are in seconds of one core. Before any run they come from each model's declared cost
+(`ForecastModel.cost` in the engine: a fixed and a per-row part per fit measured by
+benchmarks/model_cost.py on hourly data; the fixed part matters: a 10x longer history is far
+less than 10x the work for most models). This package knows no models: callers pass the costs.
 Once a run has recorded `fit_seconds` per entity, those replace the estimate: an entity's
 cost is its last fit time scaled by its change in rows, and entities never trained before
 get the estimate times the median ratio recorded/estimated of the others.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import numpy as np
 
-# (fixed seconds, seconds per 1,000 history rows) per fit and forecast, one core, from
-# benchmarks/model_cost.py (336 and 2,160 hourly rows). The ensemble's members are already
-# counted as candidates; combining them costs next to nothing.
-MODEL_COST = {"seasonal_naive": (0.0014, 0.0001), "ets": (0.98, 1.39), "theta": (0.055, 0.073),
-              "arima": (0.88, 2.33), "mstl": (0.0, 0.35), "prophet": (0.022, 0.27), "ensemble": (0.0, 0.0),
-              # gpu_additive: benchmarks/gpu_bench.py (one at a time, CPU); global_nn only applies a trained network.
-              "gpu_additive": (0.004, 0.005), "global_nn": (0.002, 0.0)}
-UNKNOWN_MODEL_COST = (0.5, 1.0)
+ModelCost = tuple[float, float]    # (fixed seconds, seconds per 1,000 history rows) per fit and forecast
 # Fixed per-entity work (data preparation, metrics, serialization).
 ENTITY_OVERHEAD_SECONDS = 0.01
 
 
-def estimate_costs(rows: Mapping[str, int], models: Sequence[str], fits_per_model: int,
+def estimate_costs(rows: Mapping[str, int], models: Mapping[str, ModelCost], fits_per_model: int,
                    max_history: int) -> dict[str, float]:
-    """Estimated seconds per entity from its row count (capped at the fitted history)."""
-    fixed = sum(MODEL_COST.get(m, UNKNOWN_MODEL_COST)[0] for m in models) * fits_per_model
-    per_krow = sum(MODEL_COST.get(m, UNKNOWN_MODEL_COST)[1] for m in models) * fits_per_model
+    """Estimated seconds per entity from its row count (capped at the fitted history); `models`:
+    the cost of each candidate."""
+    fixed = sum(cost[0] for cost in models.values()) * fits_per_model
+    per_krow = sum(cost[1] for cost in models.values()) * fits_per_model
     return {e: ENTITY_OVERHEAD_SECONDS + fixed + per_krow * min(n, max_history) / 1000.0 for e, n in rows.items()}
 
 

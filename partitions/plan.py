@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from partitions.costs import estimate_costs, learn_costs
+from partitions.costs import ModelCost, estimate_costs, learn_costs
 from partitions.packing import bucket_costs, giants, ideal_makespan, makespan, pack_lpt
 
 
@@ -48,10 +48,10 @@ class PartitionPlan:
 
 
 def plan_partitions(rows: Mapping[str, int], *, strategy: str, cores: int, tasks_per_core: int,
-                    models: tuple[str, ...], fits_per_model: int, max_history: int,
+                    models: Mapping[str, ModelCost], fits_per_model: int, max_history: int,
                     recorded: Optional[Mapping[str, tuple[int, float]]] = None) -> PartitionPlan:
     """Plan tasks for entities with `rows` history rows each; `recorded` is the last run's
-    `(n_obs, fit_seconds)` per entity, when there is one."""
+    `(n_obs, fit_seconds)` per entity, when there is one; `models`: each candidate's cost."""
     if strategy not in ("cost", "entity"):
         raise ValueError(f"Unknown partition strategy: {strategy!r}")
     costs = learn_costs(estimate_costs(rows, models, fits_per_model, max_history), rows, recorded)

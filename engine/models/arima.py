@@ -24,6 +24,8 @@ from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelEr
 
 class ArimaModel(ForecastModel):
     name = "arima"
+    summary = "ARIMA with automatic order selection on Fourier terms and the exogenous columns"
+    cost = (0.88, 2.33)
     uses_exogenous = True
     hyperparameters = {
         "max_p": Hyperparameter(3, "largest AR order the AICc search tries", low=0, high=6, integer=True),

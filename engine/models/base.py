@@ -121,10 +121,23 @@ class Hyperparameter:
 class ForecastModel(ABC):
     """Base class: public `fit`/`forecast` check inputs, subclasses implement `_fit`/`_forecast`."""
 
+    # What a model declares about itself. The registry (engine.models.registry) reads these for
+    # config validation, `make_model`, the partition planner's cost model and docs/models.md.
     name: ClassVar[str]
+    summary: ClassVar[str] = ""                     # one line for the model table
     uses_exogenous: ClassVar[bool] = False
     long_history: ClassVar[bool] = False    # fits years (training.long_history), not max_history
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
+    frequencies: ClassVar[Optional[tuple[str, ...]]] = None     # series.freq values it works at (None: all)
+    needs_exogenous: ClassVar[tuple[str, ...]] = ()  # source.exogenous columns it cannot fit without
+    needs_why: ClassVar[str] = ""                   # why, in a config error ("regresses load on temperature")
+    needs_season: ClassVar[bool] = False            # at least one series.season_lengths entry > 1
+    needs_torch: ClassVar[bool] = False             # trains with torch (the gpu extra)
+    needs_trained_network: ClassVar[bool] = False   # applies a network trained on the whole panel first
+    combines_candidates: ClassVar[bool] = False     # built from the other candidates' backtests
+    # (fixed seconds, seconds per 1,000 history rows) of one fit and forecast on one core, from
+    # benchmarks/model_cost.py on hourly data; the partition planner's estimate before a run.
+    cost: ClassVar[tuple[float, float]] = (0.5, 1.0)
 
     def __init__(self, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None):
         self.spec = spec

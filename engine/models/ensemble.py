@@ -15,6 +15,10 @@ from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelErr
 
 class EnsembleModel(ForecastModel):
     name = "ensemble"
+    summary = "the mean of the best candidates by backtest"
+    # Its members are already counted as candidates; combining them costs next to nothing.
+    cost = (0.0, 0.0)
+    combines_candidates = True
     uses_exogenous = True
     # The trainer combines the best `size` candidates (training.ensemble_size unless set here).
     hyperparameters = {"size": Hyperparameter(3, "how many of the best candidates are averaged", low=2, high=8,

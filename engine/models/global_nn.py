@@ -20,6 +20,11 @@ SPREAD_WINDOWS = 8      # recent in-sample windows that measure the residual spr
 
 class GlobalNNModel(ForecastModel):
     name = "global_nn"
+    summary = "one network trained on every entity (torch), applied to each entity's recent history"
+    # Only applies the trained network; training it is the global stage's cost.
+    cost = (0.002, 0.0)
+    needs_torch = True
+    needs_trained_network = True
     uses_exogenous = True
 
     def __init__(self, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None,

@@ -19,6 +19,10 @@ class GpuAdditiveModel(ForecastModel):
     whole panel in one batch through `fit_panel`."""
 
     name = "gpu_additive"
+    summary = "a Prophet-like additive model (trend, Fourier seasons, regressors) fitted in batches with torch"
+    # benchmarks/gpu_bench.py (one at a time, CPU).
+    cost = (0.004, 0.005)
+    needs_torch = True
     uses_exogenous = True
     hyperparameters = {
         "changepoint_prior_scale": Hyperparameter(0.05, "trend flexibility: scale of the Laplace prior on "

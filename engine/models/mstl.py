@@ -16,6 +16,9 @@ from engine.models.ets import ETSModel
 
 class MSTLModel(ForecastModel):
     name = "mstl"
+    summary = "several seasonal cycles removed by MSTL, the rest forecast by ETS"
+    cost = (0.0, 0.35)
+    needs_season = True
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         # statsmodels' MSTL silently drops periods that are not below half the series length.

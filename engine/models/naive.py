@@ -11,6 +11,8 @@ from engine.models.base import Forecast, ForecastModel, normal_bounds
 
 class SeasonalNaiveModel(ForecastModel):
     name = "seasonal_naive"
+    summary = "repeats the last cycle of the shortest season; the fallback for short or constant series"
+    cost = (0.0014, 0.0001)
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         # The longest configured season with one full cycle; plain naive (m=1) below that.

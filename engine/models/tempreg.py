@@ -24,6 +24,11 @@ TEMPERATURE, HOLIDAY = "temperature", "is_holiday"
 
 class TempRegModel(ForecastModel):
     name = "tempreg"
+    summary = "Hong's vanilla regression of load on calendar and temperature, fitted on years"
+    # Not measured by benchmarks/model_cost.py yet: the planner's default estimate.
+    needs_exogenous = ("temperature",)
+    needs_why = "regresses load on temperature"
+    cost = (0.5, 1.0)
     uses_exogenous = True
     long_history = True
     hyperparameters = {

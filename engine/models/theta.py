@@ -12,6 +12,8 @@ from engine.models.base import Forecast, ForecastModel, Hyperparameter
 
 class ThetaModel(ForecastModel):
     name = "theta"
+    summary = "the theta method (statsmodels), deseasonalized by the shortest usable season"
+    cost = (0.055, 0.073)
     hyperparameters = {
         "theta": Hyperparameter(2.0, "weight of the curvature (theta) line; 1 is simple exponential smoothing "
                                 "with drift 0, 2 the classic Theta method", low=1.0, high=4.0),

@@ -24,7 +24,7 @@ import pyarrow as pa
 from engine.config import Config
 from engine.errors import ManymodelsError
 from engine.medallion.schemas import TS
-from engine.models import FALLBACK, Forecast, ForecastModel, ModelSpec, make_model
+from engine.models import FALLBACK_MODEL, Forecast, ForecastModel, ModelSpec, make_model
 from engine.models.ensemble import EnsembleModel
 from engine.training.backtest import (CandidateSearch, add_ensemble, backtest_candidates, backtest_folds, describe,
                                       ranked, summarize, usable_windows)
@@ -141,7 +141,7 @@ def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) ->
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):
-    model = make_model(FALLBACK, spec.model).fit(history)
+    model = make_model(FALLBACK_MODEL, spec.model).fit(history)
     return _result(status, model, history, future, 0, spec, notes, {}, [], reason=reason, error=error)
 
 

@@ -20,6 +20,7 @@ from engine.config import Config
 from engine.errors import ConfigError, ManymodelsError
 from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version, observed_before
+from engine.models import model_costs
 from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
 from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
@@ -123,7 +124,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     runner = make_backend(backend, config, spark)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
                            strategy=config.partitions.strategy, cores=runner.cores,
-                           tasks_per_core=config.partitions.tasks_per_core, models=spec.models,
+                           tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
                            fits_per_model=spec.windows + 1, max_history=spec.max_history,
                            recorded=_recorded_costs(lake))
     timings["plan"] = time.perf_counter() - started

@@ -11,6 +11,7 @@ from engine.sources.synthetic import synthetic_panel
 from engine.training.backends import LocalBackend, SparkBackend, train_bucket
 from engine.training.entity import TrainSpec
 from engine.training.job import entity_extents, tag_with_plan
+from engine.models import model_costs
 from partitions.plan import plan_partitions
 
 CONFIG = parse_config({"name": "crash", "source": {"kind": "synthetic", "synthetic": {"entities": 4,
@@ -32,7 +33,7 @@ def planned():
     gold = synthetic_panel(CONFIG.source.synthetic)
     extents = entity_extents(gold)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])), strategy="cost", cores=2,
-                           tasks_per_core=1, models=spec.models, fits_per_model=2, max_history=spec.max_history)
+                           tasks_per_core=1, models=model_costs(spec.models), fits_per_model=2, max_history=spec.max_history)
     return gold, extents, plan, spec
 
 

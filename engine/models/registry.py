@@ -1,0 +1,96 @@
+"""The model registry: every `ForecastModel` subclass defined in a module of `engine/models`, by name.
+
+Adding a model is one new module here (a class with a `name` and its declarations, see
+`ForecastModel`) plus its tests: config validation, `make_model`, the partition planner's cost
+estimates and docs/models.md all read the declarations from this registry.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Mapping, Optional, Sequence
+
+from engine.models.base import ForecastModel, ModelError, ModelSpec, read_envelope
+
+_NOT_MODELS = {"base", "registry", "space"}
+
+
+def _discover() -> dict[str, type[ForecastModel]]:
+    import engine.models as package
+    found: dict[str, type[ForecastModel]] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name in _NOT_MODELS:
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, ForecastModel) and value.__module__ == module.__name__
+                    and "name" in vars(value)):
+                if value.name in found:
+                    raise ModelError(f"model name {value.name!r} is declared twice: {found[value.name]} and {value}")
+                found[value.name] = value
+    # Cheapest first, combinations last: the order of error messages and of docs/models.md.
+    return dict(sorted(found.items(), key=lambda item: (item[1].combines_candidates, typical_cost(item[1]), item[0])))
+
+
+def typical_cost(cls: type[ForecastModel], rows: int = 1000) -> float:
+    """Declared seconds of one fit and forecast on `rows` history rows."""
+    fixed, per_krow = cls.cost
+    return fixed + per_krow * rows / 1000.0
+
+
+MODEL_CLASSES: dict[str, type[ForecastModel]] = _discover()
+MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CLASSES)
+FALLBACK_MODEL = "seasonal_naive"
+
+
+def model_class(name: str) -> type[ForecastModel]:
+    try:
+        return MODEL_CLASSES[name]
+    except KeyError:
+        raise ModelError(f"Unknown model: {name!r}; known: {', '.join(MODEL_CLASSES)}") from None
+
+
+def make_model(name: str, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None,
+               trained: Optional[Mapping[str, Mapping[str, Any]]] = None) -> ForecastModel:
+    """A fresh, unfitted model by name, with hyperparameters `params` (declared defaults for the rest).
+    `trained`: networks trained on the whole panel before the per-entity fits, by model name."""
+    cls = model_class(name)
+    if cls.combines_candidates:
+        raise ModelError(f"{name} is built from backtested members: use {cls.__name__}(spec, members, make_model)")
+    if cls.needs_trained_network:
+        return cls(spec, params, (trained or {}).get(name))
+    return cls(spec, params)
+
+
+def load_model(blob: bytes) -> ForecastModel:
+    """A fitted model back from `ForecastModel.to_bytes()`."""
+    envelope = read_envelope(blob)
+    cls = MODEL_CLASSES.get(envelope["model"])
+    if cls is None:
+        raise ModelError(f"serialized model {envelope['model']!r} is not known to this manymodels version")
+    return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"],
+                       envelope.get("hyper"))   # models written before hyperparameters existed: defaults
+
+
+def model_costs(names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """The declared cost of each model in `names`, for partitions.plan (which knows no models)."""
+    return {name: model_class(name).cost for name in names}
+
+
+def model_table() -> str:
+    """docs/models.md's table, from the declarations (tests check the file matches)."""
+    lines = ["| model | what it is | needs | tunable | cost (s per fit, 1,000 rows) |", "|---|---|---|---|---|"]
+    for name, cls in MODEL_CLASSES.items():
+        needs = [*(f"`{c}` in source.exogenous" for c in cls.needs_exogenous),
+                 *(["a season length > 1"] if cls.needs_season else []), *(["torch (gpu extra)"] if cls.needs_torch else []),
+                 *(["a network trained on the panel"] if cls.needs_trained_network else []),
+                 *(["two other candidates"] if cls.combines_candidates else []),
+                 *([f"series.freq in {', '.join(cls.frequencies)}"] if cls.frequencies else []),
+                 *(["years of history (training.long_history)"] if cls.long_history else [])]
+        lines.append(f"| `{name}` | {cls.summary} | {'; '.join(needs) or '-'} | "
+                     f"{', '.join(cls.hyperparameters) or '-'} | {typical_cost(cls):.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":      # python -m engine.models.registry > the table in docs/models.md
+    print(model_table(), end="")
