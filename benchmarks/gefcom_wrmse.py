@@ -92,7 +92,7 @@ def main() -> None:
     from engine.config import load_config
     from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, DeltaRsLake
     from engine.scoring.batch import champion_uri, scoring_request
-    from engine.tracking.store import prepared_uri
+    from engine.tracking.client import prepared_uri
     from engine.training.entity import TrainSpec
 
     config = load_config(args.config)

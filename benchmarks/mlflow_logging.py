@@ -71,7 +71,7 @@ def engine(uri: str, experiment: str, runs, workers: int) -> None:
 def fresh_store(base: Path, label: str, uri: str | None) -> tuple[str, str, str]:
     from mlflow.tracking import MlflowClient
 
-    from engine.tracking.store import experiment_id, prepared_uri
+    from engine.tracking.client import experiment_id, prepared_uri
     uri = uri or prepared_uri(f"sqlite:///{base / (label + '.db')}")
     client = MlflowClient(uri)
     experiment = experiment_id(client, f"bench-{label}-{time.time_ns()}")

@@ -126,7 +126,7 @@ def main() -> None:
     from benchmarks.routing_fixture import build_bundle, entity_id, fitted_ets
     from engine.routing.bundle import Bundle
     from engine.routing.pyfunc import log_routing_model
-    from engine.tracking.store import experiment_id, prepared_uri
+    from engine.tracking.client import experiment_id, prepared_uri
 
     base = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     uri = prepared_uri(f"sqlite:///{base / 'mlflow.db'}")

@@ -9,15 +9,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from engine.config import BACKENDS, load_config
-from engine.errors import ManymodelsError, TrackingUnavailable, first_line, root_cause
+from engine.errors import Exit, ManymodelsError, first_line, root_cause
 from engine.nightly.lease import LakeBusy, LakeLease
-from engine.storage import LakeStore, StorageUnavailable
-from engine.training.job import TrainingFailed
-
-# Exit codes: 0 done; 1 an unexpected error (trace in the log file named); 2 a user mistake
-# (config, arguments, missing data); 3 input batches rejected (the rest was processed);
-# 4 too many entities failed training (nothing published); 75 the lake is busy (EX_TEMPFAIL).
-EXIT_FAILED, EXIT_USER_ERROR, EXIT_REJECTED, EXIT_TRAINING_FAILED, EXIT_BUSY = 1, 2, 3, 4, 75
+from engine.storage import LakeStore
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +21,9 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="manymodels", description="Many-models forecasting on Spark, Delta Lake "
-                                     "and MLflow: one model per entity, thousands in parallel.")
+                                     "and MLflow: one model per entity, thousands in parallel.",
+                                     epilog="exit codes: " + "; ".join(f"{code.value} {code.name.lower().replace('_', ' ')}"
+                                                                        for code in Exit))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = sub.add_parser("ingest", help="sources -> bronze -> silver -> gold; prints rows per layer",
@@ -132,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command != "serve":
             LakeStore.of(config.lake).check()     # a wrong endpoint or key: one line now, not a trace later
         if _uses_tracking(args):                  # ... and an unwritable or silent tracking store too
-            from engine.tracking.store import check_tracking   # imports MLflow: only for commands that log
+            from engine.tracking.client import check_tracking   # imports MLflow: only for commands that log
             check_tracking(config.mlflow.tracking_uri, config.mlflow.experiment, config.mlflow.timeout)
         if args.command == "serve":
             return _run_serve(config, args)
@@ -150,27 +146,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.command == "score":
                 return _run_score(config, args)
             return _run_ingest(config, args, title="ingest")[1]
-    except LakeBusy as exc:
-        print(f"busy: {exc}", file=sys.stderr)
-        return EXIT_BUSY
-    except (StorageUnavailable, TrackingUnavailable) as exc:     # an outage, not a mistake in the config
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except TrainingFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_TRAINING_FAILED
-    except ManymodelsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except ManymodelsError as exc:      # each error class carries its exit code (engine.errors.Exit)
+        print(f"{'busy' if isinstance(exc, LakeBusy) else 'error'}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: Delta commits are atomic, so rerun the same command to finish", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - a bug or an outage: one line here, the trace in a file
         log = _write_trace(config)
         cause = root_cause(exc)    # the innermost error says what went wrong; the outer ones only where
         print(f"error: {args.command} failed: {type(cause).__name__}: {first_line(cause)} "
               f"(full trace in {log}); rerun the same command to finish once the cause is fixed", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
 
 
 def _uses_tracking(args) -> bool:
@@ -195,7 +182,7 @@ def _run_tune(config, args) -> int:
     report = tune(config, backend=backend, show_progress=not args.no_progress,
                   say=lambda line: print(line, flush=True))
     print(report.summary())
-    return 0
+    return Exit.OK
 
 
 def _write_trace(config) -> str:
@@ -239,7 +226,7 @@ def _run_ingest(config, args, title: str, as_of=None):
     if report.rejected:
         print(f"error: {len(report.rejected)} batch(es) rejected; their raw rows are in bronze "
               "(see bronze/_rejected_batches). Fix or remove the file(s) and rerun.", file=sys.stderr)
-        return report, EXIT_REJECTED
+        return report, Exit.REJECTED
     return report, 0
 
 
@@ -284,7 +271,7 @@ def _run_train(config, args) -> int:
     report = _train(config, args)
     if not args.no_mlflow:
         _run_publish(config, report.run_id, report.seconds, args)
-    return 0
+    return Exit.OK
 
 
 def _train(config, args, gold_version=None, as_of=None):
@@ -339,7 +326,7 @@ def _run_publish(config, run_id: str, train_seconds: dict, args):
 
 def _run_score(config, args) -> int:
     _score(config, args)
-    return 0
+    return Exit.OK
 
 
 def _score(config, args, as_of=None):
@@ -375,13 +362,13 @@ def _run_pull(config, args) -> int:
           f"({int(frame['y'].notna().sum())} with actuals), origin "
           + (origins.iloc[0].isoformat() if origins.nunique() == 1 else
              f"{origins.min().isoformat()} .. {origins.max().isoformat()}"))
-    return 0
+    return Exit.OK
 
 
 def _run_serve(config, args) -> int:
     """Replace this process with MLflow's scoring server (signals and exit codes are its own)."""
     from engine.scoring.batch import champion_uri, check_model
-    from engine.tracking.store import prepared_uri
+    from engine.tracking.client import prepared_uri
 
     model_uri = args.model_uri or champion_uri(config)
     check_model(config, model_uri)
@@ -394,7 +381,7 @@ def _run_serve(config, args) -> int:
           flush=True)
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
-    return 0   # not reached
+    return Exit.OK   # not reached
 
 
 def training_summary(report) -> str:

@@ -1,12 +1,35 @@
-"""Exceptions that carry a user-facing message.
+"""Exceptions that carry a user-facing message and the exit code the CLI ends with.
 
-The CLI prints these without a stack trace: they describe a mistake the user can fix
-(a config key, an input file), not a bug in the engine.
+The CLI prints these without a stack trace: they describe a mistake the user can fix (a config
+key, an input file), an outage to wait out, or a verdict on the run; anything else is a bug,
+printed as one line with the trace in a file. `Exit` is the one list of exit codes: the CLI, the
+nightly report and the README's table (checked by a test) read it.
 """
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """The CLI's exit codes."""
+
+    OK = 0
+    FAILED = 1              # an outage (store, tracking server, workers lost) or a bug: rerun once fixed
+    USER_ERROR = 2          # a config, input or credentials mistake: the message says what to change
+    REJECTED = 3            # input batches rejected (raw rows kept in bronze); the rest was processed
+    TRAINING_FAILED = 4     # more entities failed than max_failure_rate allows: nothing was published
+    BUSY = 75               # another job holds the lake's lease (EX_TEMPFAIL): retry later
+    INTERRUPTED = 130       # Ctrl-C: Delta commits are atomic, rerun the same command to finish
 
 
 class ManymodelsError(Exception):
-    """Base class for errors whose message tells the user what to do."""
+    """Base class for errors whose message tells the user what to do; `exit_code` is the CLI's."""
+
+    exit_code = Exit.USER_ERROR
+
+
+class Unavailable(ManymodelsError):
+    """Something the job needs did not answer or gave out (an outage, not a config mistake)."""
+
+    exit_code = Exit.FAILED
 
 
 class ConfigError(ManymodelsError, ValueError):
@@ -18,11 +41,15 @@ class IngestError(ManymodelsError):
 
 
 class TrackingError(ManymodelsError):
-    """The MLflow tracking store refuses to be written (a read-only file, wrong permissions): exit 2."""
+    """The MLflow tracking store refuses to be written (a read-only file, wrong permissions)."""
 
 
-class TrackingUnavailable(ManymodelsError):
-    """The MLflow tracking server did not answer in time (an outage, not a config mistake: exit 1)."""
+class TrackingUnavailable(Unavailable):
+    """The MLflow tracking server did not answer in time."""
+
+
+class WorkersLost(Unavailable):
+    """Training workers kept dying on the same task (most likely out of memory)."""
 
 
 def root_cause(exc: BaseException) -> BaseException:

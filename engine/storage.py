@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from engine.errors import ConfigError, ManymodelsError
+from engine.errors import ConfigError, ManymodelsError, Unavailable
 
 if TYPE_CHECKING:
     from engine.config import LakeConfig, StorageConfig
@@ -54,11 +54,11 @@ _CLIENT_OPTIONS = ("allow_http", "timeout", "connect_timeout", "allow_invalid_ce
 
 
 class StorageError(ManymodelsError):
-    """The lake's store refused the request: wrong credentials, no such bucket or container (exit 2)."""
+    """The lake's store refused the request: wrong credentials, no such bucket or container."""
 
 
-class StorageUnavailable(ManymodelsError):
-    """The lake's store did not answer in time (an outage, not a config mistake: exit 1)."""
+class StorageUnavailable(Unavailable):
+    """The lake's store did not answer in time."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Callable, Optional, Protocol
 import pandas as pd
 
 from engine.config import Config
-from engine.errors import ManymodelsError
+from engine.errors import Exit, ManymodelsError
 from engine.nightly.lease import LakeLease
 from engine.nightly.ledger import Inputs, Ledger
 from engine.nightly.verify import verified
@@ -56,7 +56,7 @@ class NightReport:
 
     @property
     def exit_code(self) -> int:
-        return 3 if self.rejected else 0
+        return Exit.REJECTED if self.rejected else Exit.OK
 
     def summary(self) -> str:
         o = self.outcome

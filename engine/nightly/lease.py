@@ -22,7 +22,7 @@ from typing import Optional
 import pandas as pd
 import pyarrow as pa
 
-from engine.errors import ManymodelsError
+from engine.errors import Exit, ManymodelsError
 from engine.lake import DeltaRsLake
 
 LEASE = "_manymodels/lease"
@@ -32,6 +32,8 @@ SCHEMA = pa.schema([("holder_id", pa.string()), ("holder", pa.string()), ("acqui
 
 class LakeBusy(ManymodelsError):
     """Another job holds the lake's lease."""
+
+    exit_code = Exit.BUSY
 
 
 class LeaseLost(ManymodelsError):

@@ -35,11 +35,10 @@ def check_train(config: Config, run_id: str, detail: dict) -> Optional[str]:
 
 def check_mlflow(config: Config, run_id: str, detail: dict) -> Optional[str]:
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    from engine.tracking.store import prepared_uri
+    from engine.tracking.client import open_client
 
-    client = MlflowClient(prepared_uri(config.mlflow.tracking_uri))
+    client = open_client(config.mlflow.tracking_uri)
     parent, version = detail.get("parent_run_id"), detail.get("version")
     try:
         status = client.get_run(parent).info.status

@@ -23,10 +23,15 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from engine.errors import ManymodelsError
 from engine.models.base import read_envelope
 
 BUNDLE_FORMAT, BUNDLE_VERSION = "manymodels-routing", 1
 SHARD_SCHEMA = pa.schema([("entity_id", pa.string()), ("model", pa.binary())])
+
+
+class BundleError(ManymodelsError):
+    """A folder is not a routing bundle this version can read, or a bundle is inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,9 @@ class BundleMeta:
     @classmethod
     def from_dict(cls, data: dict) -> "BundleMeta":
         if data.get("format") != BUNDLE_FORMAT:
-            raise ValueError("not a manymodels routing bundle (meta.json has no routing format marker)")
+            raise BundleError("not a manymodels routing bundle (meta.json has no routing format marker)")
         if data.get("version", 0) > BUNDLE_VERSION:
-            raise ValueError(f"routing bundle format {data['version']} is newer than this manymodels reads; upgrade")
+            raise BundleError(f"routing bundle format {data['version']} is newer than this manymodels reads; upgrade")
         return cls(**{f.name: tuple(data[f.name]) if isinstance(data[f.name], list) else data[f.name]
                       for f in fields(cls)})
 
@@ -63,7 +68,7 @@ def write_bundle(models: pd.DataFrame, folder: str | Path, *, run_id: str, freq:
     (folder / "shards").mkdir(parents=True, exist_ok=True)
     usable = models[models["model"].notna()].sort_values("entity_id", ignore_index=True)
     if usable.empty:
-        raise ValueError(f"run {run_id} has no entity with a model: nothing to route to")
+        raise BundleError(f"run {run_id} has no entity with a model: nothing to route to")
     exogenous = [",".join(read_envelope(blob)["exogenous"]) for blob in usable["model"]]
     shard = np.arange(len(usable)) // shard_size
     for number in range(int(shard.max()) + 1):
@@ -109,7 +114,7 @@ class Bundle:
         try:
             self.meta = BundleMeta.from_dict(json.loads((self.folder / "meta.json").read_text()))
         except FileNotFoundError:
-            raise ValueError(f"{self.folder} is not a routing bundle (no meta.json)") from None
+            raise BundleError(f"{self.folder} is not a routing bundle (no meta.json)") from None
         index = pq.read_table(self.folder / "index.parquet").to_pandas()
         self.index: dict[str, Entry] = {
             e: Entry(int(s), int(r), c, st, o, tuple(x for x in ex.split(",") if x))
@@ -131,7 +136,7 @@ class Bundle:
             source = pa.memory_map(str(self.folder / "shards" / _shard_name(entry.shard)))
             table = self._shards.setdefault(entry.shard, ipc.open_file(source).read_all())
         if table.column("entity_id")[entry.row].as_py() != entity:
-            raise ValueError(f"routing bundle index and shard {entry.shard} disagree for entity {entity!r}")
+            raise BundleError(f"routing bundle index and shard {entry.shard} disagree for entity {entity!r}")
         return table.column("model")[entry.row].as_py()
 
     def loaded_shards(self) -> int:

@@ -49,12 +49,11 @@ def champion_uri(config: Config) -> str:
 def check_model(config: Config, model_uri: str) -> None:
     """Fail with one clear line when `model_uri` resolves to nothing in the registry."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    from engine.tracking.store import prepared_uri
+    from engine.tracking.client import open_client
     if not model_uri.startswith("models:/"):
         return
-    client = MlflowClient(prepared_uri(config.mlflow.tracking_uri))
+    client = open_client(config.mlflow.tracking_uri)
     name, _, ref = model_uri[len("models:/"):].partition("@")
     try:
         if ref:
@@ -71,8 +70,8 @@ def download_model(config: Config, model_uri: str, folder: str) -> str:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from engine.tracking.store import prepared_uri
-    mlflow.set_tracking_uri(prepared_uri(config.mlflow.tracking_uri))
+    from engine.tracking.client import open_client
+    open_client(config.mlflow.tracking_uri)
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder)
     except MlflowException as exc:

@@ -21,11 +21,11 @@ from typing import Callable, Iterable, Optional
 import pandas as pd
 
 from engine.faults import crash_point
+from engine.tracking.client import log_batch, open_client
 
 CHUNK = 20
 _LOGGED = itertools.count(1)
 THREADS_PER_WORKER = 4
-MAX_PARAMS = 100
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,7 @@ def is_local_store(uri: str) -> bool:
 
 def _log_chunk(uri: str, experiment_id: str, runs: Iterable[ChildRun]) -> list[str]:
     from mlflow.entities import Metric, Param, RunStatus
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)   # cheap: stores are cached per URI by MLflow
+    client = open_client(uri, fluent=False)   # cheap: stores are cached per URI by MLflow
     ids = []
     for run in runs:
         now = int(time.time() * 1000)
@@ -113,9 +111,7 @@ def _log_chunk(uri: str, experiment_id: str, runs: Iterable[ChildRun]) -> list[s
         run_id = created.info.run_id
         metrics = [Metric(k, v, now, 0) for k, v in run.metrics.items()]   # MLflow stores inf/NaN itself
         params = [Param(k, v) for k, v in run.params.items()]
-        client.log_batch(run_id, metrics=metrics, params=params[:MAX_PARAMS])
-        for i in range(MAX_PARAMS, len(params), MAX_PARAMS):   # MLflow takes 100 params per request
-            client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
+        log_batch(client, run_id, metrics=metrics, params=params)
         crash_point("child-run", next(_LOGGED))     # a child logged but not finished
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED), end_time=now)
         ids.append(run_id)

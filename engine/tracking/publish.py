@@ -29,9 +29,9 @@ from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import log_routing_model
-from engine.tracking.children import MAX_PARAMS, child_runs, flat_params, log_child_runs
+from engine.tracking.children import child_runs, flat_params, log_child_runs
 from engine.tracking.registry import GateDecision, gate
-from engine.tracking.store import experiment_id, prepared_uri
+from engine.tracking.client import experiment_id, log_batch, open_client
 from engine.training.entity import FAILED, OK
 from engine.training.global_stage import read_global
 from engine.training.tables import MODELS
@@ -86,9 +86,8 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
     models = lake.read(MODELS, filters=[("run_id", "=", run_id)]).sort_values("entity_id", ignore_index=True)
     if models.empty:
         raise ConfigError(f"run {run_id} has no rows in gold/models")
-    uri = prepared_uri(config.mlflow.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = open_client(config.mlflow.tracking_uri)
+    uri = client.tracking_uri
     experiment = experiment_id(client, config.mlflow.experiment)
     metric, name = config.backtest.metric, config.mlflow.registered_model
     aggregate = aggregate_metric(models, metric)
@@ -298,8 +297,7 @@ def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.Da
                f"aggregate.{config.backtest.metric}": aggregate,
                "fit_seconds.total": float(models["fit_seconds"].sum()),
                **{f"seconds.{k}": float(v) for k, v in train_seconds.items()}}
-    for i in range(0, len(params), MAX_PARAMS):
-        client.log_batch(parent, params=params[i:i + MAX_PARAMS])
+    log_batch(client, parent, params=params)
     _log_figures(client, parent, figures)
     summary = models[["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt"]]
     client.log_table(parent, data=summary, artifact_file="entities.json")
@@ -320,7 +318,7 @@ def _log_global_network(client: MlflowClient, experiment: str, parent: str, netw
     metrics = [Metric("loss", float(v), now, epoch) for epoch, v in enumerate(losses)]
     metrics += [Metric(k, float(network[k]), now, 0)
                 for k in ("samples", "world_size", "samples_per_second", "seconds")]
-    client.log_batch(run, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    log_batch(client, run, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
     client.log_dict(run, json.loads(network["network"]), "network.json")
     client.set_terminated(run, RunStatus.to_string(RunStatus.FINISHED))
 
@@ -332,11 +330,11 @@ def _log_decision(client: MlflowClient, parent: str, decision: GateDecision) -> 
     tags = [RunTag("gate.decision", "promoted" if decision.promoted else "rejected"),
             RunTag("gate.reason", decision.reason), RunTag("gate.version", str(decision.version)),
             RunTag("gate.champion_version", str(decision.champion_version or "none"))]
-    client.log_batch(parent, params=[Param("gate.tolerance", str(decision.tolerance)),
-                                     Param("gate.metric", decision.metric)], tags=tags)
+    log_batch(client, parent, params=[Param("gate.tolerance", str(decision.tolerance)),
+                                      Param("gate.metric", decision.metric)], tags=tags)
     _log_figures(client, parent, figures)
 
 
 def _log_figures(client: MlflowClient, parent: str, figures: dict[str, float]) -> None:
     now = int(time.time() * 1000)
-    client.log_batch(parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
+    log_batch(client, parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import pandas as pd
 import pyarrow as pa
 
-from engine.errors import ManymodelsError
+from engine.errors import ManymodelsError, WorkersLost
 from engine.medallion.schemas import spark_ddl
 from engine.processes import die_with_parent
 from engine.training.entity import RESULT_SCHEMA, TrainSpec, train_entity
@@ -74,7 +74,7 @@ class LocalBackend:
                 for bucket in tasks:
                     attempts[bucket] += 1
                     if attempts[bucket] >= LOCAL_MAX_ATTEMPTS:
-                        raise ManymodelsError(
+                        raise WorkersLost(
                             f"a training worker died {LOCAL_MAX_ATTEMPTS} times on a task with entities "
                             f"{plan.entities_in(bucket)[:10]}: most likely out of memory; lower "
                             "training.workers or training.max_history") from None

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import pandas as pd
 
 from engine.config import Config
-from engine.errors import ConfigError, ManymodelsError
+from engine.errors import ConfigError, Exit, ManymodelsError
 from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version, observed_before
 from engine.models import model_costs
@@ -34,6 +34,8 @@ SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs"
 
 class TrainingFailed(ManymodelsError):
     """More entities failed than `max_failure_rate` allows."""
+
+    exit_code = Exit.TRAINING_FAILED
 
 
 @dataclass

@@ -26,11 +26,13 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version
-from engine.spark import spark_cores
 from engine.models.space import Dimension, hyperopt_space, model_space, point_params
+from engine.spark import spark_cores
+from engine.tracking.children import flat_params
+from engine.tracking.client import experiment_id, log_batch, open_client
+from engine.training import tuned_params as store
 from engine.training.entity import TrainSpec
 from engine.training.search import configured_params, quiet_hyperopt, run_fmin, stop_without_improvement
-from engine.training import tuned_params as store
 from engine.tuning.sample import entity_stats, stratified_sample
 from engine.tuning.search import sample_folds, sample_loss
 
@@ -125,10 +127,6 @@ def _short(value: Any) -> str:
 def tune(config: Config, backend: Optional[str] = None, show_progress: bool = True,
          say: Callable[[str], None] = print, spark=None) -> TuneReport:
     """Search the space of each model in `config.tuned_models` and record the best parameters."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from engine.tracking.store import experiment_id, prepared_uri
     quiet_hyperopt()
     # pyspark warns once per SparkTrials thread that it was given no session to copy job tags from.
     warnings.filterwarnings("ignore", message="Spark session is not provided")
@@ -151,16 +149,14 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
     parallelism = (config.tuning.parallelism or spark_cores(spark)) if spark else 1
     runner = f"SparkTrials(parallelism={parallelism})" if backend == "spark" else "local Trials (one at a time)"
 
-    uri = prepared_uri(config.mlflow.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    client = open_client(config.mlflow.tracking_uri)
     experiment = experiment_id(client, config.mlflow.experiment)
     parent = client.create_run(experiment, run_name=f"tune-{config.name}", tags={
         "manymodels.kind": "tuning", "manymodels.config_name": config.name,
         "manymodels.gold_version": str(gold_version), "manymodels.tuning_runner": runner}).info.run_id
     results: list[ModelTuning] = []
     try:
-        client.log_batch(parent, params=_params({
+        log_batch(client, parent, params=_params({
             "tuning.models": ",".join(models), "tuning.sample": config.tuning.sample, "tuning.seed": config.tuning.seed,
             "tuning.max_evals": config.tuning.max_evals, "tuning.timeout": config.tuning.timeout,
             "tuning.trial_timeout": config.tuning.trial_timeout, "tuning.early_stop": config.tuning.early_stop,
@@ -296,7 +292,7 @@ def _log_model(client, experiment: str, parent: str, m: ModelTuning, metric: str
     run = client.create_run(experiment, start_time=start, run_name=f"tune {m.model}", tags={
         "mlflow.parentRunId": parent, "manymodels.kind": "tuning", "manymodels.model": m.model,
         "stopped": m.stopped[:5000]}).info.run_id
-    client.log_batch(run, params=_params({"model": m.model, **{f"space.{d.name}": d.describe() for d in m.dims},
+    log_batch(client, run, params=_params({"model": m.model, **{f"space.{d.name}": d.describe() for d in m.dims},
                                           **({f"best.{k}": v for k, v in m.best.params.items()} if m.best else {})}))
     _log_metrics(client, run, _figures(m))
     for t in m.trials:
@@ -306,7 +302,7 @@ def _log_model(client, experiment: str, parent: str, m: ModelTuning, metric: str
                                         "configured": str(t.number == 0).lower(),
                                         **({"error": t.error[:5000]} if t.error else {})}).info.run_id
         figures = {"seconds": t.seconds, **({metric: t.loss, "loss": t.loss} if t.loss is not None else {})}
-        client.log_batch(trial, params=_params(t.params))
+        log_batch(client, trial, params=_params(t.params))
         _log_metrics(client, trial, figures)
         client.set_terminated(trial, "FINISHED" if t.status == "ok" else "FAILED",
                               end_time=int((t.started + t.seconds) * 1000))
@@ -319,8 +315,6 @@ def _log_model(client, experiment: str, parent: str, m: ModelTuning, metric: str
 
 def _params(values: dict) -> list:
     from mlflow.entities import Param
-
-    from engine.tracking.children import flat_params
     return [Param(k, v) for k, v in flat_params(values).items()]
 
 
@@ -328,8 +322,7 @@ def _log_metrics(client, run: str, figures: dict[str, float]) -> None:
     from mlflow.entities import Metric
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, 0) for k, v in figures.items() if v is not None and np.isfinite(v)]
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run, metrics=metrics[i:i + 1000])
+    log_batch(client, run, metrics=metrics)
 
 
 def _rows(run_id: str, config: Config, results: list[ModelTuning], entities: list[str],

@@ -179,7 +179,7 @@ def test_child_runs_can_be_switched_off(published):
 
 def test_many_child_runs_are_logged_in_order_with_progress(tmp_path):
     uri = f"sqlite:///{tmp_path / 'fan.db'}"
-    from engine.tracking.store import experiment_id, prepared_uri
+    from engine.tracking.client import experiment_id, prepared_uri
     client = MlflowClient(prepared_uri(uri))
     experiment = experiment_id(client, "fan-out")
     parent = client.create_run(experiment).info.run_id

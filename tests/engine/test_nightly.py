@@ -22,7 +22,7 @@ from engine.faults import ENV as CRASH_ENV
 from engine.lake import DeltaRsLake
 from engine.nightly.ledger import NIGHTS
 from engine.nightly.lease import LakeLease, holder_of
-from engine.tracking.store import prepared_uri
+from engine.tracking.client import prepared_uri
 from engine.training.tables import BACKTESTS, FORECASTS, MODELS
 
 NIGHT_1, NIGHT_2 = "2022-01-20", "2022-01-21"

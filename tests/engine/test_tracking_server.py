@@ -18,7 +18,7 @@ from engine.medallion.pipeline import ingest
 from engine.scoring.batch import score
 from engine.tracking.children import ChildRun, log_child_runs
 from engine.tracking.publish import publish
-from engine.tracking.store import experiment_id
+from engine.tracking.client import experiment_id
 from engine.training.job import train
 from engine.training.tables import FORECASTS
 from tests.conftest import make_config

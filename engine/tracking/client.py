@@ -1,4 +1,6 @@
-"""Where runs go: the configured tracking URI, ready to take many writers."""
+"""The engine's one way into MLflow: the configured tracking URI made ready for many writers,
+the client opened on it, batch logging within MLflow's request limits, and the fail-fast check
+of the store before a job starts. Every other module logs through these."""
 from __future__ import annotations
 
 import os
@@ -9,6 +11,7 @@ from typing import Optional
 from urllib.parse import urlparse
 
 from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from engine.errors import TrackingError, TrackingUnavailable, first_line, root_cause
 
@@ -27,6 +30,31 @@ def prepared_uri(uri: str) -> str:
             connection.execute("PRAGMA journal_mode=WAL")
         connection.close()
     return uri
+
+
+def open_client(uri: str, *, fluent: bool = True) -> MlflowClient:
+    """A client on the prepared `uri`; with `fluent`, also the URI of MLflow's fluent API
+    (`mlflow.start_run`, `log_model`) in this process. Threads that log pass fluent=False."""
+    uri = prepared_uri(uri)
+    if fluent:
+        import mlflow
+        mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def log_batch(client: MlflowClient, run_id: str, metrics=(), params=(), tags=()) -> int:
+    """`client.log_batch` in as few requests as MLflow's limits allow (100 params and 100 tags,
+    1,000 metrics and 1,000 entities per request); returns the requests made."""
+    metrics, params, tags = list(metrics), list(params), list(tags)
+    requests = 0
+    while metrics or params or tags or not requests:
+        take_p = params[:MAX_PARAMS_TAGS_PER_BATCH]
+        take_t = tags[:min(MAX_PARAMS_TAGS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(take_p))]
+        take_m = metrics[:min(MAX_METRICS_PER_BATCH, MAX_ENTITIES_PER_BATCH - len(take_p) - len(take_t))]
+        client.log_batch(run_id, metrics=take_m, params=take_p, tags=take_t)
+        metrics, params, tags = metrics[len(take_m):], params[len(take_p):], tags[len(take_t):]
+        requests += 1
+    return requests
 
 
 def artifact_location(uri: str) -> Optional[str]:
