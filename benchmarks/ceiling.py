@@ -27,7 +27,7 @@ from benchmarks.common import record, say  # noqa: E402
 
 def _fit_all(rows: pd.DataFrame, spec, start) -> float:
     """Seconds to train every entity in `rows`, timed from when all processes are released."""
-    from engine.training.backends import train_bucket
+    from engine.training.tasks import train_bucket
     start.wait()
     t0 = time.perf_counter()
     train_bucket(rows, spec)

@@ -137,7 +137,7 @@ def prepare_panel(matrix: Matrix, panel: Panel, work: Path = WORK) -> None:
     """Write the panel (synthetic or skewed) and ingest it once into the panel's lake."""
     from engine.config import parse_config
     from engine.lake import GOLD_SERIES, DeltaRsLake
-    from engine.medallion import frames_for
+    from engine.backends import backend_for
     from engine.medallion.pipeline import ingest
     from engine.sources.synthetic import synthetic_panel
 
@@ -154,7 +154,7 @@ def prepare_panel(matrix: Matrix, panel: Panel, work: Path = WORK) -> None:
         panel_file(matrix, panel, work).parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(panel_file(matrix, panel, work), index=False)
     say(f"  ingesting panel {panel.name} ...")
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
 
 
 def run_cell(cell: dict, timeout: float = CELL_TIMEOUT) -> tuple[Optional[dict], list[str], str]:

@@ -28,7 +28,8 @@ from benchmarks.common import med, record, say  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.models import model_costs  # noqa: E402
 from engine.sources.synthetic import synthetic_panel  # noqa: E402
-from engine.training.backends import SparkBackend, _init_worker  # noqa: E402
+from engine.backends.local import init_worker  # noqa: E402
+from engine.backends.spark import SparkBackend  # noqa: E402
 from engine.training.entity import TrainSpec, train_entity  # noqa: E402
 from engine.training.job import tag_with_plan  # noqa: E402
 from partitions.plan import plan_partitions  # noqa: E402
@@ -56,15 +57,15 @@ def bare_pool(pool, frames, spec, cores: int) -> float:
 def spark_backend(spark, lake_root: str, config, spec, cores: int) -> float:
     """The training stage as `manymodels train` runs it on Spark: read gold from Delta, count
     rows per entity, plan, tag rows with buckets, run the backend, materialize the results."""
-    from engine.lake import GOLD_SERIES, SparkLake
-    from engine.training.job import entity_extents_spark
+    from engine.lake import GOLD_SERIES
     started = time.perf_counter()
-    gold = SparkLake(spark, lake_root).read(GOLD_SERIES)
-    extents = entity_extents_spark(gold)
+    backend = SparkBackend(spark, lake_root)
+    gold = backend.read(GOLD_SERIES)
+    extents = backend.extents(gold)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])), strategy="cost", cores=cores,
                            tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
                            fits_per_model=spec.windows + 1, max_history=spec.max_history)
-    results = SparkBackend(spark).train(tag_with_plan(gold, extents, plan, spec, spark), plan, spec)
+    results = backend.train(tag_with_plan(backend, gold, extents, plan, spec), plan, spec)
     assert results.count() == len(extents)
     results.unpersist()
     return time.perf_counter() - started
@@ -91,7 +92,7 @@ def main() -> None:
                                      clustered_by="entity_id")
     spark = get_spark(config.spark, config.lake)
     say(f"{args.entities} entities x {args.periods} hourly rows, models {args.models}, {args.cores} cores")
-    pool = ProcessPoolExecutor(args.cores, mp_context=get_context("spawn"), initializer=_init_worker,
+    pool = ProcessPoolExecutor(args.cores, mp_context=get_context("spawn"), initializer=init_worker,
                                initargs=(os.getpid(),))
     bare_pool(pool, frames[: args.cores * 4], spec, args.cores)       # warm the workers' imports
     spark_backend(spark, lake_root, config, spec, args.cores)                 # warm Spark and its workers

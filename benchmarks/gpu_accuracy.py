@@ -42,7 +42,7 @@ def dataset_config(name: str, epochs: int):
 
 def accuracy(name: str, epochs: int) -> dict:
     from engine.lake import GOLD_SERIES, DeltaRsLake
-    from engine.medallion import frames_for
+    from engine.backends import backend_for
     from engine.medallion.pipeline import ingest
     from engine.training.job import train
     from engine.training.tables import MODELS
@@ -50,7 +50,7 @@ def accuracy(name: str, epochs: int) -> dict:
     config = dataset_config(name, epochs)
     lake = DeltaRsLake(config.lake)
     if not lake.exists(GOLD_SERIES):
-        ingest(config, frames_for(config, "local"), progress=lambda msg: say(f"    {msg}"))
+        ingest(config, backend_for(config, "local"), progress=lambda msg: say(f"    {msg}"))
     started = time.perf_counter()
     report = train(config, backend="local")
     seconds = time.perf_counter() - started

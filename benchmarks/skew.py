@@ -26,9 +26,10 @@ from benchmarks.common import med, record, say  # noqa: E402
 from benchmarks.engine_overhead import benchmark_config  # noqa: E402
 from engine.models import model_costs  # noqa: E402
 from engine.sources.synthetic import synthetic_panel  # noqa: E402
-from engine.training.backends import SparkBackend  # noqa: E402
+from engine.backends.local import LocalBackend  # noqa: E402
+from engine.backends.spark import SparkBackend  # noqa: E402
 from engine.training.entity import TrainSpec  # noqa: E402
-from engine.training.job import entity_extents, tag_with_plan  # noqa: E402
+from engine.training.job import tag_with_plan  # noqa: E402
 from partitions.packing import ideal_makespan, makespan  # noqa: E402
 from partitions.plan import plan_partitions  # noqa: E402
 
@@ -72,7 +73,8 @@ def main() -> None:
     config = benchmark_config(args.entities, args.cores, args.periods * args.factor, args.models.split(","))
     spec = TrainSpec.from_config(config)
     gold = skewed_panel(config, args.entities, args.heavy_share, args.factor, args.periods)
-    extents = entity_extents(gold)
+    pandas = LocalBackend(config.lake)     # tags the rows in pandas; training runs on Spark
+    extents = pandas.extents(gold)
     rows = dict(zip(extents["entity_id"], extents["observed"]))
     from engine.spark import get_spark
     spark = get_spark(config.spark, config.lake)
@@ -81,8 +83,8 @@ def main() -> None:
         f"({args.periods} vs {args.periods * args.factor} rows), models {args.models}, {args.cores} cores")
     warm = plan_partitions(dict(list(rows.items())[: args.cores * 2]), strategy="cost", cores=args.cores,
                            tasks_per_core=1, models=model_costs(spec.models), fits_per_model=1, max_history=spec.max_history)
-    backend.train(spark.createDataFrame(tag_with_plan(gold[gold["entity_id"].isin(warm.assignment)], extents[
-        extents["entity_id"].isin(warm.assignment)], warm, spec, None)), warm, spec).unpersist()  # warm workers
+    backend.train(spark.createDataFrame(tag_with_plan(pandas, gold[gold["entity_id"].isin(warm.assignment)], extents[
+        extents["entity_id"].isin(warm.assignment)], warm, spec)), warm, spec).unpersist()  # warm workers
     results = []
     for repeat in range(args.repeats):
         results += run_plans(spark, backend, gold, extents, rows, spec, config, args, repeat)
@@ -100,7 +102,7 @@ def run_plans(spark, backend, gold, extents, rows, spec, config, args, repeat: i
                                tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
                                fits_per_model=spec.windows + 1, max_history=spec.max_history,
                                recorded=recorded if label == "cost (learned)" else None)
-        frame = spark.createDataFrame(tag_with_plan(gold, extents, plan, spec, None)).persist()
+        frame = spark.createDataFrame(tag_with_plan(LocalBackend(config.lake), gold, extents, plan, spec)).persist()
         frame.count()
         started = time.perf_counter()
         out = backend.train(frame, plan, spec)

@@ -53,10 +53,10 @@ def dataset_config(name: str, args):
 
 def ingested(config) -> None:
     from engine.lake import GOLD_SERIES, DeltaRsLake
-    from engine.medallion import frames_for
+    from engine.backends import backend_for
     from engine.medallion.pipeline import ingest
     if not DeltaRsLake(config.lake).exists(GOLD_SERIES):
-        ingest(config, frames_for(config, "local"), progress=lambda msg: say(f"    {msg}"))
+        ingest(config, backend_for(config, "local"), progress=lambda msg: say(f"    {msg}"))
 
 
 def model_metrics(config, run_id: str, metric: str) -> tuple[pd.DataFrame, pd.Series]:

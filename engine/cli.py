@@ -208,13 +208,13 @@ def _quiet_mlflow() -> None:
 
 
 def _run_ingest(config, args, title: str, as_of=None):
-    from engine.medallion import frames_for
+    from engine.backends import backend_for
     from engine.medallion.pipeline import ingest
 
     started, backend = time.perf_counter(), args.backend or config.backend
     print(f"manymodels {title} '{config.name}': lake {config.lake.root}, backend {backend}"
           + (f", as of {as_of.isoformat()}" if as_of is not None else ""), flush=True)
-    report = ingest(config, frames_for(config, backend), progress=lambda msg: print(f"  {msg}", flush=True),
+    report = ingest(config, backend_for(config, backend), progress=lambda msg: print(f"  {msg}", flush=True),
                     rebuild=getattr(args, "rebuild", False), as_of=as_of)
     print(f"summary: {report.gold.get('entities', 0)} entities, {report.gold.get('rows', 0)} gold rows, "
           f"gold version {report.gold_version}, "

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from engine.backends import BACKEND_NAMES
 from engine.errors import ConfigError, ManymodelsError
 from engine.models.base import ModelSpec
 from engine.models.registry import MODEL_CLASSES, MODEL_NAMES
@@ -24,7 +25,7 @@ STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "
 # The natural cycles of energy series (a day, a week, a year): a season length that spans
 # none of them at the configured freq is almost always a config copied from another freq.
 _CYCLE_HOURS = (24.0, 168.0, 52 * 168.0, 365 * 24.0, 365.25 * 24, 366 * 24.0)
-BACKENDS = ("local", "spark", "ray")
+BACKENDS = BACKEND_NAMES     # engine.backends: the registry
 METRICS = ("mae", "rmse", "smape", "mase")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
 # pandas offset aliases the silver grid understands (lower-case, pandas >= 2.2 spelling).

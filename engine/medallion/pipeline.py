@@ -1,4 +1,4 @@
-"""sources -> bronze -> silver -> gold, on either frame backend.
+"""sources -> bronze -> silver -> gold, on any backend (engine.backends).
 
 Bronze is append-only and idempotent: a batch (content hash) is inserted once by a MERGE on
 ``(_batch_id, _row)``. With ``as_of`` (a replayed night), each file is cut to what had been
@@ -92,9 +92,9 @@ class BatchParser:
         return parsed[list(self.columns)]
 
 
-def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebuild: bool = False,
+def ingest(config: Config, backend, progress: Callable[[str], None] = print, rebuild: bool = False,
            as_of: Optional[pd.Timestamp] = None) -> IngestReport:
-    """Run sources -> bronze -> silver -> gold with a frame backend (`LocalFrames` or `SparkFrames`).
+    """Run sources -> bronze -> silver -> gold on `backend` (engine.backends.backend_for).
 
     `as_of` (UTC) ingests only what had been received by then: observations before it."""
     source, report = Source(config.source), IngestReport()
@@ -112,7 +112,7 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
         batches = _sliced(batches, source, driver_lake, as_of, progress)
     report.batches = len(batches)
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
-    rejected_ids = _rejected_ids(frames)
+    rejected_ids = _rejected_ids(backend)
     for batch in batches:
         rows = _with_metadata(batch, config.source.kind, ingested_at)
         reason = _validate(batch, parsers[batch.dataset], rows)
@@ -121,72 +121,72 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
                                                 batch.content)
             reason = f"{reason}; its bytes are kept at {kept}"
         if len(rows):
-            inserted = frames.insert_new(bronze_table(batch.dataset), rows, keys=["_batch_id", "_row"])
+            inserted = backend.insert_new(bronze_table(batch.dataset), rows, keys=["_batch_id", "_row"])
             report.bronze_inserted[batch.dataset] = report.bronze_inserted.get(batch.dataset, 0) + inserted
             report.new_batches += int(inserted > 0)
         if reason:
             new = batch.batch_id not in rejected_ids
             report.rejected.append({"file": batch.file, "dataset": batch.dataset, "reason": reason, "new": new})
             if new:
-                frames.insert_new(REJECTED, _rejection_row(batch, reason, ingested_at), keys=["_batch_id"])
+                backend.insert_new(REJECTED, _rejection_row(batch, reason, ingested_at), keys=["_batch_id"])
                 rejected_ids.add(batch.batch_id)
     if as_of is not None:
-        frames.insert_new(SLICES, _slice_row(config.source.kind, as_of, ingested_at), keys=["source", "as_of"])
+        backend.insert_new(SLICES, _slice_row(config.source.kind, as_of, ingested_at), keys=["source", "as_of"])
     crash_point("after-write:bronze")
     report.seconds["bronze"] = time.perf_counter() - started
     progress(f"bronze: {report.batches} batch(es), {report.new_batches} new, "
              f"{sum(report.bronze_inserted.values())} row(s) inserted, {len(report.rejected)} rejected")
 
     if not rebuild and _gold_is_current(driver_lake, [d.name for d in source.datasets]):
-        version = frames.lake.version(GOLD_SERIES)
-        gold = frames.read(GOLD_SERIES, version)
-        silver = frames.read(SILVER_SERIES)
+        version = backend.lake.version(GOLD_SERIES)
+        gold = backend.read(GOLD_SERIES, version)
+        silver = backend.read(SILVER_SERIES)
         # A config that changed the exogenous columns, or a lake written by an older version
         # (other silver columns), needs a rebuild even with the same input.
         if (list(gold.columns) == gold_schema(config.source.exogenous).names
                 and list(silver.columns) == silver_schema(config.source.exogenous).names):
-            report.gold_version, report.gold = version, frames.summarize(gold, ["is_imputed"])
-            report.data_end = frames.last_observed(gold, as_of)
+            report.gold_version, report.gold = version, backend.summarize(gold, ["is_imputed"])
+            report.data_end = backend.last_observed(gold, as_of)
             progress(f"silver/gold: bronze unchanged, gold stays at version {version}")
-            _audit_edges(frames, silver, report, config, as_of, progress)
+            _audit_edges(backend, silver, report, config, as_of, progress)
             return report
 
     excluded = sorted(rejected_ids)
-    target_rows = (frames.read_bronze(target.name, excluded)
-                   if frames.lake.exists(bronze_table(target.name)) else None)
-    if target_rows is None or frames.is_empty(target_rows):
+    target_rows = (backend.read_bronze(target.name, excluded)
+                   if backend.lake.exists(bronze_table(target.name)) else None)
+    if target_rows is None or backend.is_empty(target_rows):
         progress("silver/gold: no accepted batch of target rows yet; nothing to build")
         return report
     started = time.perf_counter()
-    shared = _latest_exogenous(frames, exog_sets, parsers, excluded, config.source.exogenous)
-    holidays = _holidays(frames, calendars, parsers, excluded)
+    shared = _latest_exogenous(backend, exog_sets, parsers, excluded, config.source.exogenous)
+    holidays = _holidays(backend, calendars, parsers, excluded)
     if holidays is not None:
-        frames.overwrite(GOLD_HOLIDAYS, frames.from_pandas(holidays), parsed_calendar_schema())
-    parsed = frames.apply_by(target_rows, "_batch_id", parsers[target.name], schemas[TARGET])
-    with_exog = frames.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
+        backend.overwrite(GOLD_HOLIDAYS, backend.from_pandas(holidays), parsed_calendar_schema())
+    parsed = backend.apply_by(target_rows, "_batch_id", parsers[target.name], schemas[TARGET])
+    with_exog = backend.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
     cleaner = SilverCleaner(config.series.freq, tuple(config.source.exogenous), config.quality)
-    frames.overwrite(SILVER_SERIES, frames.apply_by(with_exog, "entity_id", cleaner,
+    backend.overwrite(SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,
                                                     silver_schema(config.source.exogenous)),
                      silver_schema(config.source.exogenous))
-    silver = frames.read(SILVER_SERIES)
-    report.silver = frames.summarize(silver, SILVER_FLAGS)
+    silver = backend.read(SILVER_SERIES)
+    report.silver = backend.summarize(silver, SILVER_FLAGS)
     report.seconds["silver"] = time.perf_counter() - started
     progress(f"silver: {report.silver['rows']} row(s), {report.silver['entities']} entities, flags "
              + ", ".join(f"{f[5:]}={report.silver[f]}" for f in SILVER_FLAGS))
-    _audit_edges(frames, silver, report, config, as_of, progress)
+    _audit_edges(backend, silver, report, config, as_of, progress)
 
     started = time.perf_counter()
     preparer = GoldPreparer(tuple(config.source.exogenous), longest_season(config.series.season_lengths),
                             config.quality)
-    gold = frames.persist(frames.apply_by(silver, "entity_id", preparer, gold_schema(config.source.exogenous)))
+    gold = backend.persist(backend.apply_by(silver, "entity_id", preparer, gold_schema(config.source.exogenous)))
     try:
-        config.check_against_data(frames.lengths(gold))
-        report.gold_version = frames.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
+        config.check_against_data(backend.lengths(gold))
+        report.gold_version = backend.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
                                                clustered_by="entity_id")
-        report.gold = frames.summarize(gold, ["is_imputed"])
-        report.data_end = frames.last_observed(gold, as_of)
+        report.gold = backend.summarize(gold, ["is_imputed"])
+        report.data_end = backend.last_observed(gold, as_of)
     finally:
-        frames.release(gold)
+        backend.release(gold)
     report.rebuilt = True
     report.seconds["gold"] = time.perf_counter() - started
     progress(f"gold: {report.gold['rows']} row(s), {report.gold['entities']} entities, "
@@ -194,12 +194,12 @@ def ingest(config: Config, frames, progress: Callable[[str], None] = print, rebu
     return report
 
 
-def _audit_edges(frames, silver, report: IngestReport, config: Config, as_of: Optional[pd.Timestamp],
+def _audit_edges(backend, silver, report: IngestReport, config: Config, as_of: Optional[pd.Timestamp],
                  progress) -> None:
     """Name the entities of silver that gold will not train on as received (before `as_of`:
     later rows of a replayed night are not measured yet, so blank by design)."""
     report.max_id_length = config.quality.max_id_length
-    report.edges = frames.to_pandas(frames.apply_by(observed_before(silver, as_of), "entity_id", EdgeAudit(),
+    report.edges = backend.to_pandas(backend.apply_by(observed_before(silver, as_of), "entity_id", EdgeAudit(),
                                                     edge_schema()))
     for line in report.edge_lines():
         progress(line)
@@ -303,29 +303,29 @@ def _rejection_row(batch: RawBatch, reason: str, at: pd.Timestamp) -> pd.DataFra
                          "rejected_at": pd.Series([at], dtype="datetime64[us, UTC]")})[rejected_schema().names]
 
 
-def _rejected_ids(frames) -> set[str]:
-    if not frames.lake.exists(REJECTED):
+def _rejected_ids(backend) -> set[str]:
+    if not backend.lake.exists(REJECTED):
         return set()
-    return set(frames.to_pandas(frames.read(REJECTED))["_batch_id"])
+    return set(backend.to_pandas(backend.read(REJECTED))["_batch_id"])
 
 
-def _parsed_small(frames, dataset: Dataset, parsers: dict, excluded: list[str]) -> Optional[pd.DataFrame]:
+def _parsed_small(backend, dataset: Dataset, parsers: dict, excluded: list[str]) -> Optional[pd.DataFrame]:
     """Parsed rows of a small by-time dataset (exogenous, calendar), latest received last."""
-    if not frames.lake.exists(bronze_table(dataset.name)):
+    if not backend.lake.exists(bronze_table(dataset.name)):
         return None
-    raw = frames.to_pandas(frames.read_bronze(dataset.name, excluded))
+    raw = backend.to_pandas(backend.read_bronze(dataset.name, excluded))
     if raw.empty:
         return None
     return pd.concat([parsers[dataset.name](g) for _, g in raw.groupby("_batch_id")], ignore_index=True)
 
 
-def _latest_exogenous(frames, datasets: list[Dataset], parsers: dict, excluded: list[str],
+def _latest_exogenous(backend, datasets: list[Dataset], parsers: dict, excluded: list[str],
                       wanted: list[str]) -> pd.DataFrame:
     """One row per `ds` with the shared exogenous columns, the latest received value winning."""
     shared = pd.DataFrame({"ds": pd.Series([], dtype="datetime64[us, UTC]")})
     for dataset in datasets:
         columns = [c for c in dataset.provides if c in wanted]
-        parsed = _parsed_small(frames, dataset, parsers, excluded) if columns else None
+        parsed = _parsed_small(backend, dataset, parsers, excluded) if columns else None
         if parsed is None:
             continue
         latest = (parsed.sort_values(["_ingested_at", "_seq"], kind="stable")
@@ -334,8 +334,8 @@ def _latest_exogenous(frames, datasets: list[Dataset], parsers: dict, excluded: 
     return shared
 
 
-def _holidays(frames, datasets: list[Dataset], parsers: dict, excluded: list[str]) -> Optional[pd.DataFrame]:
-    parts = [p for d in datasets if (p := _parsed_small(frames, d, parsers, excluded)) is not None]
+def _holidays(backend, datasets: list[Dataset], parsers: dict, excluded: list[str]) -> Optional[pd.DataFrame]:
+    parts = [p for d in datasets if (p := _parsed_small(backend, d, parsers, excluded)) is not None]
     if not parts:
         return None
     return pd.concat(parts).drop_duplicates(["date", "holiday"]).sort_values("date").reset_index(drop=True)

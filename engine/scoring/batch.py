@@ -9,7 +9,6 @@ each Python worker loads it once (`_cached_model`), then scores its groups.
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,10 +18,11 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from engine.backends import backend_for
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.faults import crash_point
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, observed_before
+from engine.lake import GOLD_SERIES, observed_before
 from engine.normalize import entity_id
 from engine.routing.bundle import Bundle
 from engine.routing.pyfunc import ARTIFACT
@@ -123,7 +123,6 @@ def _cached_model(path: str):
 def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Sequence[str]] = None,
           backend: Optional[str] = None, spark=None, as_of: Optional[pd.Timestamp] = None) -> ScoreReport:
     """Score `entities` (default: all of the model's) from gold rows before `as_of` (default: all)."""
-    backend = backend or config.backend
     model_uri = model_uri or champion_uri(config)
     timings, started = {}, time.perf_counter()
     spec = TrainSpec.from_config(config)
@@ -141,45 +140,20 @@ def score(config: Config, model_uri: Optional[str] = None, entities: Optional[Se
         schema = context.schema(FORECASTS)
         timings["load"] = time.perf_counter() - started
         t0 = time.perf_counter()
-        if backend == "spark":
-            rows = _score_spark(config, spark, local, origins, spec, schema, inputs, as_of)
-        else:
-            lake = DeltaRsLake(config.lake)
-            gold = observed_before(lake.read(GOLD_SERIES, filters=[("entity_id", "in", wanted)]), as_of)
-            scored = score_frame(gold, local, origins, spec, schema.names, inputs)
+        runner = backend_for(config, backend, spark)
+        model_path, columns = runner.ship(local), schema.names
+
+        def score_entities(rows: pd.DataFrame) -> pd.DataFrame:
+            return score_frame(rows, model_path(), origins, spec, columns, inputs)
+
+        gold = observed_before(runner.read(GOLD_SERIES, entities=wanted), as_of)
+        scored = runner.persist(runner.map_groups(gold, "entity_id", score_entities, schema))
+        try:
             crash_point("before-write:score")
-            rows = lake.upsert(FORECASTS, scored, schema, KEYS[FORECASTS])
+            rows = runner.lake.upsert(FORECASTS, scored, schema, KEYS[FORECASTS])
+        finally:
+            runner.release(scored)
         crash_point("after-write:score")
         timings["score_and_merge"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return ScoreReport(model_uri, bundle.meta.run_id, len(wanted), rows, timings)
-
-
-def _score_spark(config: Config, spark, local: str, origins: dict, spec: TrainSpec, schema, inputs,
-                 as_of: Optional[pd.Timestamp]) -> int:
-    from pyspark import SparkFiles
-    from pyspark.sql import functions as F
-
-    from engine.medallion.schemas import spark_ddl
-    from engine.spark import get_spark
-
-    spark = spark or get_spark(config.spark, config.lake)
-    lake = SparkLake(spark, config.lake)
-    # A cluster takes no local folder in addFile ("does not support local directories when not
-    # running local mode"): ship the model as one zip that every executor unpacks.
-    archive = shutil.make_archive(str(Path(local).parent / f"{Path(local).parent.name}-model"), "zip", local)
-    name = Path(archive).name
-    spark.sparkContext.addArchive(archive)
-    columns = schema.names
-
-    def score_group(rows: pd.DataFrame) -> pd.DataFrame:
-        return score_frame(rows, SparkFiles.get(name), origins, spec, columns, inputs)
-
-    gold = observed_before(lake.read(GOLD_SERIES), as_of).filter(F.col("entity_id").isin(list(origins)))
-    scored = gold.groupBy("entity_id").applyInPandas(score_group, spark_ddl(schema)).persist()
-    try:
-        scored.count()
-        crash_point("before-write:score")
-        return lake.upsert(FORECASTS, scored, schema, KEYS[FORECASTS])
-    finally:
-        scored.unpersist()

@@ -16,12 +16,13 @@ from typing import Callable, Optional
 
 import pandas as pd
 
+from engine.backends import backend_for
+from engine.backends.base import Backend
 from engine.config import Config
 from engine.errors import ConfigError, Exit, ManymodelsError
 from engine.faults import crash_point
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version, observed_before
+from engine.lake import GOLD_SERIES, DeltaRsLake, latest_gold_version, observed_before
 from engine.models import model_costs
-from engine.training.backends import make_backend
 from engine.training.entity import FAILED, TrainSpec
 from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
@@ -87,7 +88,6 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
           spark=None, as_of: Optional[pd.Timestamp] = None) -> TrainReport:
     """Train every entity of gold.series; `progress(total, tasks)` returns a per-entity tick.
     With `as_of`, only gold rows before it are seen (a replayed night)."""
-    backend = backend or config.backend
     run_id = run_id or uuid.uuid4().hex
     tuned = tuned_params(config)
     spec = TrainSpec.from_config(config, tuned.params if tuned else None, tuned.run_id if tuned else None)
@@ -99,22 +99,15 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    if backend == "spark":
-        from engine.spark import get_spark
-        spark = spark or get_spark(config.spark, config.lake)
-        writer_lake = SparkLake(spark, config.lake)
-        gold = observed_before(writer_lake.read(GOLD_SERIES, version=version), as_of)
-        extents = entity_extents_spark(gold)
-    else:
-        writer_lake = lake
-        gold = observed_before(lake.read(GOLD_SERIES, version=version), as_of)
-        extents = entity_extents(gold)
+    runner = backend_for(config, backend, spark)
+    gold = observed_before(runner.read(GOLD_SERIES, version=version), as_of)
+    extents = runner.extents(gold)
     config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
     global_report = global_error = None
     if GLOBAL_NN in spec.models:
         t0 = time.perf_counter()
         columns = ["entity_id", "ds", "y", *(c for c in spec.model.exogenous if c in gold.columns)]
-        frame = gold.select(*columns).toPandas() if backend == "spark" else gold[columns]
+        frame = runner.to_pandas(runner.select(gold, columns))
         try:
             net, global_report = train_global_nn(config, frame, spec, run_id)
             spec = dataclasses.replace(spec, trained={GLOBAL_NN: net})
@@ -123,7 +116,6 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
             global_error = str(exc)
             spec = dataclasses.replace(spec, trained={GLOBAL_NN: {"unavailable": global_error}})
         timings["global_nn"] = time.perf_counter() - t0
-    runner = make_backend(backend, config, spark)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
                            strategy=config.partitions.strategy, cores=runner.cores,
                            tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
@@ -132,30 +124,31 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     timings["plan"] = time.perf_counter() - started
 
     tick = _crash_point_on(progress(len(plan.assignment), plan.buckets) if progress else None)
-    planned = tag_with_plan(gold, extents, plan, spec, spark if backend == "spark" else None)
+    planned = tag_with_plan(runner, gold, extents, plan, spec)
     t0 = time.perf_counter()
     results = runner.train(planned, plan, spec, tick)
     timings["train"] = time.perf_counter() - t0
 
-    summary = (results.select(*SUMMARY_COLUMNS).toPandas() if backend == "spark"
-               else results[SUMMARY_COLUMNS].copy()).sort_values("entity_id", ignore_index=True)
-    _check_failures(summary, config.max_failure_rate)
+    summary = runner.to_pandas(runner.select(results, SUMMARY_COLUMNS)).sort_values("entity_id", ignore_index=True)
+    try:
+        _check_failures(summary, config.max_failure_rate)
+    except TrainingFailed:
+        runner.release(results)
+        raise
 
     t0 = time.perf_counter()
     context = RunContext(run_id, version, spec.model.levels, datetime.now(timezone.utc))
     written = {}
     for table in (BACKTESTS, MODELS, FORECASTS):
         schema = context.schema(table)
-        rows = (_spark_rows(results, context, table, schema) if backend == "spark"
-                else context.rows(table)(results))
+        rows = runner.map_batches(results, context.rows(table), schema)
         crash_point(f"before-write:{table}")
-        written[table] = writer_lake.replace_run(table, rows, schema, KEYS[table], run_id)
+        written[table] = runner.lake.replace_run(table, rows, schema, KEYS[table], run_id)
         crash_point(f"after-write:{table}")
-    if backend == "spark":
-        results.unpersist()
+    runner.release(results)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
-    return TrainReport(run_id, version, backend, plan, summary, written, timings, tuned.run_id if tuned else None,
+    return TrainReport(run_id, version, runner.name, plan, summary, written, timings, tuned.run_id if tuned else None,
                        global_report, global_error)
 
 
@@ -168,37 +161,13 @@ def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], No
     return ticked
 
 
-def entity_extents(gold: pd.DataFrame) -> pd.DataFrame:
-    observed = gold[gold["y"].notna()].groupby("entity_id")["ds"].agg(["count", "max"])
-    extents = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left")
-    return extents.rename(columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
-        observed=lambda f: f["observed"].fillna(0).astype(int))
-
-
-def entity_extents_spark(gold) -> pd.DataFrame:
-    from pyspark.sql import functions as F
-    observed = F.col("y").isNotNull() & ~F.isnan("y")
-    return (gold.groupBy("entity_id")
-            .agg(F.count(F.lit(1)).alias("rows"), F.sum(observed.cast("int")).alias("observed"),
-                 F.max(F.when(observed, F.col("ds"))).alias("last_observed"))
-            .toPandas().assign(observed=lambda f: f["observed"].fillna(0).astype(int)))
-
-
-def tag_with_plan(gold, extents: pd.DataFrame, plan: PartitionPlan, spec: TrainSpec, spark):
+def tag_with_plan(runner: Backend, gold, extents: pd.DataFrame, plan: PartitionPlan, spec: TrainSpec):
     """Gold rows tagged with their bucket, cut to the history the pure function will use
     (the last `max_history` observed steps plus any rows after them), so less data moves."""
     step = pd.Timedelta(pd.tseries.frequencies.to_offset(spec.model.freq))
     mapping = extents.assign(bucket=extents["entity_id"].map(plan.assignment).astype("int32"),
                              cutoff=extents["last_observed"] - (spec.max_history - 1) * step)
-    mapping = mapping[["entity_id", "bucket", "cutoff"]]
-    if spark is None:
-        merged = gold.merge(mapping, on="entity_id")
-        keep = merged["cutoff"].isna() | (merged["ds"] >= merged["cutoff"])
-        return merged[keep].drop(columns="cutoff").reset_index(drop=True)
-    from pyspark.sql import functions as F
-    tagged = gold.join(F.broadcast(spark.createDataFrame(mapping, "entity_id string, bucket int, cutoff timestamp")),
-                       on="entity_id")
-    return tagged.filter(F.col("cutoff").isNull() | (F.col("ds") >= F.col("cutoff"))).drop("cutoff")
+    return runner.tag_with_plan(gold, mapping[["entity_id", "bucket", "cutoff"]])
 
 
 def _recorded_costs(lake: DeltaRsLake) -> Optional[dict[str, tuple[int, float]]]:
@@ -220,13 +189,3 @@ def _check_failures(summary: pd.DataFrame, max_rate: float) -> None:
         more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
         raise TrainingFailed(f"{len(failed)} of {len(summary)} entities failed ({len(failed) / len(summary):.1%}), "
                              f"more than max_failure_rate {max_rate:.1%}; nothing was published:\n{listing}{more}")
-
-
-def _spark_rows(results, context: RunContext, table: str, schema):
-    from engine.medallion.schemas import spark_ddl
-    convert = context.rows(table)
-
-    def rows(batches):
-        for batch in batches:
-            yield convert(batch)
-    return results.mapInPandas(rows, spark_ddl(schema))

@@ -23,11 +23,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from engine.backends import backend_for
+from engine.backends.base import Backend
 from engine.config import Config
 from engine.errors import ConfigError
-from engine.lake import GOLD_SERIES, DeltaRsLake, SparkLake, latest_gold_version
+from engine.lake import GOLD_SERIES, DeltaRsLake, latest_gold_version
 from engine.models.space import Dimension, hyperopt_space, model_space, point_params
-from engine.spark import spark_cores
 from engine.tracking.children import flat_params
 from engine.tracking.client import experiment_id, log_batch, open_client
 from engine.training import tuned_params as store
@@ -131,29 +132,26 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
     # pyspark warns once per SparkTrials thread that it was given no session to copy job tags from.
     warnings.filterwarnings("ignore", message="Spark session is not provided")
     started = time.perf_counter()
-    backend = backend or config.backend
     models = config.tuned_models
     if not models:
         raise ConfigError("nothing to tune: none of the configured models has hyperparameters "
                           "(list some in tuning.models)")
     spec = TrainSpec.from_config(config)      # configured parameters only: the baseline
     spaces = {m: model_space(m, config.tuning.space.get(m)) for m in models}
-    if backend == "spark":
-        from engine.spark import get_spark
-        spark = spark or get_spark(config.spark, config.lake)
-    rows, gold_version = _sample_rows(config, spec, spark if backend == "spark" else None)
+    runner = backend_for(config, backend, spark)
+    rows, gold_version = _sample_rows(config, spec, runner)
     entities = sorted(rows)
     say(f"  sample: {len(entities)} entities ({', '.join(entities[:8])}{', ...' if len(entities) > 8 else ''}), "
         f"gold version {gold_version}")
-    data = spark.sparkContext.broadcast(rows) if backend == "spark" else rows
-    parallelism = (config.tuning.parallelism or spark_cores(spark)) if spark else 1
-    runner = f"SparkTrials(parallelism={parallelism})" if backend == "spark" else "local Trials (one at a time)"
+    data = runner.share(rows)
+    parallelism = runner.search_parallelism(config.tuning.parallelism)
+    trials_by = runner.describe_trials(parallelism)
 
     client = open_client(config.mlflow.tracking_uri)
     experiment = experiment_id(client, config.mlflow.experiment)
     parent = client.create_run(experiment, run_name=f"tune-{config.name}", tags={
         "manymodels.kind": "tuning", "manymodels.config_name": config.name,
-        "manymodels.gold_version": str(gold_version), "manymodels.tuning_runner": runner}).info.run_id
+        "manymodels.gold_version": str(gold_version), "manymodels.tuning_runner": trials_by}).info.run_id
     results: list[ModelTuning] = []
     try:
         log_batch(client, parent, params=_params({
@@ -166,7 +164,7 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
         for model in models:
             left = None if deadline is None else deadline - time.perf_counter()
             say(f"  tuning {model}: {', '.join(f'{d.name} {d.describe()}' for d in spaces[model])}")
-            tuning = _search(model, spaces[model], data, spec, config, spark if backend == "spark" else None,
+            tuning = _search(model, spaces[model], data, spec, config, runner,
                              parallelism, left, show_progress)
             tuning.mlflow_run_id = _log_model(client, experiment, parent, tuning, config.backtest.metric)
             results.append(tuning)
@@ -181,25 +179,18 @@ def tune(config: Config, backend: Optional[str] = None, show_progress: bool = Tr
         client.set_terminated(parent, "FAILED")
         raise
     finally:
-        if backend == "spark":
-            data.unpersist()
-    return TuneReport(parent, experiment, config.backtest.metric, runner, entities, results, gold_version,
+        runner.unshare(data)
+    return TuneReport(parent, experiment, config.backtest.metric, trials_by, entities, results, gold_version,
                       {"total": time.perf_counter() - started})
 
 
-def _sample_rows(config: Config, spec: TrainSpec, spark) -> tuple[dict[str, pd.DataFrame], int]:
+def _sample_rows(config: Config, spec: TrainSpec, runner: Backend) -> tuple[dict[str, pd.DataFrame], int]:
     """The sampled entities' gold rows, by entity (only those a backtest can score)."""
-    lake = DeltaRsLake(config.lake)
-    version = latest_gold_version(lake)
-    if spark is not None:
-        from pyspark.sql import functions as F
-        gold = SparkLake(spark, config.lake).read(GOLD_SERIES, version=version)
-        chosen = stratified_sample(entity_stats(gold), config.tuning.sample, config.tuning.seed, spec.min_length())
-        frame = gold.filter(F.col("entity_id").isin(chosen)).toPandas()
-    else:
-        stats = entity_stats(lake.read(GOLD_SERIES, version=version, columns=["entity_id", "y"]))
-        chosen = stratified_sample(stats, config.tuning.sample, config.tuning.seed, spec.min_length())
-        frame = lake.read(GOLD_SERIES, version=version, filters=[("entity_id", "in", chosen)])
+    version = latest_gold_version(DeltaRsLake(config.lake))
+    gold = runner.read(GOLD_SERIES, version=version)
+    chosen = stratified_sample(entity_stats(runner.extents(gold)), config.tuning.sample, config.tuning.seed,
+                               spec.min_length())
+    frame = runner.to_pandas(runner.read(GOLD_SERIES, version=version, entities=chosen))
     rows = {str(e): g.reset_index(drop=True) for e, g in frame.groupby("entity_id", sort=True)}
     usable = {e: r for e, r in rows.items() if sample_folds(r, spec) is not None}
     if not usable:
@@ -218,9 +209,9 @@ def _objective(model: str, dims, base: dict, data, spec: TrainSpec, trial_timeou
     return objective
 
 
-def _search(model: str, dims, data, spec: TrainSpec, config: Config, spark, parallelism: int,
+def _search(model: str, dims, data, spec: TrainSpec, config: Config, runner: Backend, parallelism: int,
             time_left: Optional[float], show_progress: bool) -> ModelTuning:
-    from hyperopt import STATUS_OK, Trials
+    from hyperopt import STATUS_OK
     started = time.perf_counter()
     if time_left is not None and time_left <= 0:
         return ModelTuning(model, dims, [], "tuning.timeout reached before it started", 0.0)
@@ -228,22 +219,16 @@ def _search(model: str, dims, data, spec: TrainSpec, config: Config, spark, para
     objective = _objective(model, dims, base, data, spec, config.tuning.trial_timeout)
     # Trial 0: the configured parameters, which every later trial has to beat.
     point = {d.name: base[d.name] for d in dims}
-    first = (spark.sparkContext.parallelize([0], 1).map(lambda _: objective(point)).collect()[0]
-             if spark is not None else objective(point))
+    first = runner.run_once(lambda: objective(point))
     trials_run = [_trial(0, first)]
     stopped = "max_evals"
     budget = config.tuning.max_evals - 1
     search_started = time.perf_counter()
     if budget > 0:
-        if spark is not None:
-            from hyperopt import SparkTrials
-            remaining = None if time_left is None else max(1.0, time_left - (time.perf_counter() - started))
-            trials = SparkTrials(parallelism=parallelism, timeout=remaining, spark_session=spark)
-        else:
-            trials = Trials()
         remaining = None if time_left is None else max(1.0, time_left - (time.perf_counter() - started))
+        trials = runner.trials(parallelism, remaining)
         run_fmin(objective, hyperopt_space(dims), max_evals=budget, trials=trials,
-                 timeout=remaining if spark is None else None, show_progressbar=show_progress,
+                 timeout=None if runner.trials_own_timeout else remaining, show_progressbar=show_progress,
                  rstate=np.random.default_rng(config.tuning.seed),
                  early_stop_fn=stop_without_improvement(config.tuning.early_stop) if config.tuning.early_stop
                  else None)

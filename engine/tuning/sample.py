@@ -17,16 +17,9 @@ from engine.errors import ConfigError
 BINS = 3
 
 
-def entity_stats(gold) -> pd.DataFrame:
-    """entity_id, observed, cv of a pandas or Spark gold frame (collected to pandas)."""
-    if isinstance(gold, pd.DataFrame):
-        grouped = gold.dropna(subset=["y"]).groupby("entity_id")["y"]
-        stats = grouped.agg(observed="count", mean="mean", std="std").reset_index()
-    else:
-        from pyspark.sql import functions as F
-        stats = (gold.filter(F.col("y").isNotNull() & ~F.isnan("y")).groupBy("entity_id")
-                 .agg(F.count("y").alias("observed"), F.avg("y").alias("mean"), F.stddev("y").alias("std"))
-                 .toPandas())
+def entity_stats(extents: pd.DataFrame) -> pd.DataFrame:
+    """entity_id, observed, cv from a backend's `extents` of gold (entities with a value)."""
+    stats = extents[extents["observed"] > 0].copy()
     stats["cv"] = stats["std"].fillna(0.0) / stats["mean"].abs().where(stats["mean"].abs() > 0, 1.0)
     return stats[["entity_id", "observed", "cv"]]
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from engine.lake import GOLD_HOLIDAYS, GOLD_SERIES, SILVER_SERIES, DeltaRsLake
-from engine.medallion.backends import LocalFrames
+from engine.backends.local import LocalBackend
 from engine.medallion.pipeline import ingest
 from tests.conftest import make_config
 
@@ -14,7 +14,7 @@ from tests.conftest import make_config
 def gefcom(tmp_path_factory):
     config = make_config(tmp_path_factory.mktemp("gefcom") / "lake",
                          source={"kind": "gefcom2012", "exogenous": ["temperature", "temp_s3", "is_holiday"]})
-    report = ingest(config, LocalFrames(DeltaRsLake(config.lake)), progress=lambda _: None)
+    report = ingest(config, LocalBackend(config.lake), progress=lambda _: None)
     return report, DeltaRsLake(config.lake)
 
 

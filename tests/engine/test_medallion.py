@@ -7,7 +7,7 @@ import pytest
 
 from engine.errors import ConfigError
 from engine.lake import GOLD_SERIES, REJECTED, SILVER_SERIES, DeltaRsLake, bronze_table
-from engine.medallion.backends import LocalFrames
+from engine.backends.local import LocalBackend
 from engine.medallion.cleaning import fill_gaps
 from engine.medallion.pipeline import ingest
 from tests.conftest import make_config
@@ -49,7 +49,7 @@ def messy(tmp_path):
 
 
 def run(config):
-    frames = LocalFrames(DeltaRsLake(config.lake))
+    frames = LocalBackend(config.lake)
     return ingest(config, frames, progress=lambda _: None), frames.lake
 
 

@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmarks.common import free_port
 from engine.lake import DeltaRsLake
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.scoring.batch import score, scoring_request
 from engine.tracking.children import ChildRun, log_child_runs
@@ -47,7 +47,7 @@ def published(tmp_path_factory):
     config = make_config(root / "lake", mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
                                                 "experiment": "routing-test", "registered_model": "test-router"},
                          **SETTINGS)
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     report = train(config, backend="local")
     result = publish(config, report.run_id, train_seconds=report.seconds, backend="local")
     return config, report, result

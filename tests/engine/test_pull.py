@@ -15,7 +15,7 @@ import yaml
 from engine.analyst import plot
 from engine.analyst.pull import PullError, pull
 from engine.lake import DeltaRsLake
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.training.job import train
 from engine.training.tables import FORECASTS, KEYS, RunContext
@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
                          models=["seasonal_naive", "theta"], training={"max_history": 24 * 14, "workers": 1},
                          source={"kind": "synthetic", "exogenous": ["temperature"],
                                  "synthetic": {"entities": 3, "periods": 24 * 16, "seed": 9}})
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     report = train(config, backend="local")
     # An older origin one day back, as an earlier night would have published: its steps have actuals.
     lake = DeltaRsLake(config.lake)

@@ -25,7 +25,7 @@ from benchmarks.probes import (ACCENTED_ID, LONG_ID, hourly_rows, mlflow_state, 
                                survivors, without_dac_override, write_csv)
 from engine.config import load_config
 from engine.lake import GOLD_SERIES, SILVER_SERIES, DeltaRsLake, bronze_table
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import REJECTED, UNREADABLE, ingest
 from engine.routing.router import RequestError, Router
 from engine.training.job import train
@@ -58,7 +58,7 @@ def test_long_and_accented_ids_are_stored_without_folders_named_by_them_and_flag
                                    hourly_rows(LONG_ID, seed=2)])
     config = csv_config(tmp_path, folder)
     said: list[str] = []
-    report = ingest(config, frames_for(config, "local"), progress=lines(said))
+    report = ingest(config, backend_for(config, "local"), progress=lines(said))
 
     lake = DeltaRsLake(config.lake)
     assert lake.table(GOLD_SERIES).metadata().partition_columns == []
@@ -80,7 +80,7 @@ def test_a_lake_partitioned_by_entity_is_repaired_by_ingest_rebuild_losing_no_ra
     folder = tmp_path / "in"
     write_csv(folder, "day1.csv", [hourly_rows("meter-1"), hourly_rows("meter-2", seed=1)])
     config = csv_config(tmp_path, folder)
-    frames = frames_for(config, "local")
+    frames = backend_for(config, "local")
     ingest(config, frames)
     lake = DeltaRsLake(config.lake)
     # The layout older versions wrote: one folder per entity id.
@@ -116,7 +116,7 @@ def test_all_missing_entity_is_a_failed_row_and_trailing_invalid_values_are_repo
     write_csv(folder, "day1.csv", [hourly_rows("meter-ok", seed=2), empty, trailing])
     config = csv_config(tmp_path, folder, max_failure_rate=0.5)
     said: list[str] = []
-    report = ingest(config, frames_for(config, "local"), progress=lines(said))
+    report = ingest(config, backend_for(config, "local"), progress=lines(said))
 
     assert report.edge_counts() == {"id_too_long": 0, "no_value": 1, "trailing": 1}
     lake = DeltaRsLake(config.lake)
@@ -281,7 +281,7 @@ def test_a_padded_or_decomposed_id_and_an_epoch_ds_are_read_as_ingest_read_them(
     decomposed = "compteur-e\u0301te\u0301"         # é typed as e + a combining accent
     write_csv(folder, "day1.csv", [hourly_rows("  meter-1 "), hourly_rows(decomposed, seed=1)])
     config = csv_config(tmp_path, folder)
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     assert set(DeltaRsLake(config.lake).read(GOLD_SERIES)["entity_id"]) == {"meter-1", "compteur-été"}
     report = train(config, backend="local")
     models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", report.run_id)])

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from engine.lake import GOLD_SERIES, SILVER_SERIES, DeltaRsLake, SparkLake, bronze_table
-from engine.medallion.backends import LocalFrames, SparkFrames
+from engine.backends.local import LocalBackend
+from engine.backends.spark import SparkBackend
 from engine.medallion.pipeline import ingest
 from tests.engine.test_medallion import csv_config, messy_rows
 
@@ -27,8 +28,8 @@ def inputs(tmp_path):
 def test_spark_backend_matches_the_local_backend_and_readers_agree(spark, tmp_path, inputs):
     local_cfg = csv_config(tmp_path / "local", inputs)
     spark_cfg = csv_config(tmp_path / "spark", inputs)
-    local_report = ingest(local_cfg, LocalFrames(DeltaRsLake(local_cfg.lake)), progress=lambda _: None)
-    spark_report = ingest(spark_cfg, SparkFrames(SparkLake(spark, spark_cfg.lake)), progress=lambda _: None)
+    local_report = ingest(local_cfg, LocalBackend(local_cfg.lake), progress=lambda _: None)
+    spark_report = ingest(spark_cfg, SparkBackend(spark, spark_cfg.lake), progress=lambda _: None)
     assert spark_report.silver == local_report.silver and spark_report.gold == local_report.gold
 
     for cfg in (local_cfg, spark_cfg):          # each table read by both engines
@@ -46,7 +47,7 @@ def test_spark_backend_matches_the_local_backend_and_readers_agree(spark, tmp_pa
 
 def test_spark_ingest_is_idempotent_and_time_travels(spark, tmp_path, inputs):
     cfg = csv_config(tmp_path, inputs)
-    frames = SparkFrames(SparkLake(spark, cfg.lake))
+    frames = SparkBackend(spark, cfg.lake)
     first = ingest(cfg, frames, progress=lambda _: None)
     again = ingest(cfg, frames, progress=lambda _: None)
     assert again.new_batches == 0 and again.gold_version == first.gold_version == 0

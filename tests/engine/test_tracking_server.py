@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmarks.common import free_port
 from engine.lake import DeltaRsLake
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.scoring.batch import score
 from engine.tracking.children import ChildRun, log_child_runs
@@ -52,7 +52,7 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
                                  "synthetic": {"entities": 3, "periods": 24 * 16, "seed": 2}},
                          mlflow={"tracking_uri": server, "experiment": f"pg-{store}",
                                  "registered_model": f"pg-router-{store}"})
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     report = train(config, backend="local")
     first = publish(config, report.run_id, backend="local")
     again = publish(config, report.run_id, backend="local")           # the same models: nothing new

@@ -6,12 +6,14 @@ import os
 import pandas as pd
 import pytest
 
+from engine.backends.local import LocalBackend
+from engine.backends.spark import SparkBackend
 from engine.config import parse_config
-from engine.sources.synthetic import synthetic_panel
-from engine.training.backends import LocalBackend, SparkBackend, train_bucket
-from engine.training.entity import TrainSpec
-from engine.training.job import entity_extents, tag_with_plan
 from engine.models import model_costs
+from engine.sources.synthetic import synthetic_panel
+from engine.training.entity import TrainSpec
+from engine.training.job import tag_with_plan
+from engine.training.tasks import train_bucket
 from partitions.plan import plan_partitions
 
 CONFIG = parse_config({"name": "crash", "source": {"kind": "synthetic", "synthetic": {"entities": 4,
@@ -31,16 +33,17 @@ def die_on_first_attempt(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) 
 def planned():
     spec = TrainSpec.from_config(CONFIG)
     gold = synthetic_panel(CONFIG.source.synthetic)
-    extents = entity_extents(gold)
+    extents = LocalBackend(CONFIG.lake).extents(gold)
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])), strategy="cost", cores=2,
-                           tasks_per_core=1, models=model_costs(spec.models), fits_per_model=2, max_history=spec.max_history)
+                           tasks_per_core=1, models=model_costs(spec.models), fits_per_model=2,
+                           max_history=spec.max_history)
     return gold, extents, plan, spec
 
 
 def test_local_backend_reruns_tasks_of_a_dead_worker():
     gold, extents, plan, spec = planned()
-    results = LocalBackend(2, task=die_on_first_attempt).train(tag_with_plan(gold, extents, plan, spec, None),
-                                                               plan, spec)
+    backend = LocalBackend(CONFIG.lake, 2, task=die_on_first_attempt)
+    results = backend.train(tag_with_plan(backend, gold, extents, plan, spec), plan, spec)
     assert sorted(results["entity_id"]) == [f"entity_{i}" for i in range(4)]
     assert (results["status"] == "ok").all()
     crashed = results[results["entity_id"] == "entity_0"]
@@ -50,7 +53,7 @@ def test_local_backend_reruns_tasks_of_a_dead_worker():
 @pytest.mark.spark
 def test_spark_retries_the_task_of_a_dead_python_worker(spark):
     gold, extents, plan, spec = planned()
-    frame = spark.createDataFrame(tag_with_plan(gold, extents, plan, spec, None))
+    frame = spark.createDataFrame(tag_with_plan(LocalBackend(CONFIG.lake), gold, extents, plan, spec))
     results = SparkBackend(spark, task=die_on_first_attempt).train(frame, plan, spec).toPandas()
     assert sorted(results["entity_id"]) == [f"entity_{i}" for i in range(4)]
     attempts = results.set_index("entity_id")["attempt"]

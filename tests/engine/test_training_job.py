@@ -10,7 +10,7 @@ import yaml
 
 from engine.errors import ConfigError
 from engine.lake import DeltaRsLake
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.training.job import train
 from engine.training.tables import BACKTESTS, FORECASTS, MODELS
@@ -27,7 +27,7 @@ COMPARED = ["entity_id", "status", "champion", "reason", "error", "n_obs", "wind
 @pytest.fixture(scope="module")
 def lake_config(tmp_path_factory):
     config = make_config(tmp_path_factory.mktemp("train") / "lake", **SETTINGS)
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     return config
 
 
@@ -136,7 +136,7 @@ def test_two_thousand_entities_train_identically_on_every_backend(tmp_path, spar
                          models=["seasonal_naive", "theta"], training={"max_history": 24 * 14},
                          source={"kind": "synthetic", "exogenous": ["temperature"],
                                  "synthetic": {"entities": 2000, "periods": 24 * 14, "seed": 2}})
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     reports = {b: train(config, backend=b, run_id=f"big-{b}", spark=spark) for b in ("local", "spark", "ray")}
     assert {r.entities for r in reports.values()} == {2000}
     expected = models_of(config, "big-local")[COMPARED]

@@ -16,7 +16,7 @@ import pytest
 from engine.config import parse_config
 from engine.errors import ConfigError
 from engine.lake import DeltaRsLake
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.models import MODEL_CLASSES, ForecastModel, Hyperparameter, ModelError, ModelSpec, load_model, make_model
 from engine.models.base import Forecast
@@ -194,7 +194,7 @@ def test_per_entity_search_gives_the_same_models_on_every_backend(tmp_path, spar
                          source={"kind": "synthetic", "exogenous": ["temperature"],
                                  "synthetic": {"entities": 3, "periods": 24 * 28, "seed": 5}},
                          tuning={"per_entity": {"models": ["theta"], "max_evals": 4}})
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     chosen = {}
     for backend in ("local", "spark", "ray"):
         train(config, backend=backend, run_id=backend, spark=spark if backend == "spark" else None)
@@ -215,7 +215,7 @@ def test_tune_with_spark_trials_logs_nested_runs_and_the_next_training_uses_it(t
                          tuning={"sample": 3, "max_evals": 4, "early_stop": 0, "parallelism": 2,
                                  "space": {"theta": {"theta": {"uniform": [1.0, 3.0]}},
                                            "ets": {"trend": {"choice": ["auto", "none"]}}}})
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     report = tune(config, show_progress=False, say=lambda line: None, spark=spark)
     assert report.runner == "SparkTrials(parallelism=2)" and len(report.entities) == 3
     assert [m.model for m in report.models] == ["theta", "ets"]

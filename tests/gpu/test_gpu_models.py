@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from engine.errors import ConfigError
 from engine.lake import DeltaRsLake
-from engine.medallion import frames_for
+from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.models import ModelError, ModelSpec, load_model, make_model
 from engine.models.gpu_additive import GpuAdditiveModel, fit_panel
@@ -174,7 +174,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu")
     config = make_config(root / "lake", mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
                                                 "experiment": "gpu", "registered_model": "gpu-router"}, **SETTINGS)
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     report = train(config, backend="local")
     return config, report
 
@@ -269,7 +269,7 @@ def test_too_little_history_for_the_network_fails_only_that_candidate(tmp_path):
     settings = {**SETTINGS, "models": ["seasonal_naive", "theta", "global_nn"],
                 "global_nn": {**SETTINGS["global_nn"], "lookback": 24 * 40}}
     config = make_config(tmp_path / "lake", **settings)
-    ingest(config, frames_for(config, "local"))
+    ingest(config, backend_for(config, "local"))
     report = train(config, backend="local")
     assert report.global_nn is None and "too little history for global_nn" in report.global_nn_error
     assert report.statuses["ok"] == 4 and set(report.champions) <= {"seasonal_naive", "theta"}

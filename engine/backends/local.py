@@ -1,0 +1,197 @@
+"""The local backend: pandas frames, Delta through delta-rs (no JVM), tasks in a pool of spawned
+processes with BLAS on one thread each. `PandasBackend` is the frame half the Ray backend shares."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from typing import Any, Callable, Optional, Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from engine.backends.base import Backend, GroupFn, Shared
+from engine.errors import WorkersLost
+from engine.lake import DeltaRsLake, bronze_table, observed_before
+from engine.processes import die_with_parent
+from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
+from partitions.plan import PartitionPlan
+
+# A local worker that dies (OOM, killed) breaks the pool: its tasks rerun up to this many times.
+LOCAL_MAX_ATTEMPTS = 3
+
+
+def resolve_cores(workers: int) -> int:
+    return workers or os.cpu_count() or 1
+
+
+class PandasBackend(Backend):
+    """pandas frames and Delta through delta-rs, shared by the local and Ray backends (which
+    differ in where `train` runs the tasks); other per-entity work runs in this process."""
+
+    def __init__(self, lake, workers: int = 0):
+        self.lake = DeltaRsLake(lake)
+        self.workers = resolve_cores(workers)
+
+    @classmethod
+    def from_config(cls, config, spark=None) -> "PandasBackend":
+        return cls(config.lake, config.training.workers)
+
+    def from_pandas(self, frame: pd.DataFrame):
+        return frame
+
+    def to_pandas(self, frame) -> pd.DataFrame:
+        return frame
+
+    def read(self, table: str, version: Optional[int] = None, entities: Optional[Sequence[str]] = None):
+        filters = [("entity_id", "in", list(entities))] if entities is not None else None
+        return self.lake.read(table, version=version, filters=filters)
+
+    def read_bronze(self, dataset: str, exclude_batches: Sequence[str]) -> pd.DataFrame:
+        rows = self.lake.read(bronze_table(dataset))
+        return rows[~rows["_batch_id"].isin(list(exclude_batches))]
+
+    def select(self, frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+        return frame[list(columns)].copy()
+
+    def apply_by(self, frame: pd.DataFrame, key: str, fn: GroupFn, schema: pa.Schema) -> pd.DataFrame:
+        parts = [fn(group) for _, group in frame.groupby(key, sort=True)]
+        return _conform([p for p in parts if len(p)], schema)
+
+    def map_groups(self, frame: pd.DataFrame, key: str, fn: GroupFn, schema: pa.Schema) -> pd.DataFrame:
+        return fn(frame)
+
+    def map_batches(self, frame: pd.DataFrame, fn: GroupFn, schema: pa.Schema) -> pd.DataFrame:
+        return fn(frame)
+
+    def add_exogenous(self, frame: pd.DataFrame, shared: pd.DataFrame, holidays: Optional[pd.DataFrame]):
+        out = frame.merge(shared, on="ds", how="left") if len(shared.columns) > 1 else frame
+        if holidays is not None:
+            dates = set(holidays["date"])
+            out = out.assign(is_holiday=out["ds"].dt.date.isin(dates).astype("float64"))
+        return out
+
+    def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
+                  clustered_by: Optional[str] = None) -> int:
+        return self.lake.overwrite(table, frame, schema, clustered_by)
+
+    def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
+        return self.lake.insert_new(table, frame, keys)
+
+    def summarize(self, frame: pd.DataFrame, flags: Sequence[str]) -> dict:
+        return {"rows": len(frame), "entities": int(frame["entity_id"].nunique()),
+                **{f: int(frame[f].sum()) for f in flags}}
+
+    def last_observed(self, frame: pd.DataFrame, before: Optional[pd.Timestamp] = None) -> Optional[pd.Timestamp]:
+        seen = observed_before(frame, before)
+        seen = seen.loc[seen["y"].notna(), "ds"]
+        return seen.max() if len(seen) else None
+
+    def is_empty(self, frame: pd.DataFrame) -> bool:
+        return frame.empty
+
+    def lengths(self, frame: pd.DataFrame) -> dict[str, int]:
+        return {str(k): int(v) for k, v in frame.groupby("entity_id").size().items()}
+
+    def extents(self, gold: pd.DataFrame) -> pd.DataFrame:
+        seen = gold[gold["y"].notna()]
+        observed = seen.groupby("entity_id")["ds"].agg(["count", "max"]).join(
+            seen.groupby("entity_id")["y"].agg(["mean", "std"]))
+        extents = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left")
+        return extents.rename(columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
+            observed=lambda f: f["observed"].fillna(0).astype(int))
+
+    def persist(self, frame):
+        return frame
+
+    def release(self, frame) -> None:
+        return None
+
+    @property
+    def cores(self) -> int:
+        return self.workers
+
+    def tag_with_plan(self, gold: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
+        merged = gold.merge(mapping, on="entity_id")
+        keep = merged["cutoff"].isna() | (merged["ds"] >= merged["cutoff"])
+        return merged[keep].drop(columns="cutoff").reset_index(drop=True)
+
+    def ship(self, folder: str) -> Callable[[], str]:
+        return lambda: folder
+
+    def share(self, value) -> Shared:
+        return Shared(value)
+
+    def unshare(self, handle) -> None:
+        return None
+
+    def run_once(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+    def trials(self, parallelism: int, timeout: Optional[float]):
+        from hyperopt import Trials
+        return Trials()
+
+    def search_parallelism(self, configured: int) -> int:
+        return 1      # hyperopt's local Trials run one at a time
+
+    def describe_trials(self, parallelism: int) -> str:
+        return "local Trials (one at a time)"
+
+
+class LocalBackend(PandasBackend):
+    """A pool of spawned Python processes on this machine; no JVM."""
+
+    name = "local"
+
+    def __init__(self, lake, workers: int = 0, task: Optional[Task] = None):
+        super().__init__(lake, workers)
+        self.task = task or train_bucket
+
+    def train(self, planned: pd.DataFrame, plan: PartitionPlan, spec,
+              progress: Optional[Progress] = None) -> pd.DataFrame:
+        tasks = {bucket: rows.drop(columns="bucket") for bucket, rows in planned.groupby("bucket", sort=True)}
+        attempts = {bucket: 0 for bucket in tasks}
+        results: list[pd.DataFrame] = []
+        while tasks:
+            try:
+                self._run_pool(tasks, attempts, spec, results, progress)
+            except BrokenProcessPool:
+                for bucket in tasks:
+                    attempts[bucket] += 1
+                    if attempts[bucket] >= LOCAL_MAX_ATTEMPTS:
+                        raise WorkersLost(
+                            f"a training worker died {LOCAL_MAX_ATTEMPTS} times on a task with entities "
+                            f"{plan.entities_in(bucket)[:10]}: most likely out of memory; lower "
+                            "training.workers or training.max_history") from None
+        return pd.concat(results, ignore_index=True) if results else TASK_RESULT_SCHEMA.empty_table().to_pandas()
+
+    def _run_pool(self, tasks, attempts, spec, results, progress) -> None:
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=get_context("spawn"),
+                                 initializer=init_worker, initargs=(os.getpid(),)) as pool:
+            running = {pool.submit(self.task, rows, spec, attempts[b]): b for b, rows in tasks.items()}
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    bucket = running.pop(future)
+                    frame = future.result()
+                    results.append(frame)
+                    del tasks[bucket]
+                    if progress:
+                        progress(len(frame))
+
+
+def init_worker(parent_pid: int) -> None:
+    """A worker dies with the job (kill -9 included) and runs BLAS on one thread."""
+    from threadpoolctl import threadpool_limits
+    die_with_parent(parent_pid)
+    threadpool_limits(limits=1)
+
+
+def _conform(parts: list[pd.DataFrame], schema: pa.Schema) -> pd.DataFrame:
+    """The parts as one frame of exactly `schema` (an empty one when there are none)."""
+    if not parts:
+        return schema.empty_table().to_pandas()
+    return pa.Table.from_pandas(pd.concat(parts, ignore_index=True)[schema.names], schema=schema,
+                                preserve_index=False).to_pandas()
