@@ -84,7 +84,8 @@ class Matrix:
         data = yaml.safe_load(path.read_text()) or {}
         unknown = set(data) - set(Matrix.__dataclass_fields__)
         if unknown:
-            raise MatrixError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(Matrix.__dataclass_fields__)}")
+            raise MatrixError(f"{path}: unknown key(s) {sorted(unknown)}; "
+                              f"allowed: {sorted(Matrix.__dataclass_fields__)}")
         try:
             panels = [Panel(**p) for p in data.pop("panels", [])]
             matrix = Matrix(name=data.pop("name", path.stem), panels=panels, **data)
@@ -273,7 +274,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip measuring the machine's ceiling (benchmarks/ceiling.py) after the runs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
-    parser.add_argument("--work", type=Path, default=WORK, help="lakes and run folders (default benchmarks/.work/cluster)")
+    parser.add_argument("--work", type=Path, default=WORK,
+                        help="lakes and run folders (default benchmarks/.work/cluster)")
     parser.add_argument("--sim-cores", type=int, nargs="+", help="simulated core counts (default 8 ... 1024)")
     parser.add_argument("--sim-entities", type=int, nargs="+", help="simulated panel sizes (default 10k 100k 1M)")
     args = parser.parse_args(argv)

@@ -288,7 +288,7 @@ def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: 
                     linestyle=":" if lean else "-" if strategy == "cost" else "--",
                     label=f"{n:,} entities, {'cost plan' if strategy == 'cost' else 'naive'}"
                           + (", no MLflow child runs" if lean else ""))
-        measured = cost[cost["panel"].map(lambda p: ("skew" in p) == skew)]
+        measured = cost[cost["panel"].map(lambda p, skew=skew: ("skew" in p) == skew)]
         for backend, group in measured.groupby("backend"):
             ax.scatter(group["cores"], group["efficiency"], marker="x", s=60, zorder=5,
                        label=f"measured {backend}")

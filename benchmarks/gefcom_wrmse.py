@@ -131,10 +131,12 @@ def main() -> None:
         engine = wrmse(scored["load"].to_numpy() - scored["yhat"].to_numpy(), weight)
         vanilla = wrmse(scored["load"].to_numpy() - scored["benchmark"].to_numpy(), weight)
         zones = scored[scored["entity_id"] != "zone_21"]
+        zone_weight = zones["weight"].to_numpy(float)
+        zone_engine = wrmse((zones["load"] - zones["yhat"]).to_numpy(), zone_weight)
+        zone_vanilla = wrmse((zones["load"] - zones["benchmark"]).to_numpy(), zone_weight)
         scores[assumption] = (engine, vanilla)
         say(f"temperature {assumption:11s}: engine WRMSE {engine:,.0f} vs vanilla benchmark {vanilla:,.0f} "
-            f"({engine / vanilla - 1:+.1%}); zones only {wrmse((zones['load'] - zones['yhat']).to_numpy(), zones['weight'].to_numpy(float)):,.0f} "
-            f"vs {wrmse((zones['load'] - zones['benchmark']).to_numpy(), zones['weight'].to_numpy(float)):,.0f}; "
+            f"({engine / vanilla - 1:+.1%}); zones only {zone_engine:,.0f} vs {zone_vanilla:,.0f}; "
             f"{len(scored)} hours")
         rows.append({"assumption": assumption, "model_uri": model_uri, "run_id": router.meta.run_id,
                      "hours": len(scored), "engine_wrmse": round(engine, 1), "benchmark_wrmse": round(vanilla, 1),

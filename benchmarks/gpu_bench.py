@@ -169,13 +169,14 @@ def bench_global_nn(args, rows: list[dict], cuda: bool) -> None:
             say("  FAILED: the ranks' weights differ or the loss did not fall")
     big = dict(settings, batch_size=args.nn_batch)
     devices = [("cpu", False)] + ([("cuda", True)] if cuda else [])
-    for label, gpu in devices:
+    for _, gpu in devices:
         one = run_local(train_ranks, 1, dict(x=x, y=y, shape=asdict(shape), settings=dict(big, use_gpu=gpu)),
                         use_gpu=gpu)
         rows.append({"part": "global_nn", "device": one["device"], "samples": len(x), "epochs": args.nn_epochs,
                      "batch_size": args.nn_batch, "samples_per_second": one["samples_per_second"],
                      "loss_last": one["losses"][-1]})
-        say(f"  1 rank on {one['device']}: {one['samples_per_second']:,.0f} samples/s (batch {args.nn_batch}, after a warm-up epoch)")
+        say(f"  1 rank on {one['device']}: {one['samples_per_second']:,.0f} samples/s (batch {args.nn_batch}, "
+            "after a warm-up epoch)")
 
 
 def main(argv=None) -> None:
@@ -185,9 +186,11 @@ def main(argv=None) -> None:
     parser.add_argument("--cpu-entities", type=int, default=2000, help="entities fitted on the CPU (default 2000)")
     parser.add_argument("--days", type=int, default=730, help="daily observations per entity (default 730)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per size (default 3)")
-    parser.add_argument("--prophet-fits", type=int, default=5, help="one-at-a-time fits timed, Prophet (if installed) and gpu_additive (default 5)")
+    parser.add_argument("--prophet-fits", type=int, default=5,
+                        help="one-at-a-time fits timed, Prophet (if installed) and gpu_additive (default 5)")
     parser.add_argument("--nn-entities", type=int, default=256, help="hourly series for global_nn (default 256)")
-    parser.add_argument("--nn-epochs", type=int, default=4, help="global_nn epochs (default 4; samples/s from the second on)")
+    parser.add_argument("--nn-epochs", type=int, default=4,
+                        help="global_nn epochs (default 4; samples/s from the second on)")
     parser.add_argument("--nn-batch", type=int, default=4096, help="batch size of the one-rank runs (default 4096)")
     parser.add_argument("--skip-ddp", action="store_true", help="leave out the two-rank CPU check (gloo)")
     parser.add_argument("--skip-additive", action="store_true", help="only the global_nn part")
@@ -195,7 +198,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     import torch
     cuda = torch.cuda.is_available()
-    say(f"torch {torch.__version__}; {'CUDA: ' + torch.cuda.get_device_name(0) if cuda else 'no CUDA device: CPU only'}")
+    device = "CUDA: " + torch.cuda.get_device_name(0) if cuda else "no CUDA device: CPU only"
+    say(f"torch {torch.__version__}; {device}")
     rows: list[dict] = []
     if not args.skip_additive:
         bench_additive(args, rows, cuda)

@@ -82,7 +82,8 @@ def main() -> None:
     say(f"{args.entities} entities, {args.heavy_share:.0%} with {args.factor}x history "
         f"({args.periods} vs {args.periods * args.factor} rows), models {args.models}, {args.cores} cores")
     warm = plan_partitions(dict(list(rows.items())[: args.cores * 2]), strategy="cost", cores=args.cores,
-                           tasks_per_core=1, models=model_costs(spec.models), fits_per_model=1, max_history=spec.max_history)
+                           tasks_per_core=1, models=model_costs(spec.models), fits_per_model=1,
+                           max_history=spec.max_history)
     backend.train(spark.createDataFrame(tag_with_plan(pandas, gold[gold["entity_id"].isin(warm.assignment)], extents[
         extents["entity_id"].isin(warm.assignment)], warm, spec)), warm, spec).unpersist()  # warm workers
     results = []

@@ -20,10 +20,10 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    codes = "; ".join(f"{code.value} {code.name.lower().replace('_', ' ')}" for code in Exit)
     parser = argparse.ArgumentParser(prog="manymodels", description="Many-models forecasting on Spark, Delta Lake "
                                      "and MLflow: one model per entity, thousands in parallel.",
-                                     epilog="exit codes: " + "; ".join(f"{code.value} {code.name.lower().replace('_', ' ')}"
-                                                                        for code in Exit))
+                                     epilog=f"exit codes: {codes}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ingest = sub.add_parser("ingest", help="sources -> bronze -> silver -> gold; prints rows per layer",

@@ -409,7 +409,8 @@ class Config:
     def _check_hyperparameters(self) -> None:
         """model_params and tuning.space against what each model declares."""
         for model, params in self.model_params.items():
-            _check(model in MODEL_CLASSES, "model_params", f"has unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
+            _check(model in MODEL_CLASSES, "model_params",
+                   f"has unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
             try:
                 MODEL_CLASSES[model].resolve_params(params)
             except ManymodelsError as exc:
@@ -422,7 +423,8 @@ class Config:
             _check(not fixed, key, f"lists {fixed}, which cannot be searched here (searchable: "
                    f"{', '.join(tunable(MODEL_CLASSES, ensemble))})")
         for model, given in self.tuning.space.items():
-            _check(model in MODEL_CLASSES, "tuning.space", f"has unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
+            _check(model in MODEL_CLASSES, "tuning.space",
+                   f"has unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
             try:
                 model_space(model, given)
             except ValueError as exc:

@@ -146,7 +146,8 @@ class DeltaRsLake:
         data = frame[schema.names].copy()
         for field in schema:
             if pa.types.is_timestamp(field.type):
-                data[field.name] = pd.to_datetime(data[field.name], utc=True).astype(f"datetime64[{field.type.unit}, UTC]")
+                unit = f"datetime64[{field.type.unit}, UTC]"
+                data[field.name] = pd.to_datetime(data[field.name], utc=True).astype(unit)
         self.write(table, pa.Table.from_pandas(data, schema=schema, preserve_index=False), mode="append")
 
     def overwrite_at(self, table: str, data: pa.Table, version: Optional[int]) -> bool:

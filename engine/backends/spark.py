@@ -106,7 +106,8 @@ class SparkBackend(Backend):
         return (gold.groupBy("entity_id")
                 .agg(F.count(F.lit(1)).alias("rows"), F.sum(observed.cast("int")).alias("observed"),
                      F.max(F.when(observed, F.col("ds"))).alias("last_observed"),
-                     F.avg(F.when(observed, F.col("y"))).alias("mean"), F.stddev(F.when(observed, F.col("y"))).alias("std"))
+                     F.avg(F.when(observed, F.col("y"))).alias("mean"),
+                     F.stddev(F.when(observed, F.col("y"))).alias("std"))
                 .toPandas().assign(observed=lambda f: f["observed"].fillna(0).astype(int)))
 
     def persist(self, frame):

@@ -3,10 +3,11 @@
 Bronze is append-only and idempotent: a batch (content hash) is inserted once by a MERGE on
 ``(_batch_id, _row)``. With ``as_of`` (a replayed night), each file is cut to what had been
 received by then and not by the previous recorded night (``bronze/_slices``), so a night
-appends only its new slice and rerunning it appends nothing. A batch that cannot be parsed still lands in bronze, is recorded in
-``bronze/_rejected_batches`` with the reason, and is left out of silver. Silver and gold are
-rebuilt from bronze only when bronze changed since gold was last written, each in one Delta commit, so a failure leaves
-the previous versions intact and readers never see half a table.
+appends only its new slice and rerunning it appends nothing. A batch that cannot be parsed
+still lands in bronze, is recorded in ``bronze/_rejected_batches`` with the reason, and is left
+out of silver. Silver and gold are rebuilt from bronze only when bronze changed since gold was
+last written, each in one Delta commit, so a failure leaves the previous versions intact and
+readers never see half a table.
 """
 from __future__ import annotations
 

@@ -71,7 +71,8 @@ class Forecast:
         return pd.DataFrame(out)
 
 
-def normal_bounds(mean: np.ndarray, sd: np.ndarray, levels: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def normal_bounds(mean: np.ndarray, sd: np.ndarray,
+                  levels: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     bounds = {}
     for level in levels:
         z = norm.ppf(0.5 + level / 200.0)

@@ -82,7 +82,8 @@ def model_table() -> str:
     lines = ["| model | what it is | needs | tunable | cost (s per fit, 1,000 rows) |", "|---|---|---|---|---|"]
     for name, cls in MODEL_CLASSES.items():
         needs = [*(f"`{c}` in source.exogenous" for c in cls.needs_exogenous),
-                 *(["a season length > 1"] if cls.needs_season else []), *(["torch (gpu extra)"] if cls.needs_torch else []),
+                 *(["a season length > 1"] if cls.needs_season else []),
+                 *(["torch (gpu extra)"] if cls.needs_torch else []),
                  *(["a network trained on the panel"] if cls.needs_trained_network else []),
                  *(["two other candidates"] if cls.combines_candidates else []),
                  *([f"series.freq in {', '.join(cls.frequencies)}"] if cls.frequencies else []),

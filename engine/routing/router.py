@@ -83,7 +83,8 @@ class Router:
 
     def _validated(self, request: pd.DataFrame) -> pd.DataFrame:
         if not isinstance(request, pd.DataFrame):
-            raise RequestError(f"send a table of rows with columns {', '.join(REQUIRED)} (got {type(request).__name__})")
+            raise RequestError(f"send a table of rows with columns {', '.join(REQUIRED)} "
+                               f"(got {type(request).__name__})")
         missing = [c for c in REQUIRED if c not in request.columns]
         if missing:
             raise RequestError(f"request lacks column(s) {missing}; every row needs entity_id and ds")

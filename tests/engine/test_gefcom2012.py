@@ -68,4 +68,5 @@ def test_temperature_and_holidays_joined(gefcom):
     july4 = z1.loc[pd.Timestamp("2007-07-04 12:00", tz="UTC"), "is_holiday"]
     assert july4 == 1.0 and z1.loc[pd.Timestamp("2007-07-05 12:00", tz="UTC"), "is_holiday"] == 0.0
     holidays = lake.read(GOLD_HOLIDAYS)
-    assert len(holidays) == 10 * 4 + 5 and pd.Timestamp("2004-12-31").date() in set(holidays["date"])  # 2005's New Year; 2008 lists 5
+    # 2005's New Year is observed on 2004-12-31; 2008 lists 5.
+    assert len(holidays) == 10 * 4 + 5 and pd.Timestamp("2004-12-31").date() in set(holidays["date"])

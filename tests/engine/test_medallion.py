@@ -58,7 +58,8 @@ def test_silver_is_a_regular_grid_with_flags(messy):
     report, lake = run(config)
     silver = lake.read(SILVER_SERIES).sort_values(["entity_id", "ds"]).set_index(["entity_id", "ds"])
     a = silver.loc["A"]
-    t = lambda hhmm: pd.Timestamp(f"2024-01-01 {hhmm}", tz="UTC")
+    def t(hhmm):
+        return pd.Timestamp(f"2024-01-01 {hhmm}", tz="UTC")
     on_grid = a[~a["flag_off_grid"]]
     assert len(on_grid) == 48 and (on_grid.index.to_series().diff().dropna() == pd.Timedelta("1h")).all()
     assert a.loc[t("12:00"), "flag_gap"] and np.isnan(a.loc[t("12:00"), "y"])
@@ -121,7 +122,8 @@ def test_gold_time_travel(messy):
     report, lake = run(config)
     assert report.gold_version == 1
     old, new = lake.read(GOLD_SERIES, version=0), lake.read(GOLD_SERIES, version=1)
-    first = lambda g: g[(g.entity_id == "A")].sort_values("ds")["y"].iloc[0]
+    def first(g):
+        return g[(g.entity_id == "A")].sort_values("ds")["y"].iloc[0]
     assert first(new) == 777.0 and first(old) != 777.0  # the later batch wins; version 0 still readable
 
 
@@ -191,9 +193,12 @@ def test_synthetic_source_is_seeded_and_realistic(tmp_path):
 def test_fill_gaps_short_linear_long_seasonal_too_long_left_alone():
     season = 4
     y = np.array([1, 2, 3, 4] * 6, dtype=float)
-    short = y.copy(); short[5] = np.nan
+    short = y.copy()
+    short[5] = np.nan
     assert fill_gaps(short, season, 10)[5] == pytest.approx(2.0)
-    long = y.copy(); long[8:13] = np.nan
+    long = y.copy()
+    long[8:13] = np.nan
     np.testing.assert_allclose(fill_gaps(long, season, 10), y)
-    too_long = y.copy(); too_long[4:20] = np.nan
+    too_long = y.copy()
+    too_long[4:20] = np.nan
     assert np.isnan(fill_gaps(too_long, season, 10)[4:20]).all()

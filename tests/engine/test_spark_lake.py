@@ -56,7 +56,8 @@ def test_spark_ingest_is_idempotent_and_time_travels(spark, tmp_path, inputs):
     later = ingest(cfg, frames, progress=lambda _: None)
     assert later.gold_version == 1
     lake = SparkLake(spark, cfg.lake)
-    first_value = lambda df: df.filter("entity_id = 'A'").orderBy("ds").first()["y"]
+    def first_value(df):
+        return df.filter("entity_id = 'A'").orderBy("ds").first()["y"]
     assert first_value(lake.read(GOLD_SERIES, version=1)) == 777.0
     assert first_value(lake.read(GOLD_SERIES, version=0)) != 777.0
     assert lake.read(bronze_table("csv")).count() == len(messy_rows()) + 1
