@@ -8,7 +8,7 @@ STAMP := $(VENV)/.manymodels-installed
 GPU_STAMP := $(VENV)/.manymodels-gpu-installed
 CONFIG ?= configs/nightly.yaml
 
-.PHONY: setup setup-gpu services nightly replay ingest test test-slow tracking-server clean
+.PHONY: setup setup-gpu services nightly replay ingest lint test test-slow tracking-server clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,9 @@ ingest: setup
 services:
 	scripts/tracking-server.sh install
 	scripts/object-store.sh install
+
+lint: setup
+	$(BIN)/ruff check .
 
 test: setup setup-gpu services
 	$(BIN)/python -m pytest
