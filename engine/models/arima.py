@@ -24,7 +24,9 @@ from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelEr
 
 class ArimaModel(ForecastModel):
     name = "arima"
-    summary = "ARIMA with automatic order selection on Fourier terms and the exogenous columns"
+    summary = ("dynamic harmonic regression: Fourier terms for each usable season plus the exogenous regressors, "
+               "ARIMA(p,d,q) errors; d by KPSS, p<=`max_p` and q<=`max_q` by AICc over Hannan-Rissanen fits, then "
+               "one exact-likelihood SARIMAX fit (seasonal ARIMA with a 168 lag is impractically slow)")
     cost = (0.88, 2.33)
     uses_exogenous = True
     hyperparameters = {

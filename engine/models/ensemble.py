@@ -15,7 +15,7 @@ from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelErr
 
 class EnsembleModel(ForecastModel):
     name = "ensemble"
-    summary = "the mean of the best candidates by backtest"
+    summary = "equal-weight mean (and mean bands) of the `training.ensemble_size` best candidates by backtest"
     # Its members are already counted as candidates; combining them costs next to nothing.
     cost = (0.0, 0.0)
     combines_candidates = True

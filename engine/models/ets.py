@@ -28,7 +28,8 @@ def _ets(y: np.ndarray, trend, damped: bool, season: int):
 
 class ETSModel(ForecastModel):
     name = "ets"
-    summary = "exponential smoothing (statsmodels), trend and season chosen by AICc"
+    summary = ("statsmodels `ETSModel`, additive error; trend (none or damped additive) and season (none or "
+               "additive at the shortest usable season) chosen by AICc")
     cost = (0.98, 1.39)
     hyperparameters = {
         "trend": Hyperparameter("auto", "trend component (auto: the lower AICc of none and damped)",

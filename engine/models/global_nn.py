@@ -20,7 +20,9 @@ SPREAD_WINDOWS = 8      # recent in-sample windows that measure the residual spr
 
 class GlobalNNModel(ForecastModel):
     name = "global_nn"
-    summary = "one network trained on every entity (torch), applied to each entity's recent history"
+    summary = ("one N-BEATS-style network with exogenous inputs trained on every entity before the per-entity "
+               "stage, applied to the entity's last `global_nn.lookback` steps; bands from its residual spread per "
+               "horizon step on the entity's recent windows")
     # Only applies the trained network; training it is the global stage's cost.
     cost = (0.002, 0.0)
     needs_torch = True

@@ -19,7 +19,10 @@ class GpuAdditiveModel(ForecastModel):
     whole panel in one batch through `fit_panel`."""
 
     name = "gpu_additive"
-    summary = "a Prophet-like additive model (trend, Fourier seasons, regressors) fitted in batches with torch"
+    summary = ("Prophet's additive model (piecewise-linear trend with a Laplace prior on 25 changepoint deltas, "
+               "Fourier seasons per season length plus a yearly one from two years of history, the exogenous "
+               "columns and holidays as regressors), fitted by batched penalized least squares in torch "
+               "(docs/gpu.md); normal bands from the residual scale")
     # benchmarks/gpu_bench.py (one at a time, CPU).
     cost = (0.004, 0.005)
     needs_torch = True

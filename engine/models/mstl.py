@@ -16,7 +16,8 @@ from engine.models.ets import ETSModel
 
 class MSTLModel(ForecastModel):
     name = "mstl"
-    summary = "several seasonal cycles removed by MSTL, the rest forecast by ETS"
+    summary = ("statsmodels `MSTL` with every usable season (24 and 168 for hourly load), the adjusted series by "
+               "non-seasonal ETS, seasonal components repeated")
     cost = (0.0, 0.35)
     needs_season = True
 

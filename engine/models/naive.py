@@ -11,7 +11,8 @@ from engine.models.base import Forecast, ForecastModel, normal_bounds
 
 class SeasonalNaiveModel(ForecastModel):
     name = "seasonal_naive"
-    summary = "repeats the last cycle of the shortest season; the fallback for short or constant series"
+    summary = ("repeat the last cycle of the longest season that fits; normal bands widening with each cycle "
+               "ahead. Also the fallback")
     cost = (0.0014, 0.0001)
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:

@@ -27,7 +27,8 @@ def _quiet() -> None:
 
 class ProphetModel(ForecastModel):
     name = "prophet"
-    summary = "Prophet, one seasonality per season length, exogenous columns as regressors"
+    summary = ("one seasonality per season length, the exogenous columns as regressors (GEFCom2012's holidays "
+               "arrive as `is_holiday`), bands from seeded predictive samples")
     cost = (0.022, 0.27)
     uses_exogenous = True
     # Prophet's own defaults and the ranges its documentation recommends tuning over.

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from engine.models.base import ForecastModel, ModelError, ModelSpec, read_envelope
 
-_NOT_MODELS = {"base", "registry", "space"}
+_NOT_MODELS = {"__main__", "base", "registry", "space"}
 
 
 def _discover() -> dict[str, type[ForecastModel]]:
@@ -93,5 +93,14 @@ def model_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":      # python -m engine.models.registry > the table in docs/models.md
-    print(model_table(), end="")
+TABLE_START = "<!-- model table: python -m engine.models --write docs/models.md -->"
+TABLE_END = "<!-- end of model table -->"
+
+
+def with_model_table(text: str) -> str:
+    """`text` (docs/models.md) with the table between its markers replaced by `model_table()`."""
+    head, found, rest = text.partition(TABLE_START)
+    _, found_end, tail = rest.partition(TABLE_END)
+    if not (found and found_end):
+        raise ValueError(f"no {TABLE_START} ... {TABLE_END} markers to put the model table between")
+    return f"{head}{TABLE_START}\n{model_table()}{TABLE_END}{tail}"

@@ -24,7 +24,11 @@ TEMPERATURE, HOLIDAY = "temperature", "is_holiday"
 
 class TempRegModel(ForecastModel):
     name = "tempreg"
-    summary = "Hong's vanilla regression of load on calendar and temperature, fitted on years"
+    summary = ('the utility industry\'s multiple linear regression (Hong\'s "vanilla" model, the GEFCom2012 '
+               "benchmark's family): trend, month, weekday x hour, and temperature, temperature^2, temperature^3 "
+               "each by hour and by month (plus holiday x hour when `is_holiday` is a regressor), least squares on "
+               "`training.long_history` steps (3 years hourly) so every month's temperature response is seen; "
+               "normal bands from the residual spread")
     # Not measured by benchmarks/model_cost.py yet: the planner's default estimate.
     needs_exogenous = ("temperature",)
     needs_why = "regresses load on temperature"

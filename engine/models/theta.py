@@ -12,7 +12,7 @@ from engine.models.base import Forecast, ForecastModel, Hyperparameter
 
 class ThetaModel(ForecastModel):
     name = "theta"
-    summary = "the theta method (statsmodels), deseasonalized by the shortest usable season"
+    summary = "statsmodels `ThetaModel`, deseasonalized by the shortest usable season"
     cost = (0.055, 0.073)
     hyperparameters = {
         "theta": Hyperparameter(2.0, "weight of the curvature (theta) line; 1 is simple exponential smoothing "

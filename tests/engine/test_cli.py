@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import yaml
 
-from tests.engine.test_medallion import messy_rows
+from tests.conftest import messy_rows
 
 
 def manymodels(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import pytest
 from engine.models import make_model
 from engine.routing.bundle import Bundle, write_bundle
 from engine.routing.router import RequestError, Router
-from tests.engine.test_models import SPEC, hourly
+from tests.conftest import HOURLY_SPEC, hourly
 
 HORIZON = 24
 
@@ -19,7 +19,7 @@ def fitted(tmp_path_factory):
     histories, rows = {}, []
     for i, entity in enumerate("abcde"):
         history = hourly(24 * 14, seed=i)
-        model = make_model("arima" if entity == "a" else "seasonal_naive", SPEC).fit(history)
+        model = make_model("arima" if entity == "a" else "seasonal_naive", HOURLY_SPEC).fit(history)
         histories[entity] = (history, model)
         rows.append({"entity_id": entity, "champion": model.name, "status": "ok",
                      "forecast_origin": history["ds"].iloc[-1], "model": model.to_bytes()})

@@ -9,26 +9,15 @@ import pandas as pd
 import pytest
 
 from engine.models import MODEL_CLASSES, EnsembleModel, ModelError, ModelSpec, load_model, make_model
-
-SPEC = ModelSpec(freq="h", season_lengths=(24, 168), levels=(80, 95), exogenous=("temperature",), seed=3)
-
-
-def hourly(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    temperature = 60 + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n)
-    y = (500 + 50 * np.sin(2 * np.pi * t / 24) + 20 * np.sin(2 * np.pi * t / 168) + 2 * temperature
-         + rng.normal(0, 5, n))
-    return pd.DataFrame({"ds": pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"), "y": y,
-                         "temperature": temperature})
+from tests.conftest import HOURLY_SPEC, hourly
 
 
 def build(name: str):
     if name == "ensemble":
-        return EnsembleModel(SPEC, ["theta", "seasonal_naive"], make_model)
+        return EnsembleModel(HOURLY_SPEC, ["theta", "seasonal_naive"], make_model)
     if name == "global_nn":
-        return make_model(name, SPEC, trained={"global_nn": small_network()})
-    return make_model(name, SPEC)
+        return make_model(name, HOURLY_SPEC, trained={"global_nn": small_network()})
+    return make_model(name, HOURLY_SPEC)
 
 
 def small_network() -> dict:
@@ -71,7 +60,7 @@ def test_model_forecasts_with_nested_intervals_and_round_trips(name):
 
 def test_seasonal_naive_repeats_the_last_week_and_widens_each_week():
     frame = hourly(24 * 14)
-    model = make_model("seasonal_naive", SPEC).fit(frame)
+    model = make_model("seasonal_naive", HOURLY_SPEC).fit(frame)
     future = pd.DataFrame({"ds": pd.date_range(frame["ds"].iloc[-1], periods=337, freq="h")[1:]})
     forecast = model.forecast(future)
     last_week = frame["y"].to_numpy()[-168:]
@@ -82,7 +71,7 @@ def test_seasonal_naive_repeats_the_last_week_and_widens_each_week():
 
 def test_model_fitted_with_a_regressor_needs_its_future_values():
     frame = hourly(24 * 21)
-    model = make_model("arima", SPEC).fit(frame)
+    model = make_model("arima", HOURLY_SPEC).fit(frame)
     future = pd.DataFrame({"ds": pd.date_range("2024-01-22", periods=24, freq="h", tz="UTC")})
     with pytest.raises(ModelError, match="arima: future rows lack values for exogenous column.*temperature"):
         model.forecast(future)
@@ -98,17 +87,17 @@ def test_corrupt_or_newer_model_bytes_are_refused_clearly():
 
 def test_unknown_model_name_lists_the_known_ones():
     with pytest.raises(ModelError, match="Unknown model: 'lstm'.*seasonal_naive"):
-        make_model("lstm", SPEC)
+        make_model("lstm", HOURLY_SPEC)
 
 
 def test_mstl_uses_only_the_seasons_the_history_can_resolve():
     frame = hourly(24 * 14)               # exactly two weekly cycles: too few for MSTL's 168 season
-    model = make_model("mstl", SPEC).fit(frame)
+    model = make_model("mstl", HOURLY_SPEC).fit(frame)
     assert model.params()["periods"] == [24]
     future = pd.DataFrame({"ds": pd.date_range(frame["ds"].iloc[-1], periods=25, freq="h")[1:]})
     assert np.isfinite(model.forecast(future).mean).all()
     with pytest.raises(ModelError, match="mstl: needs more than two full cycles"):
-        make_model("mstl", SPEC).fit(frame.head(40))
+        make_model("mstl", HOURLY_SPEC).fit(frame.head(40))
 
 
 def test_tempreg_learns_a_u_shaped_temperature_response_and_needs_temperature():
@@ -120,8 +109,8 @@ def test_tempreg_learns_a_u_shaped_temperature_response_and_needs_temperature():
     history, future = frame.iloc[:-168], frame.iloc[-168:].drop(columns="y")
     future = future.assign(temperature=future["temperature"] + 15)   # a heat wave the history never had that week
     truth = 1000 + 0.8 * (future["temperature"] - 62) ** 2 + 100 * (future["ds"].dt.hour >= 8)
-    tempreg = make_model("tempreg", SPEC).fit(history).forecast(future).mean
-    naive = make_model("seasonal_naive", SPEC).fit(history).forecast(future).mean
+    tempreg = make_model("tempreg", HOURLY_SPEC).fit(history).forecast(future).mean
+    naive = make_model("seasonal_naive", HOURLY_SPEC).fit(history).forecast(future).mean
     assert np.sqrt(np.mean((tempreg - truth) ** 2)) < 0.2 * np.sqrt(np.mean((naive - truth) ** 2))
 
     without = ModelSpec(freq="h", season_lengths=(24, 168), exogenous=())

@@ -22,7 +22,7 @@ from engine.nightly.ledger import NIGHTS
 from engine.storage import LakeStore, StorageError
 from engine.training.tables import FORECASTS
 from benchmarks.common import free_port
-from tests.engine.test_nightly import NIGHT_1, NIGHT_2, assert_exactly_once, nightly, summary_line
+from tests.conftest import NIGHT_1, NIGHT_2, assert_exactly_once, nightly, summary_line
 
 HORIZON = 24
 

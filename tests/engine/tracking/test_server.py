@@ -23,7 +23,7 @@ from engine.training.job import train
 from engine.training.tables import FORECASTS
 from tests.conftest import make_config
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "tracking-server.sh"
+SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "tracking-server.sh"
 
 
 @pytest.fixture(scope="module")

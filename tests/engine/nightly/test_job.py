@@ -10,64 +10,19 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from engine.config import load_config
 from engine.faults import ENV as CRASH_ENV
-from engine.lake import DeltaRsLake
 from engine.nightly.ledger import NIGHTS
 from engine.nightly.lease import LakeLease, holder_of
 from engine.tracking.client import prepared_uri
-from engine.training.tables import BACKTESTS, FORECASTS, MODELS
-
-NIGHT_1, NIGHT_2 = "2022-01-20", "2022-01-21"
-TABLE_KEYS = {FORECASTS: ["entity_id", "ds", "forecast_origin"], MODELS: ["run_id", "entity_id"],
-              BACKTESTS: ["run_id", "entity_id", "candidate", "window"]}
-
-
-def nightly_config(tmp_path: Path, backend: str = "local", **extra) -> str:
-    path = tmp_path / "nightly.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "night", "lake": {"root": str(tmp_path / "lake")}, "backend": backend,
-        "spark": {"master": "local[2]", "ui": False, "shuffle_partitions": 2},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "nightly-test",
-                   "registered_model": "night-router"},
-        "source": {"kind": "synthetic", "exogenous": ["temperature"],
-                   "synthetic": {"entities": 3, "periods": 24 * 24, "seed": 4}},
-        "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24,
-        "backtest": {"windows": 1, "step": 24}, "models": ["seasonal_naive", "theta"],
-        "training": {"workers": 2}, **extra}))
-    return str(path)
-
-
-def nightly(config: str, *args: str, crash_at: str = "", timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, **{CRASH_ENV: crash_at})
-    return subprocess.run([sys.executable, "-m", "engine", "nightly", "--config", config, "--no-progress", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, start_new_session=True)
-
-
-def summary_line(out: subprocess.CompletedProcess) -> str:
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout.strip().splitlines()[-1]
-
-
-def lake_of(config: str) -> DeltaRsLake:
-    return DeltaRsLake(load_config(config).lake)
-
-
-def assert_exactly_once(lake: DeltaRsLake) -> None:
-    for table, keys in TABLE_KEYS.items():
-        rows = lake.read(table)
-        assert len(rows) and not rows.duplicated(keys).any(), f"{table} has duplicate {keys} rows"
-
-
-def table_versions(lake: DeltaRsLake) -> dict[str, int]:
-    return {t: lake.version(t) for t in (*TABLE_KEYS, "gold/series", "bronze/synthetic")}
+from engine.training.tables import FORECASTS
+from tests.conftest import (NIGHT_1, NIGHT_2, assert_exactly_once, lake_of, nightly, nightly_config, summary_line,
+                            table_versions)
 
 
 def test_nightly_on_spark_survives_kill_9_in_training_and_reruns_idempotently(tmp_path):

@@ -8,7 +8,7 @@ from engine.lake import GOLD_SERIES, SILVER_SERIES, DeltaRsLake, SparkLake, bron
 from engine.backends.local import LocalBackend
 from engine.backends.spark import SparkBackend
 from engine.medallion.pipeline import ingest
-from tests.engine.test_medallion import csv_config, messy_rows
+from tests.conftest import csv_config, messy_rows
 
 pytestmark = pytest.mark.spark
 

@@ -10,34 +10,7 @@ from engine.lake import GOLD_SERIES, REJECTED, SILVER_SERIES, DeltaRsLake, bronz
 from engine.backends.local import LocalBackend
 from engine.medallion.cleaning import fill_gaps
 from engine.medallion.pipeline import ingest
-from tests.conftest import make_config
-
-
-def messy_rows() -> list[dict]:
-    """Two meters, 48 hours; meter A carries one of every row-level problem."""
-    rows = []
-    for meter in ("A", "B"):
-        for h in range(48):
-            ts = pd.Timestamp("2024-01-01") + pd.Timedelta(hours=h)
-            load = 100 + 10 * np.sin(2 * np.pi * h / 24) + (h % 5) * 0.5
-            rows.append({"meter": meter, "time": ts.strftime("%Y-%m-%d %H:%M"), "kw": f"{load:.2f}", "temp": "20"})
-    a = rows[:48]
-    a[5]["kw"] = "-3.0"                                   # negative
-    a[7]["kw"] = "n/a"                                    # non-numeric
-    a[30]["kw"] = "5000"                                  # outlier
-    a.append({**a[20], "kw": "999"})                      # duplicate with a different value (later wins)
-    a.append({**a[21]})                                   # exact duplicate: harmless
-    del a[12]                                             # gap at 12:00
-    a.append({"meter": "A", "time": "2024-01-01 10:30", "kw": "101", "temp": "20"})  # off the hourly grid
-    return a + rows[48:]
-
-
-def csv_config(tmp_path, folder):
-    return make_config(tmp_path / "lake", source={
-        "kind": "csv", "path": str(folder), "exogenous": ["temp"],
-        "columns": {"entity": "meter", "time": "time", "target": "kw"}},
-        series={"freq": "h", "season_lengths": [24]},
-        quality={"outlier_window": 24, "outlier_z": 6.0, "max_fill_gap": 48})
+from tests.conftest import csv_config, make_config, messy_rows
 
 
 @pytest.fixture

@@ -1,13 +1,10 @@
-"""Backends survive a worker process that dies (OOM killer, segfault): the task is retried."""
+"""The local backend survives a worker process that dies (OOM killer, segfault): the task is retried."""
 from __future__ import annotations
 
 import os
 
 import pandas as pd
-import pytest
-
 from engine.backends.local import LocalBackend
-from engine.backends.spark import SparkBackend
 from engine.config import parse_config
 from engine.models import model_costs
 from engine.sources.synthetic import synthetic_panel
@@ -48,14 +45,3 @@ def test_local_backend_reruns_tasks_of_a_dead_worker():
     assert (results["status"] == "ok").all()
     crashed = results[results["entity_id"] == "entity_0"]
     assert crashed["attempt"].iloc[0] >= 1
-
-
-@pytest.mark.spark
-def test_spark_retries_the_task_of_a_dead_python_worker(spark):
-    gold, extents, plan, spec = planned()
-    frame = spark.createDataFrame(tag_with_plan(LocalBackend(CONFIG.lake), gold, extents, plan, spec))
-    results = SparkBackend(spark, task=die_on_first_attempt).train(frame, plan, spec).toPandas()
-    assert sorted(results["entity_id"]) == [f"entity_{i}" for i in range(4)]
-    attempts = results.set_index("entity_id")["attempt"]
-    assert attempts["entity_0"] >= 1
-    assert (results["status"] == "ok").all()
