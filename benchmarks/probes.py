@@ -7,7 +7,7 @@ Each probe drives `python -m engine ...` in a fresh folder the way a user or a s
 tracking store) and then looks at the tables, MLflow and the process table. It prints one row
 per probe: probe, expected, observed, and whether they agree; the table is also written to
 benchmarks/results/probes.csv. Exit code 1 when any probe disagrees. The reliability suite
-(tests/engine/test_reliability.py) holds the same behaviour to account with assertions and
+(tests/system/test_reliability.py) holds the same behaviour to account with assertions and
 shares the helpers below.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ LONG_ID = "m" * 500
 ACCENTED_ID = "compteur-" + "é" * 36          # 45 characters, 225 once percent-escaped
 
 
-# --- helpers shared with tests/engine/test_reliability.py --------------------------------------
+# --- helpers shared with tests/system/test_reliability.py --------------------------------------
 
 def hourly_rows(entity: str, hours: int = 24 * 10, start: str = "2022-01-01", seed: int = 0) -> pd.DataFrame:
     """One entity's hourly rows as a CSV export has them (text values)."""
