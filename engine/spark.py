@@ -64,7 +64,22 @@ def get_spark(conf: SparkConfig, lake: Optional[LakeConfig] = None) -> "SparkSes
     packages = store.spark_packages() if store is not None else []
     spark = configure_spark_with_delta_pip(builder, extra_packages=packages).getOrCreate()
     spark.sparkContext.setLogLevel(conf.log_level.upper())
+    _no_jars_on_python_path(spark)
     return spark
+
+
+def _no_jars_on_python_path(spark: "SparkSession") -> None:
+    """Spark puts every `spark.jars.packages` JAR on the Python path of the driver and of each
+    Python worker (SPARK-5864: for Python code shipped in JARs; none of ours is). The first
+    `importlib.metadata` lookup then reads each JAR's index, and the AWS SDK bundle that
+    hadoop-aws brings has hundreds of thousands of entries: tqdm's and MLflow's lookups at import
+    cost each new Python worker 30-40 s on an S3 lake. Python code comes from the environment."""
+    from pyspark import SparkFiles
+    context = spark.sparkContext
+    context._python_includes = [p for p in context._python_includes or [] if not p.lower().endswith(".jar")]
+    root = os.path.realpath(SparkFiles.getRootDirectory())
+    sys.path[:] = [p for p in sys.path
+                   if not (p.lower().endswith(".jar") and os.path.realpath(p).startswith(root))]
 
 
 _FILESYSTEMS = {"s3": "org.apache.hadoop.fs.s3a.S3AFileSystem",
