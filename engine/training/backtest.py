@@ -122,7 +122,7 @@ def backtest_candidates(folds: list[Fold], spec: "TrainSpec", check_time: CheckT
     hyperparameters, or those a per-entity search chose (`spec.search`)."""
     out = Backtests([], {}, {}, {})
     for name in spec.candidates:
-        out.chosen[name] = dict(spec.params.get(name, {}))
+        out.chosen[name] = dict(spec.hyperparameters.get(name, {}))
         if spec.search is not None and name in spec.search.space:
             out.chosen[name], rows, by_window, out.searches[name] = spec.search.search(
                 name, out.chosen[name], folds, spec)

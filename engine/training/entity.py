@@ -54,9 +54,9 @@ class TrainSpec:
     ensemble_size: int
     model: ModelSpec
     fail_fast: bool = False
-    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # hyperparameters per model
-    sources: Mapping[str, str] = field(default_factory=dict)   # where `params` came from, per model
-    tuned_by: Optional[str] = None          # the `manymodels tune` run whose parameters are in `params`
+    hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # per model
+    sources: Mapping[str, str] = field(default_factory=dict)   # where `hyperparameters` came from, per model
+    tuned_by: Optional[str] = None          # the `manymodels tune` run whose values are in `hyperparameters`
     search: Optional[CandidateSearch] = None    # the per-entity search (tuning.per_entity)
     trained: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # panel-wide networks by model
 
@@ -72,7 +72,7 @@ class TrainSpec:
         return cls(models=tuple(config.models), horizon=config.horizon, windows=config.backtest.windows,
                    step=config.backtest.step, metric=config.backtest.metric,
                    max_history=config.history_steps, ensemble_size=ensemble_size,
-                   model=config.model_spec(), fail_fast=config.training.fail_fast, params=params,
+                   model=config.model_spec(), fail_fast=config.training.fail_fast, hyperparameters=params,
                    sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config))
 
     @property
@@ -136,7 +136,7 @@ def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) ->
     if name == "ensemble":
         def member(member_name: str, model_spec: ModelSpec) -> ForecastModel:
             return make_model(member_name, model_spec, chosen.get(member_name), spec.trained)
-        return EnsembleModel(spec.model, summary["ensemble"]["members"], member, spec.params.get("ensemble"))
+        return EnsembleModel(spec.model, summary["ensemble"]["members"], member, spec.hyperparameters.get("ensemble"))
     return make_model(name, spec.model, chosen.get(name), spec.trained)
 
 

@@ -215,7 +215,7 @@ def _search(model: str, dims, data, spec: TrainSpec, config: Config, runner: Bac
     started = time.perf_counter()
     if time_left is not None and time_left <= 0:
         return ModelTuning(model, dims, [], "tuning.timeout reached before it started", 0.0)
-    base = configured_params(model, dims, spec.params.get(model, {}))
+    base = configured_params(model, dims, spec.hyperparameters.get(model, {}))
     objective = _objective(model, dims, base, data, spec, config.tuning.trial_timeout)
     # Trial 0: the configured parameters, which every later trial has to beat.
     point = {d.name: base[d.name] for d in dims}
