@@ -16,6 +16,8 @@ from benchmarks.cluster import Matrix, MatrixError
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# A whole benchmark cell (ingest, train, report) on Spark: `make test-slow` runs it.
+@pytest.mark.slow
 @pytest.mark.spark
 def test_the_smallest_cell_runs_records_a_row_and_draws_the_report(tmp_path):
     out = subprocess.run([sys.executable, "benchmarks/cluster.py", "--matrix", "configs/bench/ci.yaml",

@@ -15,6 +15,8 @@ def manymodels(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, timeout=600)
 
 
+# The default suite runs a standalone cluster against the S3 lake (tests/engine/test_storage.py).
+@pytest.mark.slow
 @pytest.mark.spark
 def test_training_runs_on_a_two_worker_standalone_cluster_and_stop_leaves_nothing(tmp_path):
     config = tmp_path / "job.yaml"
@@ -49,6 +51,7 @@ spark.stop()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 def test_a_one_core_worker_is_planned_as_one_core_not_sparks_parallelism_floor_of_two(tmp_path):
     # Its own process: the suite's local session would otherwise be the active one.

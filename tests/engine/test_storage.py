@@ -94,6 +94,8 @@ def test_local_backend_nightly_on_object_storage_then_replay_pull_and_time_trave
     assert_no_local_lake(tmp_path, config)
 
 
+# The default suite runs the same night on Spark against S3 on a standalone cluster (below).
+@pytest.mark.slow
 def test_spark_nightly_on_s3_then_pull_without_a_jvm(tmp_path, s3_server, spark):
     config = store_config(tmp_path, s3_server, "spark-s3", backend="spark")
     summary = summary_line(nightly(config, "--as-of", NIGHT_1, timeout=600))

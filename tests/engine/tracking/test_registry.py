@@ -9,18 +9,18 @@ from engine.tracking.registry import gate
 
 
 def test_gate_keeps_a_worse_challenger_and_promotes_one_within_tolerance(published):
-    config, _, result = published
+    config, _, _ = published
     client = MlflowClient(config.mlflow.tracking_uri)
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
-    source = client.get_model_version("test-router", result.version).source
-    first = float(client.get_model_version("test-router", result.version).tags["manymodels.aggregate.mase"])
+    champion = client.get_model_version_by_alias("test-router", "champion")   # the published lake's
+    source, first = champion.source, float(champion.tags["manymodels.aggregate.mase"])
     worse = mlflow.register_model(source, "test-router").version
     decision = gate(client, "test-router", str(worse), "mase", first * 1.10, tolerance=0.05)
     assert not decision.promoted and decision.champion_value == pytest.approx(first)
-    assert str(client.get_model_version_by_alias("test-router", "champion").version) == result.version
+    assert client.get_model_version_by_alias("test-router", "champion").version == champion.version
     assert str(client.get_model_version_by_alias("test-router", "challenger").version) == str(worse)
     close = mlflow.register_model(source, "test-router").version
     decision = gate(client, "test-router", str(close), "mase", first * 1.04, tolerance=0.05)
     assert decision.promoted and "within the 5.0% tolerance" in decision.reason
     assert str(client.get_model_version_by_alias("test-router", "champion").version) == str(close)
-    client.set_registered_model_alias("test-router", "champion", result.version)   # restore for other tests
+    client.set_registered_model_alias("test-router", "champion", champion.version)   # restore for other tests
