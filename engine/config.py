@@ -16,20 +16,15 @@ import yaml
 
 from engine.backends import BACKEND_NAMES
 from engine.errors import ConfigError, ManymodelsError
+from engine.frequency import Frequency, config_name, frequency
 from engine.models.base import ModelSpec
 from engine.models.registry import MODEL_CLASSES, MODEL_NAMES
 from engine.models.space import model_space, tunable
 
 PARTITION_STRATEGIES = ("cost", "entity")
-STEP_HOURS = {"min": 1 / 60, "15min": 0.25, "30min": 0.5, "h": 1.0, "d": 24.0, "w": 168.0}
-# The natural cycles of energy series (a day, a week, a year): a season length that spans
-# none of them at the configured freq is almost always a config copied from another freq.
-_CYCLE_HOURS = (24.0, 168.0, 52 * 168.0, 365 * 24.0, 365.25 * 24, 366 * 24.0)
 BACKENDS = BACKEND_NAMES     # engine.backends: the registry
 METRICS = ("mae", "rmse", "smape", "mase")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
-# pandas offset aliases the silver grid understands (lower-case, pandas >= 2.2 spelling).
-FREQS = ("min", "15min", "30min", "h", "d", "w")
 
 
 @dataclass(frozen=True)
@@ -187,12 +182,22 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class SeriesConfig:
+    """The grid of every series (engine.frequency). Keys left out follow `freq` (Config resolves them)."""
+
     freq: str = "h"
-    season_lengths: list[int] = field(default_factory=lambda: [24, 168])
+    season_lengths: Optional[list[int]] = None      # default: the frequency's natural cycles (24, 168 hourly)
 
     def __post_init__(self) -> None:
-        _check(self.freq in FREQS, "series.freq", f"must be one of {', '.join(FREQS)}, got {self.freq!r}")
-        _check(all(s >= 1 for s in self.season_lengths), "series.season_lengths", "must all be >= 1")
+        try:
+            object.__setattr__(self, "freq", frequency(self.freq).alias)     # one spelling everywhere after this
+        except ValueError as exc:
+            raise ConfigError(f"config key 'series.freq' {exc}") from None
+        if self.season_lengths is not None:
+            _check(all(s >= 1 for s in self.season_lengths), "series.season_lengths", "must all be >= 1")
+
+    @property
+    def frequency(self) -> Frequency:
+        return frequency(self.freq)
 
 
 @dataclass(frozen=True)
@@ -200,8 +205,8 @@ class QualityConfig:
     """How silver flags suspicious values and how gold fills gaps."""
 
     outlier_z: float = 6.0
-    outlier_window: int = 168
-    max_fill_gap: int = 24 * 14
+    outlier_window: Optional[int] = None     # steps (default: a week of sub-daily data, two years monthly)
+    max_fill_gap: Optional[int] = None       # steps (default: two weeks of sub-daily data, two months monthly)
     # Longer ids are flagged in silver (flag_bad_id) and left out of gold: ids become MLflow run
     # names and tags, and a person has to be able to read them.
     max_id_length: int = 256
@@ -210,19 +215,21 @@ class QualityConfig:
         _check(self.outlier_z > 0, "quality.outlier_z", "must be > 0")
         _check(1 <= self.max_id_length <= 5000, "quality.max_id_length", "must be between 1 and 5000 (MLflow's "
                "tag limit)")
-        _check(self.outlier_window >= 3, "quality.outlier_window", "must be >= 3")
-        _check(self.max_fill_gap >= 0, "quality.max_fill_gap", "must be >= 0")
+        if self.outlier_window is not None:
+            _check(self.outlier_window >= 3, "quality.outlier_window", "must be >= 3")
+        if self.max_fill_gap is not None:
+            _check(self.max_fill_gap >= 0, "quality.max_fill_gap", "must be >= 0")
 
 
 @dataclass(frozen=True)
 class BacktestConfig:
     windows: int = 3
-    step: int = 168
+    step: Optional[int] = None     # steps between origins (default: the horizon)
     metric: str = "mase"
 
     def __post_init__(self) -> None:
         _check(self.windows >= 1, "backtest.windows", "must be >= 1")
-        _check(self.step >= 1, "backtest.step", "must be >= 1")
+        _check(self.step is None or self.step >= 1, "backtest.step", "must be >= 1")
         _check(self.metric in METRICS, "backtest.metric", f"must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
 
@@ -230,8 +237,8 @@ class BacktestConfig:
 class TrainingConfig:
     """Per-entity training: how much history to fit, interval levels, ensemble and fault policy."""
 
-    max_history: int = 2016
-    long_history: int = 26280
+    max_history: Optional[int] = None      # steps (default: 12 weeks of sub-daily data, 20 years monthly)
+    long_history: Optional[int] = None     # steps a long-memory model fits (default: 3 years sub-daily)
     levels: list[int] = field(default_factory=lambda: [80, 95])
     ensemble_size: int = 3
     seed: int = 0
@@ -240,9 +247,11 @@ class TrainingConfig:
     tuned_params: str = "latest"
 
     def __post_init__(self) -> None:
-        _check(self.max_history >= 2, "training.max_history", "must be >= 2 steps")
-        _check(self.long_history >= self.max_history, "training.long_history",
-               f"must be >= training.max_history ({self.max_history}): it is the history of long-memory models")
+        if self.max_history is not None:
+            _check(self.max_history >= 2, "training.max_history", "must be >= 2 steps")
+        if self.max_history is not None and self.long_history is not None:
+            _check(self.long_history >= self.max_history, "training.long_history",
+                   f"must be >= training.max_history ({self.max_history}): it is the history of long-memory models")
         _check(bool(self.levels) and all(0 < lvl < 100 for lvl in self.levels), "training.levels",
                "must list interval levels in percent, each between 0 and 100 (e.g. [80, 95])")
         _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
@@ -350,7 +359,7 @@ class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     series: SeriesConfig = field(default_factory=SeriesConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
-    horizon: int = 168
+    horizon: Optional[int] = None      # steps of series.freq (default: a week hourly, a year monthly)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
     models: list[str] = field(default_factory=lambda: ["seasonal_naive", "ets", "theta"])
     backend: str = "spark"
@@ -365,7 +374,9 @@ class Config:
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
-        _check(self.horizon >= 1, "horizon", f"must be >= 1 (steps of series.freq), got {self.horizon}")
+        _check(self.horizon is None or self.horizon >= 1, "horizon",
+               f"must be >= 1 (steps of series.freq), got {self.horizon}")
+        self._follow_frequency()
         _check(bool(self.models), "models", f"must list at least one of {', '.join(MODEL_NAMES)}")
         unknown = [m for m in self.models if m not in MODEL_CLASSES]
         _check(not unknown, "models", f"has unknown model(s) {unknown}; allowed: {', '.join(MODEL_NAMES)}")
@@ -375,6 +386,26 @@ class Config:
         self._check_models_for_freq()
         self._check_hyperparameters()
         self._check_torch()
+
+    def _follow_frequency(self) -> None:
+        """Keys the config left out take the frequency's defaults (engine.frequency), so a config
+        naming only the source, series.freq and horizon is sensible at every frequency."""
+        freq = self.series.frequency
+
+        def given(section, **defaults):
+            missing = {k: v for k, v in defaults.items() if getattr(section, k) is None}
+            return dataclasses.replace(section, **missing) if missing else section
+
+        set_ = object.__setattr__     # frozen: resolved once, here, before anything reads them
+        set_(self, "series", given(self.series, season_lengths=list(freq.seasons)))
+        if self.horizon is None:
+            set_(self, "horizon", freq.horizon)
+        set_(self, "backtest", given(self.backtest, step=self.horizon))
+        set_(self, "quality", given(self.quality, outlier_window=freq.outlier_window,
+                                    max_fill_gap=freq.max_fill_gap))
+        max_history = self.training.max_history or freq.max_history
+        set_(self, "training", given(self.training, max_history=max_history,
+                                     long_history=max(freq.long_history, max_history)))
 
     def _check_torch(self) -> None:
         import importlib.util
@@ -386,20 +417,21 @@ class Config:
     def _check_models_for_freq(self) -> None:
         """Fail before any work when a candidate cannot work with the series and columns configured
         (each model declares what it needs: engine.models.base.ForecastModel)."""
-        step_hours = STEP_HOURS[self.series.freq]
-        odd = [s for s in self.series.season_lengths
-               if s > 1 and not any(abs(s * step_hours - c) < 1e-6 for c in _CYCLE_HOURS)]
+        freq = self.series.frequency
+        odd = [s for s in self.series.season_lengths if s > 1 and s not in freq.cycles]
+        fitting = (f"use {', '.join(map(str, freq.cycles))} (a day, a week or a year in steps)" if freq.cycles
+                   else f"{freq.label} data has no season: set it to [] or leave it out")
         _check(not odd, "series.season_lengths",
-               f"has {odd}, which at series.freq {self.series.freq!r} spans no day, week or year; give season "
-               f"lengths in steps of {self.series.freq!r} (e.g. 24 and 168 for hourly data, 7 for daily)")
+               f"has {odd}, which spans no day, week or year at series.freq {config_name(freq)!r} "
+               f"({freq.label}); {fitting}")
         for name in self.models:
             cls = MODEL_CLASSES[name]
             others = [m for m in self.models if not MODEL_CLASSES[m].combines_candidates]
             _check(not cls.combines_candidates or len(others) >= 2, "models",
                    f"lists {name}, which combines the best other candidates: list at least two others")
-            _check(cls.frequencies is None or self.series.freq in cls.frequencies, "models",
-                   f"lists {name}, which works at series.freq {', '.join(cls.frequencies or ())}, "
-                   f"not {self.series.freq!r}")
+            _check(not cls.needs_sub_daily or freq.sub_daily, "models",
+                   f"lists {name}, which needs sub-daily data (it models the hour of the day): series.freq is "
+                   f"{config_name(freq)!r} ({freq.label})")
             missing = [c for c in cls.needs_exogenous if c not in self.source.exogenous]
             _check(not missing, "models", f"lists {name}, which {cls.needs_why or 'needs ' + ', '.join(missing)}: "
                    f"add {', '.join(missing)} to source.exogenous")

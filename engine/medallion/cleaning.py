@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from engine.config import QualityConfig
+from engine.frequency import Frequency
 from engine.medallion.schemas import SILVER_FLAGS, edge_schema
 
 _LINEAR_GAP = 3  # steps; longer gaps are filled from the previous season first
@@ -26,7 +27,7 @@ ID_TOO_LONG, NO_VALUE, TRAILING = "id_too_long", "no_value", "trailing"
 
 @dataclass(frozen=True)
 class SilverCleaner:
-    freq: str
+    freq: Frequency
     exogenous: tuple[str, ...]
     quality: QualityConfig
 
@@ -39,12 +40,12 @@ class SilverCleaner:
         conflicts = repeated.groupby("ds")["y"].nunique(dropna=False) > 1
         latest["flag_duplicate"] = conflicts.reindex(latest.index, fill_value=False)
 
-        on_grid = latest.index == latest.index.floor(self.freq)
+        on_grid = self.freq.on_grid(latest.index)
         # From the first to the last *received* row: rows whose value is missing or invalid are
         # kept and flagged (an all-missing entity, trailing 'n/a'), never dropped in silence.
         received = latest.index[on_grid]
         if len(received):
-            grid = pd.date_range(received.min(), received.max(), freq=self.freq, name="ds")
+            grid = self.freq.grid(received.min(), received.max())
         else:
             grid = pd.DatetimeIndex([], tz="UTC", name="ds")
         out = latest[on_grid].reindex(grid).assign(flag_off_grid=False)

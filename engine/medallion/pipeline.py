@@ -23,6 +23,7 @@ import pandas as pd
 from engine.config import Config
 from engine.errors import ConfigError
 from engine.faults import crash_point
+from engine.frequency import Frequency
 from engine.lake import (GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, SLICES, DeltaRsLake, bronze_table,
                          observed_before)
 from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudit, GoldPreparer, SilverCleaner,
@@ -79,6 +80,7 @@ class BatchParser:
 
     parse: Callable[[pd.DataFrame], pd.DataFrame]
     columns: tuple[str, ...]
+    freq: Optional[Frequency] = None     # puts the same period's stamps on one grid point (month end/start)
 
     def __call__(self, bronze_rows: pd.DataFrame) -> pd.DataFrame:
         rows = bronze_rows.sort_values("_row")
@@ -87,6 +89,8 @@ class BatchParser:
         parsed = self.parse(raw)
         if "entity_id" in parsed:     # one spelling of an id everywhere (training and serving read it so too)
             parsed["entity_id"] = entity_ids(parsed["entity_id"]).astype(object)
+        if self.freq is not None:
+            parsed["ds"] = self.freq.normalize(parsed["ds"])
         parsed["_batch_id"] = rows["_batch_id"].iloc[0]
         parsed["_ingested_at"] = rows["_ingested_at"].iloc[0]
         parsed["_seq"] = np.arange(len(parsed), dtype="int64")
@@ -103,7 +107,9 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     target_exog = tuple(c for c in config.source.exogenous if c in target.provides)
     schemas = {TARGET: parsed_target_schema(target_exog), CALENDAR: parsed_calendar_schema()}
     exog_columns = {d.name: tuple(c for c in d.provides if c in config.source.exogenous) for d in exog_sets}
-    parsers = {d.name: BatchParser(d.parse, tuple(_schema_for(d, schemas, exog_columns).names))
+    freq = config.series.frequency
+    parsers = {d.name: BatchParser(d.parse, tuple(_schema_for(d, schemas, exog_columns).names),
+                                   freq if d.role in (TARGET, EXOGENOUS) else None)
                for d in source.datasets}
 
     started = time.perf_counter()
@@ -114,9 +120,11 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     report.batches = len(batches)
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(backend)
-    for batch in batches:
-        rows = _with_metadata(batch, config.source.kind, ingested_at)
-        reason = _validate(batch, parsers[batch.dataset], rows)
+    checked = [(batch, rows, *_validate(batch, parsers[batch.dataset], rows, freq if batch.dataset == target.name
+                                        else None))
+               for batch in batches for rows in [_with_metadata(batch, config.source.kind, ingested_at)]]
+    _check_frequency_fits(checked, target.name)
+    for batch, rows, reason, _ in checked:
         if batch.unreadable and batch.batch_id not in rejected_ids:
             kept = driver_lake.store.put_object(f"{UNREADABLE}/{batch.batch_id}/{Path(batch.file).name}",
                                                 batch.content)
@@ -165,7 +173,7 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
         backend.overwrite(GOLD_HOLIDAYS, backend.from_pandas(holidays), parsed_calendar_schema())
     parsed = backend.apply_by(target_rows, "_batch_id", parsers[target.name], schemas[TARGET])
     with_exog = backend.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
-    cleaner = SilverCleaner(config.series.freq, tuple(config.source.exogenous), config.quality)
+    cleaner = SilverCleaner(config.series.frequency, tuple(config.source.exogenous), config.quality)
     backend.overwrite(SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,
                                                     silver_schema(config.source.exogenous)),
                      silver_schema(config.source.exogenous))
@@ -285,17 +293,31 @@ def _with_metadata(batch: RawBatch, source: str, ingested_at: pd.Timestamp) -> p
     return rows
 
 
-def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame) -> Optional[str]:
-    """The reason a batch cannot be used, or None. Parsed on the driver before anything is written."""
+def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame,
+              freq: Optional[Frequency]) -> tuple[Optional[str], bool]:
+    """(the reason a batch cannot be used or None, whether the reason is that its timestamps do
+    not fit `freq`). Parsed on the driver before anything is written."""
     if batch.unreadable:
-        return batch.unreadable
+        return batch.unreadable, False
     if batch.frame.empty:
-        return "the file is empty (no header or no data rows)"
+        return "the file is empty (no header or no data rows)", False
     try:
-        parser(rows)
+        parsed = parser(rows)
     except BatchRejected as exc:
-        return str(exc)
-    return None
+        return str(exc), False
+    misfit = freq.mismatch(parsed["ds"], parsed["entity_id"]) if freq is not None else None
+    return misfit, misfit is not None
+
+
+def _check_frequency_fits(checked: list, target: str) -> None:
+    """A series.freq that fits none of the target files is a config mistake: say so before writing
+    anything. Files that do not fit while others do are rejected as batches (kept in bronze)."""
+    parsed = [(batch, reason, misfit) for batch, _, reason, misfit in checked
+              if batch.dataset == target and (reason is None or misfit)]
+    if parsed and all(misfit for _, _, misfit in parsed):
+        batch, reason, _ = parsed[0]
+        more = f" (and {len(parsed) - 1} more file(s) alike)" if len(parsed) > 1 else ""
+        raise ConfigError(f"series.freq does not fit the data: in {batch.file}{more} {reason}")
 
 
 def _rejection_row(batch: RawBatch, reason: str, at: pd.Timestamp) -> pd.DataFrame:

@@ -22,6 +22,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from engine.errors import ManymodelsError
+from engine.frequency import Frequency, frequency
 
 FORMAT = "manymodels-model"
 FORMAT_VERSION = 1
@@ -43,9 +44,13 @@ class ModelSpec:
     max_history: int = 0       # most recent steps a model fits (0: all); long-history models see all
 
     @property
+    def frequency(self) -> Frequency:
+        return frequency(self.freq)
+
+    @property
     def step_days(self) -> float:
-        """One grid step in days."""
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(self.freq)) / pd.Timedelta(days=1)
+        """One grid step in days (a month's mean length for monthly data)."""
+        return self.frequency.step_days
 
     def usable_seasons(self, n: int, cycles: int = 2) -> tuple[int, ...]:
         """Season lengths with at least `cycles` full cycles in `n` observations."""
@@ -129,7 +134,7 @@ class ForecastModel(ABC):
     uses_exogenous: ClassVar[bool] = False
     long_history: ClassVar[bool] = False    # fits years (training.long_history), not max_history
     hyperparameters: ClassVar[dict[str, Hyperparameter]] = {}
-    frequencies: ClassVar[Optional[tuple[str, ...]]] = None     # series.freq values it works at (None: all)
+    needs_sub_daily: ClassVar[bool] = False         # series.freq below a day (an hour-of-day pattern)
     needs_exogenous: ClassVar[tuple[str, ...]] = ()  # source.exogenous columns it cannot fit without
     needs_why: ClassVar[str] = ""                   # why, in a config error ("regresses load on temperature")
     needs_season: ClassVar[bool] = False            # at least one series.season_lengths entry > 1

@@ -86,7 +86,7 @@ def model_table() -> str:
                  *(["torch (gpu extra)"] if cls.needs_torch else []),
                  *(["a network trained on the panel"] if cls.needs_trained_network else []),
                  *(["two other candidates"] if cls.combines_candidates else []),
-                 *([f"series.freq in {', '.join(cls.frequencies)}"] if cls.frequencies else []),
+                 *(["sub-daily series.freq"] if cls.needs_sub_daily else []),
                  *(["years of history (training.long_history)"] if cls.long_history else [])]
         lines.append(f"| `{name}` | {cls.summary} | {'; '.join(needs) or '-'} | "
                      f"{', '.join(cls.hyperparameters) or '-'} | {typical_cost(cls):.3g} |")

@@ -32,6 +32,7 @@ class TempRegModel(ForecastModel):
     # Not measured by benchmarks/model_cost.py yet: the planner's default estimate.
     needs_exogenous = ("temperature",)
     needs_why = "regresses load on temperature"
+    needs_sub_daily = True      # weekday x hour and temperature-by-hour terms
     cost = (0.5, 1.0)
     uses_exogenous = True
     long_history = True

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ManymodelsError
+from engine.frequency import frequency
 from engine.models import ForecastModel, load_model
 from engine.normalize import entity_ids, from_epoch
 from engine.routing.bundle import Bundle
@@ -68,8 +69,7 @@ class Router:
     def __init__(self, folder: str | Path, cache_size: int = 1024):
         self.bundle = Bundle(folder)
         self.meta = self.bundle.meta
-        self.step = pd.tseries.frequencies.to_offset(self.meta.freq)
-        self.step_ns = pd.Timedelta(self.step).value
+        self.freq = frequency(self.meta.freq)
         self.cache = ModelCache(self.bundle, cache_size)
         self.columns = output_columns(self.meta.levels)
 
@@ -106,22 +106,22 @@ class Router:
 
     def _forecast_entity(self, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
         entry = self.bundle.index[entity]
-        offsets = (rows["ds"] - entry.origin).to_numpy().astype("timedelta64[ns]").astype("int64")
-        steps, remainder = np.divmod(offsets, self.step_ns)
+        steps = self.freq.steps(entry.origin, rows["ds"])
+        on_grid = self.freq.on_grid(rows["ds"])
         if (steps < 1).any():
             first = rows["ds"][steps < 1].min()
             raise RequestError(f"entity {entity!r}: ds {first.isoformat()} is not after the training end "
                                f"{entry.origin.isoformat()}; ask for timestamps after it")
-        if remainder.any():
-            odd = rows["ds"][remainder != 0].iloc[0]
-            raise RequestError(f"entity {entity!r}: ds {odd.isoformat()} is off the series grid (every "
-                               f"{self.meta.freq} from {entry.origin.isoformat()})")
+        if not on_grid.all():
+            odd = rows["ds"][~on_grid].iloc[0]
+            raise RequestError(f"entity {entity!r}: ds {odd.isoformat()} is off the series grid ({self.freq.label}: "
+                               f"{', '.join(t.isoformat() for t in self.freq.after(entry.origin, 2))}, ...)")
         horizon = int(steps.max())
         if horizon > self.meta.max_steps:
             raise RequestError(f"entity {entity!r}: ds {rows['ds'].max().isoformat()} is {horizon} steps after the "
                                f"training end; this model answers up to {self.meta.max_steps} steps "
                                "(routing.max_steps)")
-        future = pd.DataFrame({"ds": pd.date_range(entry.origin + self.step, periods=horizon, freq=self.step)})
+        future = pd.DataFrame({"ds": self.freq.after(entry.origin, horizon)})
         for column in entry.exogenous:
             if column not in rows.columns or rows[column].isna().any():
                 raise RequestError(f"entity {entity!r}: column {column!r} is required (the {entry.champion} model "

@@ -164,9 +164,8 @@ def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], No
 def tag_with_plan(runner: Backend, gold, extents: pd.DataFrame, plan: PartitionPlan, spec: TrainSpec):
     """Gold rows tagged with their bucket, cut to the history the pure function will use
     (the last `max_history` observed steps plus any rows after them), so less data moves."""
-    step = pd.Timedelta(pd.tseries.frequencies.to_offset(spec.model.freq))
     mapping = extents.assign(bucket=extents["entity_id"].map(plan.assignment).astype("int32"),
-                             cutoff=extents["last_observed"] - (spec.max_history - 1) * step)
+                             cutoff=spec.model.frequency.add(extents["last_observed"], 1 - spec.max_history))
     return runner.tag_with_plan(gold, mapping[["entity_id", "bucket", "cutoff"]])
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from engine.config import load_config, parse_config
 from engine.errors import ConfigError
+from engine.frequency import config_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_cluster_example_parses():
     ({"name": "x", "partitions": {"strategy": "random"}}, "'partitions.strategy'", "cost, entity"),
     # Models that cannot work at the data's frequency fail before any work starts.
     ({"name": "x", "series": {"freq": "d", "season_lengths": [24, 168]}}, "'series.season_lengths'",
-     "[24, 168], which at series.freq 'd' spans no day, week or year"),
+     "[24, 168], which spans no day, week or year at series.freq 'd' (daily); use 7, 364, 365, 366"),
     ({"name": "x", "models": ["ets", "ensemble"]}, "'models'", "at least two others"),
     ({"name": "x", "series": {"season_lengths": []}, "models": ["mstl"]}, "'models'", "mstl, which needs"),
 ])
@@ -52,8 +53,10 @@ def test_bad_values_name_the_key_and_the_allowed_values(data, key, hint):
 
 
 def test_season_lengths_that_fit_their_frequency_are_accepted():
-    for freq, seasons in (("h", [24, 168, 8766]), ("15min", [96, 672]), ("d", [7, 365]), ("w", [52])):
-        assert parse_config({"name": "x", "series": {"freq": freq, "season_lengths": seasons}}).series.freq == freq
+    for freq, seasons in (("h", [24, 168, 8766]), ("15min", [96, 672]), ("d", [7, 365]), ("w", [52]),
+                          ("ms", [12]), ("qe", [4]), ("ys", [])):
+        series = parse_config({"name": "x", "series": {"freq": freq, "season_lengths": seasons}}).series
+        assert config_name(series.frequency) == freq and series.season_lengths == seasons
 
 
 def test_season_longer_than_the_data_is_rejected():

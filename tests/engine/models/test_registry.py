@@ -57,13 +57,14 @@ def test_a_new_model_is_checked_by_what_it_declares(monkeypatch):
 
 
 def test_declared_frequencies_and_combinations_are_enforced(monkeypatch):
-    class DailyOnly(SeasonalNaiveModel):
-        name = "daily_only"
-        summary = "a test model for daily data"
-        frequencies = ("d",)
+    class HourOfDay(SeasonalNaiveModel):
+        name = "hour_of_day"
+        summary = "a test model for sub-daily data"
+        needs_sub_daily = True
 
-    monkeypatch.setitem(MODEL_CLASSES, "daily_only", DailyOnly)
-    with pytest.raises(ConfigError, match="lists daily_only, which works at series.freq d, not 'h'"):
-        small_config(models=["daily_only"])
+    monkeypatch.setitem(MODEL_CLASSES, "hour_of_day", HourOfDay)
+    small_config(models=["hour_of_day"])
+    with pytest.raises(ConfigError, match=r"lists hour_of_day, which needs sub-daily data .* series.freq is 'd'"):
+        small_config(models=["hour_of_day"], series={"freq": "d", "season_lengths": [7]})
     with pytest.raises(ModelError, match="ensemble is built from backtested members"):
         make_model("ensemble", small_config().model_spec())
