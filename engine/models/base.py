@@ -25,7 +25,7 @@ from engine.errors import ManymodelsError
 from engine.frequency import Frequency, frequency
 
 FORMAT = "manymodels-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: the envelope names the implementation that fitted the state
 
 
 class ModelError(ManymodelsError):
@@ -144,6 +144,10 @@ class ForecastModel(ABC):
     # (fixed seconds, seconds per 1,000 history rows) of one fit and forecast on one core, from
     # benchmarks/model_cost.py on hourly data; the partition planner's estimate before a run.
     cost: ClassVar[tuple[float, float]] = (0.5, 1.0)
+    # Which fitting code wrote a stored model's state (bumped when the state changes meaning), and
+    # for a class kept for old models, the (name, implementation) whose stored models it reads.
+    implementation: ClassVar[int] = 1
+    reads: ClassVar[Optional[tuple[str, int]]] = None
 
     def __init__(self, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None):
         self.spec = spec
@@ -223,7 +227,8 @@ class ForecastModel(ABC):
     def to_bytes(self) -> bytes:
         if not self.fitted_:
             raise ModelError(f"{self.name}: only fitted models can be serialized")
-        envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name, "spec": self.spec.to_dict(),
+        envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
+                    "implementation": self.implementation, "spec": self.spec.to_dict(),
                     "hyper": self.hyper, "exogenous": list(self.exogenous_), "state": self._state()}
         return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 

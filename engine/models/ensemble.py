@@ -52,11 +52,11 @@ class EnsembleModel(ForecastModel):
         return {"members": list(self.member_names), **{m.name: m.logged_params() for m in self.members_}}
 
     def _state(self) -> dict[str, Any]:
-        return {"members": [{"model": m.name, "exogenous": list(m.exogenous_), "hyper": m.hyper, "state": m._state()}
-                            for m in self.members_]}
+        return {"members": [{"model": m.name, "implementation": m.implementation, "exogenous": list(m.exogenous_),
+                             "hyper": m.hyper, "state": m._state()} for m in self.members_]}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        from engine.models import MODEL_CLASSES
-        self.members_ = [MODEL_CLASSES[m["model"]].restore(self.spec, m["exogenous"], m["state"], m.get("hyper"))
-                         for m in state["members"]]
-        self.member_names = tuple(m.name for m in self.members_)
+        from engine.models.registry import stored_class
+        self.members_ = [stored_class(m["model"], m.get("implementation", 1)).restore(
+            self.spec, m["exogenous"], m["state"], m.get("hyper")) for m in state["members"]]
+        self.member_names = tuple(m["model"] for m in state["members"])

@@ -1,6 +1,7 @@
-"""MSTL: several seasonal cycles (e.g. 24 and 168 for hourly load) removed by statsmodels'
-MSTL, the seasonally adjusted series forecast by a non-seasonal ETS, each seasonal
-component carried forward by repeating its last cycle."""
+"""MSTL: several seasonal cycles (e.g. 24 and 168 for hourly load) removed by statsforecast's
+`mstl` decomposition, the seasonally adjusted series forecast by a non-seasonal ETS (as
+statsforecast's MSTL model does with its default trend forecaster), each seasonal component
+carried forward by repeating its last cycle."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.tsa.seasonal import MSTL
+from statsforecast.mstl import mstl
 
 from engine.models.base import Forecast, ForecastModel, ModelError
 from engine.models.ets import ETSModel
@@ -16,27 +17,27 @@ from engine.models.ets import ETSModel
 
 class MSTLModel(ForecastModel):
     name = "mstl"
-    summary = ("statsmodels `MSTL` with every usable season (24 and 168 for hourly load), the adjusted series by "
-               "non-seasonal ETS, seasonal components repeated")
+    implementation = 2      # statsforecast's decomposition and ETS; 1 was statsmodels' (statsmodels_zoo)
+    summary = ("statsforecast `mstl` decomposition with every usable season (24 and 168 for hourly load), the "
+               "adjusted series by non-seasonal ETS (`AutoETS`), seasonal components repeated")
     cost = (0.0, 0.35)
     needs_season = True
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
-        # statsmodels' MSTL silently drops periods that are not below half the series length.
+        # STL needs more than two cycles of a period.
         self.periods_ = tuple(m for m in self.spec.usable_seasons(len(y)) if m < len(y) // 2)
         if not self.periods_:
             raise ModelError(f"mstl: needs more than two full cycles of a season in "
                              f"{list(self.spec.season_lengths)}, the history has {len(y)} steps")
-        self.y_ = y
-        adjusted = self._decompose()
-        self.trend_model_ = ETSModel(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
-
-    def _decompose(self) -> np.ndarray:
-        result = MSTL(self.y_, periods=self.periods_).fit()
-        seasonal = np.asarray(result.seasonal, dtype="float64").reshape(len(self.y_), -1)
+        self.periods_ = tuple(sorted(self.periods_))
+        parts = mstl(y, period=list(self.periods_))
+        # One period: a "seasonal" column; several: "seasonal24", "seasonal168", ...
+        columns = [f"seasonal{m}" for m in self.periods_] if len(self.periods_) > 1 else ["seasonal"]
+        seasonal = parts[columns].to_numpy(dtype="float64")
         # Each component's last cycle, repeated forward.
         self.cycles_ = [seasonal[-m:, i] for i, m in enumerate(self.periods_)]
-        return self.y_ - seasonal.sum(axis=1)
+        adjusted = y - seasonal.sum(axis=1)
+        self.trend_model_ = ETSModel(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
         base = self.trend_model_.forecast(future)

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from engine.models.base import ForecastModel, ModelError, ModelSpec, read_envelope
 
-_NOT_MODELS = {"__main__", "base", "registry", "space"}
+_NOT_MODELS = {"__main__", "base", "nixtla", "registry", "space"}
 
 
 def _discover() -> dict[str, type[ForecastModel]]:
@@ -62,12 +62,30 @@ def make_model(name: str, spec: ModelSpec, params: Optional[Mapping[str, Any]] =
     return cls(spec, params)
 
 
-def load_model(blob: bytes) -> ForecastModel:
-    """A fitted model back from `ForecastModel.to_bytes()`."""
-    envelope = read_envelope(blob)
-    cls = MODEL_CLASSES.get(envelope["model"])
+# Classes kept for models stored by an earlier implementation: (name, implementation) -> class.
+READERS: dict[tuple[str, int], type[ForecastModel]] = {cls.reads: cls for cls in MODEL_CLASSES.values() if cls.reads}
+
+
+def stored_class(name: str, implementation: int) -> type[ForecastModel]:
+    """The class that reads a model stored as `name` by `implementation` of it."""
+    cls = MODEL_CLASSES.get(name)
     if cls is None:
-        raise ModelError(f"serialized model {envelope['model']!r} is not known to this manymodels version")
+        raise ModelError(f"serialized model {name!r} is not known to this manymodels version")
+    if cls.implementation == implementation:
+        return cls
+    reader = READERS.get((name, implementation))
+    if reader is None:
+        raise ModelError(f"serialized {name} model was fitted by implementation {implementation}, which this "
+                         f"manymodels cannot read (it fits implementation {cls.implementation}); retrain "
+                         "(manymodels train) to refit it")
+    return reader
+
+
+def load_model(blob: bytes) -> ForecastModel:
+    """A fitted model back from `ForecastModel.to_bytes()`, also one stored by an earlier
+    implementation of its model (envelopes before `implementation` existed are implementation 1)."""
+    envelope = read_envelope(blob)
+    cls = stored_class(envelope["model"], envelope.get("implementation", 1))
     return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"],
                        envelope.get("hyper"))   # models written before hyperparameters existed: defaults
 

@@ -1,49 +1,43 @@
-"""Theta method (statsmodels `ThetaModel`), deseasonalized by the shortest usable season."""
+"""Theta by statsforecast's `AutoTheta`: the series deseasonalized by the shortest usable season
+(classical multiplicative decomposition where a seasonality test says so), then the Theta line
+of the chosen variant (standard, optimized, dynamic) with its smoothing parameters optimized."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
+from statsforecast.theta import auto_theta, forecast_theta, forward_theta
 
-from engine.models.base import Forecast, ForecastModel, Hyperparameter
+from engine.models.base import Hyperparameter
+from engine.models.nixtla import LibraryModel
+
+# statsforecast's variants: Standard, Optimized, Dynamic Standard, Dynamic Optimized Theta.
+VARIANTS = {"auto": None, "standard": "STM", "optimized": "OTM", "dynamic": "DSTM", "dynamic_optimized": "DOTM"}
 
 
-class ThetaModel(ForecastModel):
+class ThetaModel(LibraryModel):
     name = "theta"
-    summary = "statsmodels `ThetaModel`, deseasonalized by the shortest usable season"
-    cost = (0.055, 0.073)
+    summary = ("statsforecast `AutoTheta`: deseasonalized by the shortest usable season, the Theta variant "
+               "`variant` (auto: the best in-sample of standard, optimized, dynamic and dynamic optimized)")
+    cost = (0.02, 0.08)
+    kept = ("m", "modeltype", "par")
     hyperparameters = {
-        "theta": Hyperparameter(2.0, "weight of the curvature (theta) line; 1 is simple exponential smoothing "
-                                "with drift 0, 2 the classic Theta method", low=1.0, high=4.0),
+        "variant": Hyperparameter("dynamic_optimized", "which Theta model (Fiorucci et al. 2016; auto tries all "
+                                  "four, about four times the cost)", choices=tuple(VARIANTS)),
     }
 
-    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
+    def _library_fit(self, y: np.ndarray) -> dict:
         seasons = self.spec.usable_seasons(len(y))
-        self.season_ = min(seasons) if seasons else 1
-        self.y_ = y
-        self._refit()
+        fitted = auto_theta(y, m=min(seasons) if seasons else 1, model=VARIANTS[self.hyper["variant"]])
+        return fitted
 
-    def _refit(self) -> None:
-        # Fitting is closed-form given the data, so a restored model refits to the same state.
-        self.result_ = _Theta(pd.Series(self.y_), period=self.season_,
-                              deseasonalize=self.season_ > 1, method="auto").fit()
+    def _library_forward(self, y: np.ndarray, stored: dict) -> dict:
+        return forward_theta(stored, y)
 
-    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        mean = np.asarray(self.result_.forecast(horizon, theta=self.hyper["theta"]), dtype="float64")
-        bounds = {}
-        for level in self.spec.levels:
-            frame = self.result_.prediction_intervals(horizon, theta=self.hyper["theta"], alpha=1 - level / 100.0)
-            bounds[level] = (frame["lower"].to_numpy(), frame["upper"].to_numpy())
-        return Forecast(mean, bounds)
+    def _library_forecast(self, fitted: dict, horizon: int) -> dict:
+        return forecast_theta(fitted, horizon, level=list(self.spec.levels))
 
     def params(self) -> dict[str, Any]:
-        return {"season": self.season_, **{k: round(float(v), 6) for k, v in self.result_.params.items()}}
-
-    def _state(self) -> dict[str, Any]:
-        return {"season": self.season_, "y": self.y_}
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.season_, self.y_ = int(state["season"]), np.asarray(state["y"], dtype="float64")
-        self._refit()
+        par = self.fitted_model_["par"]
+        return {"variant": self.fitted_model_["modeltype"], "season": self.fitted_model_["m"],
+                **{k: round(float(v), 6) for k, v in par.items()}}

@@ -83,4 +83,4 @@ def _requirements() -> list[str]:
     must be installed where the model is served: the pyfunc class lives in it)."""
     from importlib.metadata import version
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "pandas", "numpy", "pyarrow", "scipy", "statsmodels",
-                                                  "prophet")]
+                                                  "statsforecast", "prophet")]

@@ -24,7 +24,7 @@ import pyarrow as pa
 from engine.config import Config
 from engine.errors import ManymodelsError
 from engine.medallion.schemas import TS
-from engine.models import FALLBACK_MODEL, Forecast, ForecastModel, ModelSpec, make_model
+from engine.models import FALLBACK_MODEL, Forecast, ForecastModel, ModelSpec, make_model, model_class
 from engine.models.ensemble import EnsembleModel
 from engine.training.backtest import (CandidateSearch, add_ensemble, backtest_candidates, backtest_folds, describe,
                                       ranked, summarize, usable_windows)
@@ -114,8 +114,8 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason="constant series")
     windows = usable_windows(history, spec)
     if windows < 1:
-        return _fallback(history, future, spec, FALLBACK_STATUS, notes,
-                         reason=f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
+        return _unvalidated(history, future, spec, notes,
+                            f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
     folds = backtest_folds(history, spec, windows, future.attrs.get("scenario", ()))
     backtests = backtest_candidates(folds, spec)
     summary = summarize(backtests.records, spec.candidates)
@@ -138,6 +138,31 @@ def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) ->
             return make_model(member_name, model_spec, chosen.get(member_name), spec.trained)
         return EnsembleModel(spec.model, summary["ensemble"]["members"], member, spec.hyperparameters.get("ensemble"))
     return make_model(name, spec.model, chosen.get(name), spec.trained)
+
+
+def _unvalidated(history, future, spec, notes, reason):
+    """Too short to backtest: the mean of the candidates that fit (with nothing to choose by,
+    a combination is the safer bet than any one model), else the fallback model."""
+    fitting = []
+    for name in spec.candidates:
+        cls = model_class(name)
+        if name == FALLBACK_MODEL or cls.needs_trained_network:
+            continue
+        try:
+            make_model(name, spec.model, spec.hyperparameters.get(name)).fit(history)
+            fitting.append(name)
+        except Exception:  # noqa: BLE001 - a candidate that cannot fit this little history is left out
+            continue
+    if not fitting:
+        return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason=reason)
+    if len(fitting) == 1:
+        model = make_model(fitting[0], spec.model, spec.hyperparameters.get(fitting[0])).fit(history)
+    else:
+        def member(member_name: str, model_spec: ModelSpec) -> ForecastModel:
+            return make_model(member_name, model_spec, spec.hyperparameters.get(member_name))
+        model = EnsembleModel(spec.model, fitting, member).fit(history)
+    return _result(FALLBACK_STATUS, model, history, future, 0, spec, notes, {}, [],
+                   reason=f"{reason}; {model.name} of {', '.join(fitting)}, not backtested")
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):

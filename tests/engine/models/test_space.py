@@ -18,8 +18,8 @@ SPEC = ModelSpec(freq="h", season_lengths=(24, 168), levels=(80, 95))
 def test_hyperparameters_change_the_model_and_travel_with_it():
     history = trending().iloc[:-24]
     future = trending().iloc[-24:].drop(columns="y")
-    low = make_model("theta", SPEC, {"theta": 1.0}).fit(history)
-    high = make_model("theta", SPEC, {"theta": 3.0}).fit(history)
+    low = make_model("theta_statsmodels", SPEC, {"theta": 1.0}).fit(history)
+    high = make_model("theta_statsmodels", SPEC, {"theta": 3.0}).fit(history)
     assert not np.allclose(low.forecast(future).mean, high.forecast(future).mean)
     restored = load_model(high.to_bytes())
     assert restored.hyper == {"theta": 3.0}
@@ -38,7 +38,7 @@ def test_hyperparameters_change_the_model_and_travel_with_it():
 ])
 def test_bad_hyperparameters_are_clear_errors(params, message):
     with pytest.raises(ModelError) as err:
-        make_model("theta", SPEC, params)
+        make_model("theta_statsmodels", SPEC, params)
     assert message in str(err.value)
 
 @pytest.mark.parametrize("section, message", [
@@ -52,7 +52,7 @@ def test_bad_hyperparameters_are_clear_errors(params, message):
     ({"tuning": {"space": {"prophet": {"changepoint_prior_scale": {"loguniform": [0, 0.5]}}}}},
      "must be between 0.001 and 0.5, got 0"),
     ({"tuning": {"space": {"theta": {"alpha": {"uniform": [0, 1]}}}}}, "alpha: theta has no such hyperparameter"),
-    ({"tuning": {"space": {"theta": {"theta": {"normal": [0, 1]}}}}}, "unknown distribution 'normal'"),
+    ({"tuning": {"space": {"theta": {"variant": {"normal": [0, 1]}}}}}, "unknown distribution 'normal'"),
     ({"tuning": {"models": ["arima"]}}, "'tuning.models' lists ['arima'], which are not candidates"),
     ({"tuning": {"per_entity": {"models": ["seasonal_naive"]}}}, "which cannot be searched here"),
     ({"tuning": {"max_evals": 0}}, "'tuning.max_evals' must be >= 1"),

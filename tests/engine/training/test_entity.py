@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from engine.config import parse_config
+from engine.models import make_model
 from engine.training.entity import RESULT_COLUMNS, TrainSpec, forecast_frame, train_entity
 from engine.training.job import TrainingFailed, _check_failures
 
@@ -87,6 +88,19 @@ def test_unmodellable_series_end_as_data(case, rows, status, reason):
             assert (forecast["yhat"] == 42.0).all()
     else:
         assert row["error"].startswith("EmptySeries") and forecast_frame(row) is None
+
+
+def test_a_series_too_short_to_backtest_gets_the_mean_of_the_candidates_that_fit():
+    spec = spec_for(["seasonal_naive", "ets", "theta"])
+    y = 100 + 5 * np.sin(2 * np.pi * np.arange(40) / 24) + np.random.default_rng(4).normal(0, 1, 40)
+    row = result(entity("new_meter", y), spec)       # one backtest window needs 2 x 24 + 24 = 72 steps
+    assert row["status"] == "fallback" and row["champion"] == "ensemble" and row["windows"] == 0
+    assert row["reason"] == "too short: 40 observations, one backtest window needs 72; ensemble of ets, theta, " \
+                            "not backtested"
+    members = [make_model(m, spec.model).fit(entity("new_meter", y)) for m in ("ets", "theta")]
+    future = pd.DataFrame({"ds": pd.date_range("2024-01-02 16:00", periods=24, freq="h", tz="UTC")})
+    expected = np.mean([m.forecast(future).mean for m in members], axis=0)
+    np.testing.assert_allclose(forecast_frame(row)["yhat"].to_numpy(), expected, rtol=1e-9)
 
 
 def test_gaps_outliers_and_a_missing_regressor_are_handled_per_entity():

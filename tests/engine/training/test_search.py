@@ -88,7 +88,7 @@ def test_a_trial_past_its_time_limit_is_cut_short_and_fails():
     folds = {"e0": sample_folds(trending(), spec)}
     result = sample_loss("theta", {}, folds, spec, trial_timeout=1e-4)
     assert result["status"] == "fail" and "trial_timeout" in result["error"]
-    ok = sample_loss("theta", {"theta": 2.0}, folds, spec, trial_timeout=0)
+    ok = sample_loss("theta", {"variant": "standard"}, folds, spec, trial_timeout=0)
     assert ok["status"] == "ok" and ok["loss"] > 0 and set(ok["entity_losses"]) == {"e0"}
 
 @pytest.mark.spark

@@ -23,17 +23,17 @@ from tests.conftest import make_config
 @pytest.mark.spark
 def test_tune_with_spark_trials_logs_nested_runs_and_the_next_training_uses_it(tmp_path, spark):
     config = make_config(tmp_path / "lake", horizon=24, backtest={"windows": 2, "step": 24, "metric": "mae"},
-                         models=["seasonal_naive", "theta", "ets"], backend="spark",
+                         models=["seasonal_naive", "theta_statsmodels", "ets"], backend="spark",
                          training={"max_history": 24 * 21},
                          source={"kind": "synthetic", "exogenous": ["temperature"],
                                  "synthetic": {"entities": 5, "periods": 24 * 28, "seed": 9}},
                          tuning={"sample": 3, "max_evals": 4, "early_stop": 0, "parallelism": 2,
-                                 "space": {"theta": {"theta": {"uniform": [1.0, 3.0]}},
+                                 "space": {"theta_statsmodels": {"theta": {"uniform": [1.0, 3.0]}},
                                            "ets": {"trend": {"choice": ["auto", "none"]}}}})
     ingest(config, backend_for(config, "local"))
     report = tune(config, show_progress=False, say=lambda line: None, spark=spark)
     assert report.runner == "SparkTrials(parallelism=2)" and len(report.entities) == 3
-    assert [m.model for m in report.models] == ["theta", "ets"]
+    assert [m.model for m in report.models] == ["theta_statsmodels", "ets"]
     for m in report.models:
         assert len(m.trials) == 4 and m.failed == 0 and m.best.loss <= m.default_loss
     assert report.models[0].trials[0].params == {"theta": 2.0}          # trial 0: the configured value
@@ -45,24 +45,24 @@ def test_tune_with_spark_trials_logs_nested_runs_and_the_next_training_uses_it(t
     parent = runs[runs["run_id"] == report.run_id].iloc[0]
     assert parent["status"] == "FINISHED" and parent["tags.manymodels.kind"] == "tuning"
     model_runs = runs[runs["tags.mlflow.parentRunId"] == report.run_id]
-    assert sorted(model_runs["tags.manymodels.model"]) == ["ets", "theta"]
+    assert sorted(model_runs["tags.manymodels.model"]) == ["ets", "theta_statsmodels"]
     trials = runs[runs["tags.mlflow.parentRunId"].isin(model_runs["run_id"])]
     assert len(trials) == 8 and (trials["status"] == "FINISHED").all() and trials["metrics.mae"].notna().all()
     assert (trials["tags.configured"] == "true").sum() == 2
-    theta_trials = trials[trials["tags.manymodels.model"] == "theta"]
+    theta_trials = trials[trials["tags.manymodels.model"] == "theta_statsmodels"]
     assert theta_trials["params.theta"].astype(float).between(1.0, 3.0).all()
 
     # The table, and the next training run takes its parameters and says so.
     table = store.runs(config.lake, config.name)
-    assert set(table["tuning_run_id"]) == {report.run_id} and sorted(table["model"]) == ["ets", "theta"]
-    tuned_theta = json.loads(table.set_index("model").loc["theta", "params"])
+    assert set(table["tuning_run_id"]) == {report.run_id} and sorted(table["model"]) == ["ets", "theta_statsmodels"]
+    tuned_theta = json.loads(table.set_index("model").loc["theta_statsmodels", "params"])
     trained = train(config, backend="local", run_id="after-tuning")
     assert trained.tuning_run == report.run_id
     rows = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "after-tuning")])
     for row in rows.itertuples():
         params = json.loads(row.params)
         assert params["tuning_run"] == report.run_id
-        if row.champion == "theta":
+        if row.champion == "theta_statsmodels":
             assert load_model(row.model).hyper == tuned_theta and params["params_from"].startswith("tuning run")
 
     untuned = replace(config, training=replace(config.training, tuned_params="none"))
@@ -73,7 +73,7 @@ def test_tune_with_spark_trials_logs_nested_runs_and_the_next_training_uses_it(t
 
     # Every trial failing (past a 0.1 ms limit) is recorded, the search still runs all its trials,
     # and nothing is written: training keeps the earlier tuning run.
-    strict = replace(config, tuning=replace(config.tuning, models=["theta"], trial_timeout=1e-4))
+    strict = replace(config, tuning=replace(config.tuning, models=["theta_statsmodels"], trial_timeout=1e-4))
     failed = tune(strict, show_progress=False, say=lambda line: None, spark=spark)
     theta = failed.models[0]
     assert len(theta.trials) == 4 and theta.failed == 4 and theta.best is None

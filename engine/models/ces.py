@@ -1,0 +1,34 @@
+"""Complex exponential smoothing by statsforecast's `AutoCES` (Svetunkov & Kourentzes): level and
+"information potential" in one complex state, so it needs no choice between trend types;
+seasonality (none, simple, partial, full) at the shortest usable season by AICc."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from statsforecast.ces import auto_ces, forecast_ces, forward_ces
+
+from engine.models.nixtla import LibraryModel
+
+
+class CESModel(LibraryModel):
+    name = "ces"
+    summary = ("statsforecast `AutoCES`: complex exponential smoothing, seasonality (none, simple, partial, full) "
+               "at the shortest usable season by AICc")
+    cost = (0.05, 0.4)
+    kept = ("m", "seasontype", "par")
+
+    def _library_fit(self, y: np.ndarray) -> dict:
+        seasons = self.spec.usable_seasons(len(y))
+        m = min(seasons) if seasons else 1
+        return auto_ces(y, m=m, model="Z" if m > 1 else "N")
+
+    def _library_forward(self, y: np.ndarray, stored: dict) -> dict:
+        return forward_ces(stored, y)
+
+    def _library_forecast(self, fitted: dict, horizon: int) -> dict:
+        return forecast_ces(fitted, horizon, level=list(self.spec.levels))
+
+    def params(self) -> dict[str, Any]:
+        return {"seasonality": self.fitted_model_["seasontype"], "season": self.fitted_model_["m"],
+                **{k: round(float(v), 6) for k, v in self.fitted_model_["par"].items()}}

@@ -1,0 +1,69 @@
+"""What the models fitted by Nixtla's statsforecast share.
+
+statsforecast (C++ since 2.0: nothing to JIT-compile per worker) returns each fit as a dict of
+arrays and scalars. A stored model keeps only the fitted *parameters* and the fitted window, and a
+restored one re-runs the library's own `forward` step with those parameters fixed: that
+recomputes the states exactly, without optimizing, so the routing model serves the forecasts
+training produced (tests/engine/models check they are identical) and the envelope stays small.
+"""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from engine.models.base import Forecast, ForecastModel, ModelError
+
+
+def library_forecast(out: dict, levels: tuple[int, ...]) -> Forecast:
+    """statsforecast's {"mean", "lo-80", "hi-80", ...} as a Forecast."""
+    mean = np.asarray(out["mean"], dtype="float64")
+    return Forecast(mean, {lvl: (np.asarray(out[f"lo-{lvl}"], dtype="float64"),
+                                 np.asarray(out[f"hi-{lvl}"], dtype="float64")) for lvl in levels})
+
+
+def plain(value: Any) -> Any:
+    """A fitted-parameter value as JSON-able data (numpy scalars and arrays to Python)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+class LibraryModel(ForecastModel):
+    """A model fitted by a statsforecast function: subclasses say how to fit, how to re-run the fit
+    with stored parameters, and how to forecast; `kept` names the fit's keys a stored model needs."""
+
+    implementation = 2        # statsforecast; 1 was statsmodels (engine.models.statsmodels_zoo)
+    kept: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def _library_fit(self, y: np.ndarray) -> dict: ...
+
+    @abstractmethod
+    def _library_forward(self, y: np.ndarray, stored: dict) -> dict: ...
+
+    @abstractmethod
+    def _library_forecast(self, fitted: dict, horizon: int) -> dict: ...
+
+    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
+        self.y_ = y
+        try:
+            self.fitted_model_ = self._library_fit(y)
+        except (ValueError, ZeroDivisionError, np.linalg.LinAlgError, FloatingPointError) as exc:
+            raise ModelError(f"{self.name}: statsforecast could not fit {len(y)} observations ({exc})") from None
+
+    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
+        return library_forecast(self._library_forecast(self.fitted_model_, horizon), self.spec.levels)
+
+    def _state(self) -> dict[str, Any]:
+        return {"fit": plain({k: self.fitted_model_[k] for k in self.kept}), "y": self.y_}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.y_ = np.asarray(state["y"], dtype="float64")
+        self.fitted_model_ = self._library_forward(self.y_, state["fit"])
