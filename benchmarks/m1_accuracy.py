@@ -73,7 +73,8 @@ def main() -> None:
                          else "default candidates and backtest"})
         beaten = [m for m in scores if m != "engine" and (scores["engine"][0] >= scores[m][0]
                                                            or scores["engine"][1] >= scores[m][1])]
-        say(f"  engine beats every peer on both scores: {'yes' if not beaten else 'no (not ' + ', '.join(beaten) + ')'}")
+        verdict = "yes" if not beaten else f"no (not {', '.join(beaten)})"
+        say(f"  engine beats every peer on both scores: {verdict}")
     say(f"results: {record('m1_accuracy', rows)}")
 
 
@@ -115,7 +116,8 @@ def _engine_one(args) -> pd.DataFrame:
 def engine_forecasts(frame: pd.DataFrame, name: str, horizon: int, workers: int, models,
                      overrides: dict) -> pd.DataFrame:
     train = frame[frame["part"] == "train"].drop(columns="part").assign(is_imputed=False)
-    jobs = [(rows.reset_index(drop=True), name, horizon, models, overrides) for _, rows in train.groupby("entity_id", sort=False)]
+    jobs = [(rows.reset_index(drop=True), name, horizon, models, overrides)
+            for _, rows in train.groupby("entity_id", sort=False)]
     with ProcessPoolExecutor(workers) as pool:
         out = pd.concat(pool.map(_engine_one, jobs, chunksize=8), ignore_index=True)
     champions = out.drop_duplicates("entity_id")["champion"].value_counts()
