@@ -24,6 +24,7 @@ from engine.models.space import model_space, tunable
 PARTITION_STRATEGIES = ("cost", "entity")
 BACKENDS = BACKEND_NAMES     # engine.backends: the registry
 METRICS = ("mae", "rmse", "smape", "mase")
+SELECTIONS = ("best", "combine")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
 
 
@@ -157,10 +158,16 @@ class SyntheticConfig:
     start: str = "2022-01-01"
     periods: int = 24 * 365
     seed: int = 0
+    freq: Optional[str] = None      # the grid it is sampled on (default: series.freq)
 
     def __post_init__(self) -> None:
         _check(self.entities >= 1, "source.synthetic.entities", "must be >= 1")
         _check(self.periods >= 2, "source.synthetic.periods", "must be >= 2")
+        if self.freq is not None:
+            try:
+                object.__setattr__(self, "freq", frequency(self.freq).alias)
+            except ValueError as exc:
+                raise ConfigError(f"config key 'source.synthetic.freq' {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -226,9 +233,14 @@ class BacktestConfig:
     windows: int = 3
     step: Optional[int] = None     # steps between origins (default: the horizon)
     metric: str = "mase"
+    # best: the candidate with the best backtest is the champion; combine: the equal-weight mean of
+    # the training.ensemble_size best is (default: combine at monthly and longer steps, best below).
+    select: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check(self.windows >= 1, "backtest.windows", "must be >= 1")
+        _check(self.select in (None, *SELECTIONS), "backtest.select",
+               f"must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         _check(self.step is None or self.step >= 1, "backtest.step", "must be >= 1")
         _check(self.metric in METRICS, "backtest.metric", f"must be one of {', '.join(METRICS)}, got {self.metric!r}")
 
@@ -240,7 +252,7 @@ class TrainingConfig:
     max_history: Optional[int] = None      # steps (default: 12 weeks of sub-daily data, 20 years monthly)
     long_history: Optional[int] = None     # steps a long-memory model fits (default: 3 years sub-daily)
     levels: list[int] = field(default_factory=lambda: [80, 95])
-    ensemble_size: int = 3
+    ensemble_size: Optional[int] = None      # default: 3 (2 at monthly and longer steps, where they are combined)
     seed: int = 0
     workers: int = 0
     fail_fast: bool = False
@@ -255,7 +267,7 @@ class TrainingConfig:
         _check(bool(self.levels) and all(0 < lvl < 100 for lvl in self.levels), "training.levels",
                "must list interval levels in percent, each between 0 and 100 (e.g. [80, 95])")
         _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
-        _check(self.ensemble_size >= 2, "training.ensemble_size", "must be >= 2")
+        _check(self.ensemble_size is None or self.ensemble_size >= 2, "training.ensemble_size", "must be >= 2")
         _check(self.workers >= 0, "training.workers", "must be >= 0 (0: one per CPU core)")
         _check(bool(self.tuned_params.strip()), "training.tuned_params",
                "must be latest (the last `manymodels tune` run), none, or a tuning run id")
@@ -361,7 +373,7 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     horizon: Optional[int] = None      # steps of series.freq (default: a week hourly, a year monthly)
     backtest: BacktestConfig = field(default_factory=BacktestConfig)
-    models: list[str] = field(default_factory=lambda: ["seasonal_naive", "ets", "theta"])
+    models: Optional[list[str]] = None      # default: the frequency's (engine.frequency.Frequency.models)
     backend: str = "spark"
     max_failure_rate: float = 0.05
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -397,15 +409,22 @@ class Config:
             return dataclasses.replace(section, **missing) if missing else section
 
         set_ = object.__setattr__     # frozen: resolved once, here, before anything reads them
+        synthetic = self.source.synthetic
+        if synthetic.freq is None:
+            set_(self, "source", dataclasses.replace(self.source, synthetic=dataclasses.replace(
+                synthetic, freq=self.series.freq)))
         set_(self, "series", given(self.series, season_lengths=list(freq.seasons)))
         if self.horizon is None:
             set_(self, "horizon", freq.horizon)
-        set_(self, "backtest", given(self.backtest, step=self.horizon))
+        set_(self, "backtest", given(self.backtest, step=self.horizon, select=freq.select))
+        if self.models is None:
+            set_(self, "models", list(freq.models))
         set_(self, "quality", given(self.quality, outlier_window=freq.outlier_window,
                                     max_fill_gap=freq.max_fill_gap))
         max_history = self.training.max_history or freq.max_history
         set_(self, "training", given(self.training, max_history=max_history,
-                                     long_history=max(freq.long_history, max_history)))
+                                     long_history=max(freq.long_history, max_history),
+                                     ensemble_size=freq.ensemble_size))
 
     def _check_torch(self) -> None:
         import importlib.util

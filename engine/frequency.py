@@ -38,6 +38,11 @@ class Frequency:
     long_history: int = 0
     outlier_window: int = 0
     max_fill_gap: int = 0
+    # Candidates and selection. Monthly and longer series are short (a few backtest windows), where
+    # the mean of the two best candidates beats picking one (benchmarks/m1_accuracy.py, M1).
+    models: tuple[str, ...] = ("seasonal_naive", "ets", "theta")
+    select: str = "best"
+    ensemble_size: int = 3
 
     @cached_property
     def offset(self) -> pd.DateOffset:
@@ -190,6 +195,7 @@ def _fixed(alias: str, label: str, per_day: float, horizon: int) -> Frequency:
                      long_history=round(3 * 365 * per_day), outlier_window=week, max_fill_gap=2 * week)
 
 
+_CALENDAR = dict(models=("ets", "theta", "ces", "arima"), select="combine", ensemble_size=2)
 _FREQUENCIES = (
     _fixed("min", "1-minute", 1440, 1440),
     _fixed("5min", "5-minute", 288, 288),
@@ -200,17 +206,17 @@ _FREQUENCIES = (
               outlier_window=56, max_fill_gap=14),
     *(Frequency(f"W-{d.upper()}", f"weekly (weeks ending {d.capitalize()})", seasons=(52,), horizon=8,
                 max_history=5 * 52, long_history=10 * 52, outlier_window=26, max_fill_gap=4) for d in _WEEKDAYS),
-    Frequency("MS", "monthly (month start)", months=1, seasons=(12,), horizon=12, max_history=240,
+    Frequency("MS", "monthly (month start)", months=1, **_CALENDAR, seasons=(12,), horizon=12, max_history=240,
               long_history=480, outlier_window=24, max_fill_gap=2),
-    Frequency("ME", "monthly (month end)", months=1, at_end=True, seasons=(12,), horizon=12, max_history=240,
-              long_history=480, outlier_window=24, max_fill_gap=2),
-    Frequency("QS-JAN", "quarterly (quarter start)", months=3, seasons=(4,), horizon=8, max_history=120,
+    Frequency("ME", "monthly (month end)", months=1, **_CALENDAR, at_end=True, seasons=(12,), horizon=12,
+              max_history=240, long_history=480, outlier_window=24, max_fill_gap=2),
+    Frequency("QS-JAN", "quarterly (quarter start)", months=3, **_CALENDAR, seasons=(4,), horizon=8, max_history=120,
               long_history=240, outlier_window=12, max_fill_gap=1),
-    Frequency("QE-DEC", "quarterly (quarter end)", months=3, at_end=True, seasons=(4,), horizon=8,
+    Frequency("QE-DEC", "quarterly (quarter end)", months=3, **_CALENDAR, at_end=True, seasons=(4,), horizon=8,
               max_history=120, long_history=240, outlier_window=12, max_fill_gap=1),
-    Frequency("YS-JAN", "yearly (year start)", months=12, horizon=5, max_history=100, long_history=200,
+    Frequency("YS-JAN", "yearly (year start)", months=12, **_CALENDAR, horizon=5, max_history=100, long_history=200,
               outlier_window=10, max_fill_gap=1),
-    Frequency("YE-DEC", "yearly (year end)", months=12, at_end=True, horizon=5, max_history=100,
+    Frequency("YE-DEC", "yearly (year end)", months=12, **_CALENDAR, at_end=True, horizon=5, max_history=100,
               long_history=200, outlier_window=10, max_fill_gap=1),
 )
 _BY_ALIAS = {f.alias: f for f in _FREQUENCIES}
@@ -238,3 +244,19 @@ def frequency(name: str) -> Frequency:
                 if str(name).strip().lower() == "m" else "")
         raise ValueError(f"must be one of {', '.join(CONFIG_SPELLINGS)}, got {name!r}{hint}")
     return _BY_ALIAS[alias]
+
+
+def frequency_table() -> str:
+    """docs/configuration.md's table of frequencies and the defaults that follow them (tests check it)."""
+    lines = ["| `series.freq` | what | season lengths | horizon | `max_history` | `long_history` | "
+             "`outlier_window` | `max_fill_gap` |", "|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for freq in _FREQUENCIES:
+        name = "w, w-mon..w-sun" if freq.alias.startswith("W-") else config_name(freq)
+        if name in seen:
+            continue
+        seen.add(name)
+        label = "weekly (w: weeks ending Sunday)" if freq.alias.startswith("W-") else freq.label
+        lines.append(f"| `{name}` | {label} | {list(freq.seasons)} | {freq.horizon} | {freq.max_history} | "
+                     f"{freq.long_history} | {freq.outlier_window} | {freq.max_fill_gap} |")
+    return "\n".join(lines) + "\n"

@@ -26,3 +26,9 @@ def test_the_readme_names_every_command():
     commands = set(build_parser()._subparsers._group_actions[0].choices)
     text = (ROOT / "README.md").read_text()
     assert {c for c in commands if f"manymodels {c}" not in text} == set()
+
+
+def test_the_frequency_table_matches_the_code():
+    from engine.frequency import frequency_table
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    assert frequency_table() in text, "docs/configuration.md's frequency table is stale: paste frequency_table()"

@@ -31,6 +31,16 @@ class EnsembleModel(ForecastModel):
         self.member_names = tuple(members)
         self._factory = factory
 
+    @classmethod
+    def of_fitted(cls, spec: ModelSpec, members: Sequence[ForecastModel],
+                  params: Optional[Mapping[str, Any]] = None) -> "EnsembleModel":
+        """The combination of models already fitted on the same history (nothing is refitted)."""
+        model = cls(spec, [m.name for m in members], params=params)
+        model.members_ = list(members)
+        model.exogenous_ = tuple(sorted({c for m in members for c in m.exogenous_}))
+        model.fitted_ = True
+        return model
+
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         if len(self.member_names) < 2 or self._factory is None:
             raise ModelError("ensemble: needs at least two member models chosen by backtest")

@@ -1,8 +1,10 @@
-"""Seeded synthetic hourly load panel for scale tests and benchmarks.
+"""Seeded synthetic load panel for scale tests, benchmarks and the README's tour.
 
 Each entity gets its own level, daily/weekly/annual shape, temperature response (heating
 and cooling), noise, and, for some, a level shift and missing stretches, so that the
 medallion's gap flags and the models' seasonal choices are exercised as on real feeders.
+The same load is sampled on any grid (`source.synthetic.freq`, by default series.freq): hourly
+feeders, 15-minute meters, monthly billing totals (where the annual temperature cycle shows).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from engine.config import SyntheticConfig
+from engine.frequency import frequency
 from engine.sources.base import TARGET, Dataset, LongWindow, RawBatch
 from engine.sources.files import LongParser
 
@@ -20,9 +23,11 @@ def synthetic_panel(conf: SyntheticConfig) -> pd.DataFrame:
     """Long frame `entity_id, ds, y, temperature` (NaN y in missing stretches)."""
     rng = np.random.default_rng(conf.seed)
     n, t = conf.entities, conf.periods
-    ds = pd.date_range(conf.start, periods=t, freq="h", tz="UTC")
-    hour = ds.hour.to_numpy()[None, :]
-    dow = ds.dayofweek.to_numpy()[None, :]
+    grid = frequency(conf.freq or "h")
+    ds = pd.date_range(conf.start, periods=t, freq=grid.offset, tz="UTC")
+    hour = (ds.hour.to_numpy() + ds.minute.to_numpy() / 60)[None, :]
+    # Steps of a day or longer carry no time of day or weekday: the daily shape is its day's mean.
+    dow = ds.dayofweek.to_numpy()[None, :] if grid.sub_daily else np.zeros((1, t))
     doy = ds.dayofyear.to_numpy()[None, :]
 
     region_temp = rng.normal(55, 8, size=(n, 1))
@@ -32,6 +37,9 @@ def synthetic_panel(conf: SyntheticConfig) -> pd.DataFrame:
     level = rng.lognormal(mean=np.log(500), sigma=0.8, size=(n, 1))
     peak_hour = rng.uniform(16, 20, size=(n, 1))
     daily = 0.25 * np.exp(-0.5 * ((hour - peak_hour) / 3.0) ** 2) + 0.1 * np.exp(-0.5 * ((hour - 8) / 2.0) ** 2)
+    if not grid.sub_daily:
+        daily = np.full((1, t), 0.25 * 3.0 * np.sqrt(2 * np.pi) / 24 + 0.1 * 2.0 * np.sqrt(2 * np.pi) / 24)
+        temp = temp - _ar1_noise(rng, n, t, 0.95, 2.0) * 0.5       # a period's mean is steadier than an hour
     weekend = np.where(dow >= 5, -rng.uniform(0.05, 0.2, size=(n, 1)), 0.0)
     cooling = rng.uniform(0.004, 0.012, size=(n, 1)) * np.clip(temp - 70, 0, None)
     heating = rng.uniform(0.002, 0.008, size=(n, 1)) * np.clip(50 - temp, 0, None)
@@ -44,9 +52,12 @@ def synthetic_panel(conf: SyntheticConfig) -> pd.DataFrame:
     steps = np.arange(t)[None, :] >= at[:, None]
     y *= np.where(shifted[:, None] & steps, rng.uniform(0.8, 1.25, size=(n, 1)), 1.0)
 
+    # Outages of 6 to 72 hours, on grids where that is a few steps of a long series.
+    longest = max(1, int(72 / (grid.step_days * 24)))
     for i in np.flatnonzero(rng.random(n) < 0.2):
-        start, length = rng.integers(0, t - 1), rng.integers(6, 73)
-        y[i, start:start + length] = np.nan
+        start, length = rng.integers(0, t - 1), rng.integers(min(6, longest), longest + 1)
+        if length <= t // 20:
+            y[i, start:start + length] = np.nan
 
     width = len(str(n))
     ids = np.array([f"entity_{i:0{width}d}" for i in range(n)])

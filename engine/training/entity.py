@@ -54,6 +54,7 @@ class TrainSpec:
     ensemble_size: int
     model: ModelSpec
     fail_fast: bool = False
+    select: str = "best"        # "best": the best backtest wins; "combine": the mean of the ensemble_size best
     hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # per model
     sources: Mapping[str, str] = field(default_factory=dict)   # where `hyperparameters` came from, per model
     tuned_by: Optional[str] = None          # the `manymodels tune` run whose values are in `hyperparameters`
@@ -71,7 +72,7 @@ class TrainSpec:
         ensemble_size = params.get("ensemble", {}).get("size", config.training.ensemble_size)
         return cls(models=tuple(config.models), horizon=config.horizon, windows=config.backtest.windows,
                    step=config.backtest.step, metric=config.backtest.metric,
-                   max_history=config.history_steps, ensemble_size=ensemble_size,
+                   max_history=config.history_steps, ensemble_size=ensemble_size, select=config.backtest.select,
                    model=config.model_spec(), fail_fast=config.training.fail_fast, hyperparameters=params,
                    sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config))
 
@@ -121,15 +122,54 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
     summary = summarize(backtests.records, spec.candidates)
     for name, search in backtests.searches.items():
         summary[name].update(search)
-    if "ensemble" in spec.models:
+    if "ensemble" in spec.models or spec.select == "combine":
         add_ensemble(folds, spec, backtests, summary)
     order = ranked(summary, spec.metric)
     if not order:
         errors = "; ".join(sorted({b["error"] for b in backtests.records if b["error"]}))
         raise ManymodelsError(f"every candidate failed its backtest: {errors}")
-    model = _make(order[0], spec, summary, backtests.chosen).fit(history)
-    source = "entity search" if order[0] in backtests.searches else spec.sources.get(order[0], "defaults")
+    if spec.select == "combine" and "ensemble" in summary:
+        # The mean of the best: picking one by a few windows is noisier than averaging them.
+        model = _combined([n for n in ranked(summary, spec.metric, finite=True) if n != "ensemble"], spec,
+                          backtests.chosen, history, notes)
+    else:
+        model = _first_fitting(order, spec, summary, backtests.chosen, history, notes)
+    name = model.name
+    source = "entity search" if name in backtests.searches else spec.sources.get(name, "defaults")
     return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source)
+
+
+def _first_fitting(order: list[str], spec: TrainSpec, summary: dict, chosen: dict, history: pd.DataFrame,
+                   notes: list[str]) -> ForecastModel:
+    """The best candidate that fits the whole history (a backtest winner can still fail on it)."""
+    for name in order:
+        try:
+            return _make(name, spec, summary, chosen).fit(history)
+        except Exception as exc:  # noqa: BLE001 - the next best is tried; the note says why
+            if spec.fail_fast or name == order[-1]:
+                raise
+            notes.append(f"{name} won the backtest but failed on the whole history ({describe(exc)}); next best")
+    raise AssertionError("unreachable: order is not empty")
+
+
+def _combined(ranking: list[str], spec: TrainSpec, chosen: dict, history: pd.DataFrame,
+              notes: list[str]) -> ForecastModel:
+    """The mean of the `ensemble_size` best candidates that fit the whole history."""
+    fitted = []
+    for name in ranking:
+        try:
+            fitted.append(make_model(name, spec.model, chosen.get(name), spec.trained).fit(history))
+        except Exception as exc:  # noqa: BLE001 - the next best takes its place; the note says why
+            if spec.fail_fast:
+                raise
+            notes.append(f"{name} failed on the whole history ({describe(exc)}); the next best is combined")
+        if len(fitted) == spec.ensemble_size:
+            break
+    if len(fitted) == 1:
+        return fitted[0]
+    if not fitted:
+        raise ManymodelsError("no candidate could be fitted on the whole history")
+    return EnsembleModel.of_fitted(spec.model, fitted, spec.hyperparameters.get("ensemble"))
 
 
 def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) -> ForecastModel:
@@ -143,26 +183,20 @@ def _make(name: str, spec: TrainSpec, summary: dict, chosen: dict[str, dict]) ->
 def _unvalidated(history, future, spec, notes, reason):
     """Too short to backtest: the mean of the candidates that fit (with nothing to choose by,
     a combination is the safer bet than any one model), else the fallback model."""
-    fitting = []
+    fitted = []
     for name in spec.candidates:
-        cls = model_class(name)
-        if name == FALLBACK_MODEL or cls.needs_trained_network:
+        if name == FALLBACK_MODEL or model_class(name).needs_trained_network:
             continue
         try:
-            make_model(name, spec.model, spec.hyperparameters.get(name)).fit(history)
-            fitting.append(name)
+            fitted.append(make_model(name, spec.model, spec.hyperparameters.get(name)).fit(history))
         except Exception:  # noqa: BLE001 - a candidate that cannot fit this little history is left out
             continue
-    if not fitting:
+    if not fitted:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason=reason)
-    if len(fitting) == 1:
-        model = make_model(fitting[0], spec.model, spec.hyperparameters.get(fitting[0])).fit(history)
-    else:
-        def member(member_name: str, model_spec: ModelSpec) -> ForecastModel:
-            return make_model(member_name, model_spec, spec.hyperparameters.get(member_name))
-        model = EnsembleModel(spec.model, fitting, member).fit(history)
+    model = fitted[0] if len(fitted) == 1 else EnsembleModel.of_fitted(spec.model, fitted,
+                                                                      spec.hyperparameters.get("ensemble"))
     return _result(FALLBACK_STATUS, model, history, future, 0, spec, notes, {}, [],
-                   reason=f"{reason}; {model.name} of {', '.join(fitting)}, not backtested")
+                   reason=f"{reason}; {model.name} of {', '.join(m.name for m in fitted)}, not backtested")
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):

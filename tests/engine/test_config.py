@@ -25,6 +25,7 @@ def test_cluster_example_parses():
 @pytest.mark.parametrize("data, key, hint", [
     ({"name": "x", "horizn": 3}, "horizn", "allowed: name"),
     ({"name": "x", "backtest": {"windows": 2, "stepp": 3}}, "backtest.stepp", "allowed: windows, step, metric"),
+    ({"name": "x", "backtest": {"select": "vote"}}, "backtest.select", "must be one of best, combine, got 'vote'"),
     ({"name": "x", "horizon": 0}, "'horizon'", ">= 1"),
     ({"name": "x", "horizon": "168"}, "'horizon'", "must be an integer"),
     ({"name": "x", "horizon": True}, "'horizon'", "must be an integer"),

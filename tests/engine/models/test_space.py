@@ -24,7 +24,7 @@ def test_hyperparameters_change_the_model_and_travel_with_it():
     restored = load_model(high.to_bytes())
     assert restored.hyper == {"theta": 3.0}
     np.testing.assert_allclose(restored.forecast(future).mean, high.forecast(future).mean)
-    assert make_model("ets", SPEC).hyper == {"trend": "auto", "seasonal": "auto"}   # declared defaults
+    assert make_model("ets", SPEC).hyper == {"trend": "auto", "seasonal": "auto", "multiplicative": "auto"}
 
     # A model stored before hyperparameters existed loads with the defaults.
     envelope = json.loads(zlib.decompress(low.to_bytes()))

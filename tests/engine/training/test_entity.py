@@ -1,6 +1,7 @@
 """The pure per-entity function: selection, fallbacks, fault isolation, bad input as data."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -70,6 +71,18 @@ def test_ensemble_averages_the_best_candidates_and_can_win():
     assert members == ranked[:2]
     best = min(metrics, key=lambda m: metrics[m]["mae"])
     assert row["champion"] == best
+
+
+def test_combine_makes_the_mean_of_the_best_candidates_the_champion():
+    spec = spec_for(["seasonal_naive", "theta", "ets"], ensemble_size=2)
+    spec = dataclasses.replace(spec, select="combine")
+    rng = np.random.default_rng(1)
+    t = np.arange(24 * 28)
+    row = result(entity("mix", 300 + 40 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 8, len(t))), spec)
+    metrics = json.loads(row["metrics"])
+    best_two = sorted(("seasonal_naive", "theta", "ets"), key=lambda m: metrics[m]["mae"])[:2]
+    assert row["champion"] == "ensemble" and metrics["ensemble"]["members"] == best_two
+    assert json.loads(row["params"])["members"] == best_two
 
 
 @pytest.mark.parametrize("case, rows, status, reason", [

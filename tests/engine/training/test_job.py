@@ -17,7 +17,9 @@ from engine.training.tables import BACKTESTS, FORECASTS, MODELS
 from tests.conftest import make_config
 
 SETTINGS = dict(horizon=24, backtest={"windows": 2, "step": 24, "metric": "mase"},
-                models=["seasonal_naive", "theta", "ensemble"], training={"max_history": 24 * 21, "workers": 2},
+                # statsforecast candidates (theta, ets, croston) too: every backend must give identical models.
+                models=["seasonal_naive", "theta", "ets", "croston", "ensemble"],
+                training={"max_history": 24 * 21, "workers": 2},
                 source={"kind": "synthetic", "exogenous": ["temperature"],
                         "synthetic": {"entities": 5, "periods": 24 * 28, "seed": 11}})
 COMPARED = ["entity_id", "status", "champion", "reason", "error", "n_obs", "windows", "params", "metrics",
@@ -50,7 +52,7 @@ def test_local_training_writes_the_three_tables(lake_config):
     rows = counts(lake_config)
     assert rows[MODELS]["run-a"] == 5
     assert rows[FORECASTS]["run-a"] == 5 * 24
-    assert rows[BACKTESTS]["run-a"] == 5 * 3 * 2       # 2 candidates + ensemble, 2 windows
+    assert rows[BACKTESTS]["run-a"] == 5 * 5 * 2       # 4 candidates + ensemble, 2 windows
     forecasts = DeltaRsLake(lake_config.lake).read(FORECASTS)
     assert (forecasts["yhat_lower"] == forecasts["yhat_lower_95"]).all()
     assert (forecasts["ds"] > forecasts["forecast_origin"]).all()
@@ -62,13 +64,13 @@ def test_rerunning_a_run_id_replaces_its_rows_and_other_runs_stay(lake_config):
     train(lake_config, backend="local", run_id="run-a")
     rows = counts(lake_config)
     assert rows[FORECASTS]["run-a"] == 5 * 24
-    assert rows[MODELS]["run-a"] == 5 and rows[BACKTESTS]["run-a"] == 30
+    assert rows[MODELS]["run-a"] == 5 and rows[BACKTESTS]["run-a"] == 50
     second = train(lake_config, backend="local", run_id="run-b")
     assert second.plan.learned   # costs now come from recorded fit seconds
     rows = counts(lake_config)
     # Models and backtests of every run stay; the forecast of an origin exists once, from its latest run.
     assert rows[MODELS].to_dict() == {"run-a": 5, "run-b": 5}
-    assert rows[BACKTESTS].to_dict() == {"run-a": 30, "run-b": 30}
+    assert rows[BACKTESTS].to_dict() == {"run-a": 50, "run-b": 50}
     assert rows[FORECASTS].to_dict() == {"run-b": 5 * 24}
 
 
