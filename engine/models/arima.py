@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsforecast.arima import Arima, forecast_arima
 from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
 from statsmodels.tsa.stattools import kpss
 
 from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelError, fourier_order, fourier_terms,
                                 optional_array)
-from engine.models.nixtla import plain
+from engine.models.nixtla import library, plain
 
 _METHOD = "CSS-ML"
 
@@ -49,8 +48,8 @@ class ArimaModel(ForecastModel):
         design = self._design(np.arange(len(y)), self.exog_history_)
         self.order_ = select_order(y, design, self.hyper["max_p"], self.hyper["max_q"])
         try:
-            self.fitted_model_ = Arima(y, order=self.order_, include_mean=self.order_[1] == 0, method=_METHOD,
-                                       xreg=design if design.shape[1] else None)
+            self.fitted_model_ = library("arima").Arima(y, order=self.order_, include_mean=self.order_[1] == 0,
+                                                        method=_METHOD, xreg=design if design.shape[1] else None)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise ModelError(f"arima: order {self.order_} could not be estimated ({exc})") from None
         if not np.isfinite(list(self.fitted_model_["coef"].values())).all():
@@ -66,7 +65,7 @@ class ArimaModel(ForecastModel):
         n = len(self.y_)
         exog = future[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
         design = self._design(np.arange(n, n + horizon), exog)
-        out = forecast_arima(self.fitted_model_, horizon, level=list(self.spec.levels),
+        out = library("arima").forecast_arima(self.fitted_model_, horizon, level=list(self.spec.levels),
                              xreg=design if design.shape[1] else None)
         bounds = {lvl: (out["lower"][f"{lvl}%"].to_numpy(dtype="float64"),
                         out["upper"][f"{lvl}%"].to_numpy(dtype="float64")) for lvl in self.spec.levels}
@@ -87,9 +86,9 @@ class ArimaModel(ForecastModel):
         self.y_, self.exog_history_ = np.asarray(state["y"], dtype="float64"), optional_array(state["exog"])
         design = self._design(np.arange(len(self.y_)), self.exog_history_)
         # Every coefficient fixed: the filter re-runs over the window without optimizing.
-        self.fitted_model_ = Arima(self.y_, order=self.order_, include_mean="intercept" in state["coef"],
-                                   method=_METHOD, fixed=np.asarray(list(state["coef"].values()), dtype="float64"),
-                                   xreg=design if design.shape[1] else None)
+        self.fitted_model_ = library("arima").Arima(
+            self.y_, order=self.order_, include_mean="intercept" in state["coef"], method=_METHOD,
+            fixed=np.asarray(list(state["coef"].values()), dtype="float64"), xreg=design if design.shape[1] else None)
         # With nothing left to estimate the refit's AICc counts no parameters: keep the fitted one.
         self.fitted_model_.update(sigma2=float(state["sigma2"]), aicc=float(state["aicc"]))
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from statsforecast.ces import auto_ces, forecast_ces, forward_ces
 
-from engine.models.nixtla import LibraryModel
+from engine.models.nixtla import LibraryModel, library
 
 
 class CESModel(LibraryModel):
@@ -21,13 +20,13 @@ class CESModel(LibraryModel):
     def _library_fit(self, y: np.ndarray) -> dict:
         seasons = self.spec.usable_seasons(len(y))
         m = min(seasons) if seasons else 1
-        return auto_ces(y, m=m, model="Z" if m > 1 else "N")
+        return library("ces").auto_ces(y, m=m, model="Z" if m > 1 else "N")
 
     def _library_forward(self, y: np.ndarray, stored: dict) -> dict:
-        return forward_ces(stored, y)
+        return library("ces").forward_ces(stored, y)
 
     def _library_forecast(self, fitted: dict, horizon: int) -> dict:
-        return forecast_ces(fitted, horizon, level=list(self.spec.levels))
+        return library("ces").forecast_ces(fitted, horizon, level=list(self.spec.levels))
 
     def params(self) -> dict[str, Any]:
         return {"seasonality": self.fitted_model_["seasontype"], "season": self.fitted_model_["m"],

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from statsforecast.ets import ets_f, forecast_ets, forward_ets
 
 from engine.models.base import Hyperparameter
-from engine.models.nixtla import LibraryModel
+from engine.models.nixtla import LibraryModel, library
 
 # hyperparameter -> (statsforecast trend letter, damped): "Z" lets AICc choose among N, A, Ad.
 TRENDS = {"auto": ("Z", None), "none": ("N", False), "damped": ("A", True), "additive": ("A", False)}
@@ -45,13 +44,14 @@ class ETSModel(LibraryModel):
         error = "A"
         if self.hyper["multiplicative"] == "auto" and not self.spec.frequency.sub_daily and y.min() > 0:
             error, season = "Z", "Z" if season == "Z" else season
-        return ets_f(y, m=m, model=f"{error}{trend}{season}", damped=damped)
+        return library("ets").ets_f(y, m=m, model=f"{error}{trend}{season}", damped=damped)
 
     def _library_forward(self, y: np.ndarray, stored: dict) -> dict:
-        return forward_ets({**stored, "par": np.asarray(stored["par"], dtype="float64"), "fit": None}, y)
+        model = {**stored, "par": np.asarray(stored["par"], dtype="float64"), "fit": None}
+        return library("ets").forward_ets(model, y)
 
     def _library_forecast(self, fitted: dict, horizon: int) -> dict:
-        return forecast_ets(fitted, horizon, level=list(self.spec.levels))
+        return library("ets").forecast_ets(fitted, horizon, level=list(self.spec.levels))
 
     def params(self) -> dict[str, Any]:
         error, trend, season, damped = self.fitted_model_["components"][:4]

@@ -12,11 +12,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-from statsforecast.models import ADIDA, IMAPA, TSB, CrostonClassic, CrostonOptimized, CrostonSBA
 
 from engine.models.base import Forecast, ForecastModel, Hyperparameter
+from engine.models.nixtla import library
 
-CROSTON_VARIANTS = {"classic": CrostonClassic, "sba": CrostonSBA, "optimized": CrostonOptimized}
+# statsforecast.models classes, by the `variant` hyperparameter.
+CROSTON_VARIANTS = {"classic": "CrostonClassic", "sba": "CrostonSBA", "optimized": "CrostonOptimized"}
 
 
 class IntermittentModel(ForecastModel):
@@ -64,7 +65,7 @@ class CrostonModel(IntermittentModel):
     }
 
     def _library_model(self):
-        return CROSTON_VARIANTS[self.hyper["variant"]]()
+        return getattr(library("models"), CROSTON_VARIANTS[self.hyper["variant"]])()
 
 
 class TSBModel(IntermittentModel):
@@ -77,7 +78,7 @@ class TSBModel(IntermittentModel):
     }
 
     def _library_model(self):
-        return TSB(alpha_d=self.hyper["alpha_d"], alpha_p=self.hyper["alpha_p"])
+        return library("models").TSB(alpha_d=self.hyper["alpha_d"], alpha_p=self.hyper["alpha_p"])
 
 
 class ADIDAModel(IntermittentModel):
@@ -86,7 +87,7 @@ class ADIDAModel(IntermittentModel):
                "disaggregated; flat rate, quantile bands")
 
     def _library_model(self):
-        return ADIDA()
+        return library("models").ADIDA()
 
 
 class IMAPAModel(IntermittentModel):
@@ -95,4 +96,4 @@ class IMAPAModel(IntermittentModel):
                "averaged; flat rate, quantile bands")
 
     def _library_model(self):
-        return IMAPA()
+        return library("models").IMAPA()

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsforecast.mstl import mstl
 
 from engine.models.base import Forecast, ForecastModel, ModelError
 from engine.models.ets import ETSModel
+from engine.models.nixtla import library
 
 
 class MSTLModel(ForecastModel):
@@ -30,7 +30,7 @@ class MSTLModel(ForecastModel):
             raise ModelError(f"mstl: needs more than two full cycles of a season in "
                              f"{list(self.spec.season_lengths)}, the history has {len(y)} steps")
         self.periods_ = tuple(sorted(self.periods_))
-        parts = mstl(y, period=list(self.periods_))
+        parts = library("mstl").mstl(y, period=list(self.periods_))
         # One period: a "seasonal" column; several: "seasonal24", "seasonal168", ...
         columns = [f"seasonal{m}" for m in self.periods_] if len(self.periods_) > 1 else ["seasonal"]
         seasonal = parts[columns].to_numpy(dtype="float64")

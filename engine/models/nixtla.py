@@ -8,6 +8,11 @@ training produced (tests/engine/models check they are identical) and the envelop
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
+import threading
+import types
 from abc import abstractmethod
 from typing import Any, ClassVar
 
@@ -15,6 +20,33 @@ import numpy as np
 import pandas as pd
 
 from engine.models.base import Forecast, ForecastModel, ModelError
+
+
+_IMPORTING = threading.Lock()
+
+
+def library(module: str) -> types.ModuleType:
+    """`statsforecast.<module>`, imported on first use and without the package's `__init__`.
+
+    That `__init__` imports `StatsForecast` and its distributed backends (fugue, and pyspark
+    when installed): 1.5 s in every worker and serving process, for nothing the zoo calls. So the
+    model functions load under a bare package object, which is then dropped: a later
+    `import statsforecast` (a benchmark's `StatsForecast`) runs the real `__init__` as usual.
+    Imported lazily too, so reading a config or `forecasts pull` imports no statsforecast at all."""
+    name = f"statsforecast.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    with _IMPORTING:
+        if "statsforecast" in sys.modules:
+            return importlib.import_module(name)
+        found = importlib.util.find_spec("statsforecast")
+        bare = types.ModuleType("statsforecast")
+        bare.__path__, bare.__spec__ = list(found.submodule_search_locations), found
+        sys.modules["statsforecast"] = bare
+        try:
+            return importlib.import_module(name)
+        finally:
+            del sys.modules["statsforecast"]
 
 
 def library_forecast(out: dict, levels: tuple[int, ...]) -> Forecast:

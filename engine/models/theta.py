@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from statsforecast.theta import auto_theta, forecast_theta, forward_theta
 
 from engine.models.base import Hyperparameter
-from engine.models.nixtla import LibraryModel
+from engine.models.nixtla import LibraryModel, library
 
 # statsforecast's variants: Standard, Optimized, Dynamic Standard, Dynamic Optimized Theta.
 VARIANTS = {"auto": None, "standard": "STM", "optimized": "OTM", "dynamic": "DSTM", "dynamic_optimized": "DOTM"}
@@ -28,14 +27,13 @@ class ThetaModel(LibraryModel):
 
     def _library_fit(self, y: np.ndarray) -> dict:
         seasons = self.spec.usable_seasons(len(y))
-        fitted = auto_theta(y, m=min(seasons) if seasons else 1, model=VARIANTS[self.hyper["variant"]])
-        return fitted
+        return library("theta").auto_theta(y, m=min(seasons) if seasons else 1, model=VARIANTS[self.hyper["variant"]])
 
     def _library_forward(self, y: np.ndarray, stored: dict) -> dict:
-        return forward_theta(stored, y)
+        return library("theta").forward_theta(stored, y)
 
     def _library_forecast(self, fitted: dict, horizon: int) -> dict:
-        return forecast_theta(fitted, horizon, level=list(self.spec.levels))
+        return library("theta").forecast_theta(fitted, horizon, level=list(self.spec.levels))
 
     def params(self) -> dict[str, Any]:
         par = self.fitted_model_["par"]
