@@ -159,3 +159,14 @@ def test_short_memory_models_fit_only_the_last_max_history_steps():
     whole = make_model("theta", spec).fit(frame).forecast(future).mean
     tail = make_model("theta", spec).fit(frame.tail(24 * 21)).forecast(future).mean
     np.testing.assert_allclose(whole, tail)
+
+
+def test_statsforecast_loads_without_its_distributed_backends_and_stays_importable():
+    import subprocess
+    import sys
+    code = ("import sys; from engine.models import ModelSpec, make_model; from tests.conftest import hourly; "
+            "make_model('ets', ModelSpec()).fit(hourly(24 * 14)); "
+            "assert 'statsforecast.ets' in sys.modules and 'fugue' not in sys.modules, 'backends imported'; "
+            "import statsforecast; from statsforecast import StatsForecast; print(StatsForecast.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "StatsForecast", out.stderr[-2000:]
