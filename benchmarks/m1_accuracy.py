@@ -70,7 +70,9 @@ def main() -> None:
                          "smape": round(smape, 4), "mase": round(mase, 4), "engine_ratio_smape": round(ratio_s, 4),
                          "engine_ratio_mase": round(ratio_m, 4), "seconds": round(seconds, 1),
                          "note": "statsforecast's seconds are for all three models together" if method != "engine"
-                         else "default candidates and backtest"})
+                         else "default candidates and backtest",
+                         "models": " ".join(args.models) if args.models else "default",
+                         "overrides": " ".join(args.set)})
         beaten = [m for m in scores if m != "engine" and (scores["engine"][0] >= scores[m][0]
                                                            or scores["engine"][1] >= scores[m][1])]
         verdict = "yes" if not beaten else f"no (not {', '.join(beaten)})"

@@ -125,8 +125,8 @@ def gefcom_zones(length: int, zones: int) -> pd.DataFrame:
     from benchmarks.gefcom_wrmse import competition_file, hourly
     load = hourly(competition_file("Load_history.csv"))
     load["y"] = pd.to_numeric(load["load"].astype(str).str.replace(",", ""), errors="coerce")
-    temperature = hourly(competition_file("temperature_history.csv"), "temperature")
-    temperature = temperature.groupby("ds", as_index=False)["temperature"].mean()
+    from engine.sources.gefcom2012 import parse_temperature
+    temperature = parse_temperature(competition_file("temperature_history.csv"))[["ds", "temperature"]]
     parts = []
     for zone in range(1, zones + 1):
         series = load[load["entity_id"] == f"zone_{zone}"].sort_values("ds").reset_index(drop=True)

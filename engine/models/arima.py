@@ -32,7 +32,7 @@ class ArimaModel(ForecastModel):
     summary = ("dynamic harmonic regression: Fourier terms for each usable season plus the exogenous regressors, "
                "ARIMA(p,d,q) errors; d by KPSS, p<=`max_p` and q<=`max_q` by AICc over Hannan-Rissanen fits, then "
                "one statsforecast `Arima` fit (seasonal ARIMA with a 168 lag is impractically slow)")
-    cost = (0.1, 0.5)
+    cost = (0.2, 0.46)
     uses_exogenous = True
     hyperparameters = {
         "max_p": Hyperparameter(3, "largest AR order the AICc search tries", low=0, high=6, integer=True),

@@ -14,7 +14,7 @@ class CESModel(LibraryModel):
     name = "ces"
     summary = ("statsforecast `AutoCES`: complex exponential smoothing, seasonality (none, simple, partial, full) "
                "at the shortest usable season by AICc")
-    cost = (0.05, 0.4)
+    cost = (0.27, 0.28)
     kept = ("m", "seasontype", "par")
 
     def _library_fit(self, y: np.ndarray) -> dict:

@@ -24,7 +24,7 @@ class IntermittentModel(ForecastModel):
     """A flat rate from a statsforecast intermittent-demand model, quantile bands from the history."""
 
     implementation = 2
-    cost = (0.002, 0.01)
+    cost = (0.001, 0.0002)
 
     @abstractmethod
     def _library_model(self): ...

@@ -18,7 +18,7 @@ class ThetaModel(LibraryModel):
     name = "theta"
     summary = ("statsforecast `AutoTheta`: deseasonalized by the shortest usable season, the Theta variant "
                "`variant` (auto: the best in-sample of standard, optimized, dynamic and dynamic optimized)")
-    cost = (0.02, 0.08)
+    cost = (0.0, 0.33)
     kept = ("m", "modeltype", "par")
     hyperparameters = {
         "variant": Hyperparameter("dynamic_optimized", "which Theta model (Fiorucci et al. 2016; auto tries all "
