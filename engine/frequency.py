@@ -139,10 +139,11 @@ class Frequency:
 
         They fit when most lie on the grid and consecutive stamps of an entity are mostly one step
         apart (gaps are allowed: silver fills and flags them)."""
-        ds = pd.Series(pd.DatetimeIndex(ds)).dropna()
-        if len(ds) < 2:
+        rows = pd.DataFrame({"ds": pd.DatetimeIndex(ds), "entity": 0 if entity is None else np.asarray(entity)})
+        rows = rows.dropna(subset=["ds"]).reset_index(drop=True)
+        if len(rows) < 2:
             return None
-        entity = pd.Series(0, index=ds.index) if entity is None else pd.Series(np.asarray(entity)[ds.index])
+        ds, entity = rows["ds"], rows["entity"]
         if self._fits(ds, entity):
             return None
         looks = describe_spacing(ds, entity)
@@ -179,12 +180,11 @@ def describe_spacing(ds: pd.Series, entity: pd.Series) -> str:
 
 
 def _duration(gap: pd.Timedelta) -> str:
-    for unit, size in (("year", pd.Timedelta(days=365)), ("month", pd.Timedelta(days=28)), ("week", 7 * _DAY),
-                       ("day", _DAY), ("hour", pd.Timedelta(hours=1)), ("minute", pd.Timedelta(minutes=1))):
-        if gap >= size:
-            count = round(gap / size) if unit not in ("year", "month") else round(gap / (size * (365.2425 / 365
-                                                                                           if unit == "year"
-                                                                                           else 30.436875 / 28)))
+    """'1 hour', '3 months': the largest unit the gap is at least about one of (months of 28-31 days)."""
+    for unit, size in (("year", 365.2425 * _DAY), ("month", 30.436875 * _DAY), ("week", 7 * _DAY), ("day", _DAY),
+                       ("hour", pd.Timedelta(hours=1)), ("minute", pd.Timedelta(minutes=1))):
+        if gap >= 0.9 * size:
+            count = round(gap / size)
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return str(gap)
 
