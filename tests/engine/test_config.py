@@ -29,7 +29,7 @@ def test_cluster_example_parses():
     ({"name": "x", "horizon": 0}, "'horizon'", ">= 1"),
     ({"name": "x", "horizon": "168"}, "'horizon'", "must be an integer"),
     ({"name": "x", "horizon": True}, "'horizon'", "must be an integer"),
-    ({"name": "x", "models": ["ets", "lstm"]}, "'models'", "allowed: seasonal_naive"),
+    ({"name": "x", "models": ["ets", "lstm"]}, "'models'", "unknown model(s) ['lstm']; allowed: "),
     ({"name": "x", "backend": "dask"}, "'backend'", "local, spark, ray"),
     ({"name": "x", "backtest": {"metric": "mape"}}, "'backtest.metric'", "mae, rmse, smape, mase"),
     ({"name": "x", "series": {"season_lengths": [24, "week"]}}, "series.season_lengths[1]", "integer"),
@@ -85,3 +85,10 @@ def test_tempreg_needs_temperature_and_reads_the_long_history():
         parse_config({**base, "source": {"kind": "synthetic"}, "models": ["tempreg"]})
     with pytest.raises(ConfigError, match="training.long_history' must be >= training.max_history"):
         parse_config({**base, "training": {"max_history": 500, "long_history": 100}})
+
+
+def test_an_unknown_model_lists_every_known_one():
+    from engine.models import MODEL_NAMES
+    with pytest.raises(ConfigError) as err:
+        parse_config({"name": "x", "models": ["ets", "lstm"]})
+    assert str(err.value).endswith("allowed: " + ", ".join(MODEL_NAMES))
