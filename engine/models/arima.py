@@ -12,7 +12,7 @@ the exogenous regressors, and the errors follow an ARIMA(p, d, q):
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -47,13 +47,7 @@ class ArimaModel(ForecastModel):
         self.exog_history_ = history[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
         design = self._design(np.arange(len(y)), self.exog_history_)
         self.order_ = select_order(y, design, self.hyper["max_p"], self.hyper["max_q"])
-        try:
-            self.fitted_model_ = library("arima").Arima(y, order=self.order_, include_mean=self.order_[1] == 0,
-                                                        method=_METHOD, xreg=design if design.shape[1] else None)
-        except (ValueError, np.linalg.LinAlgError) as exc:
-            raise ModelError(f"arima: order {self.order_} could not be estimated ({exc})") from None
-        if not np.isfinite(list(self.fitted_model_["coef"].values())).all():
-            raise ModelError(f"arima: maximum likelihood for order {self.order_} did not converge")
+        self._estimate(design if design.shape[1] else None)
 
     def _design(self, steps: np.ndarray, exog: np.ndarray | None) -> np.ndarray:
         parts = [fourier_terms(steps, self.seasons_, self.terms_)]
@@ -65,30 +59,51 @@ class ArimaModel(ForecastModel):
         n = len(self.y_)
         exog = future[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
         design = self._design(np.arange(n, n + horizon), exog)
-        out = library("arima").forecast_arima(self.fitted_model_, horizon, level=list(self.spec.levels),
-                             xreg=design if design.shape[1] else None)
-        bounds = {lvl: (out["lower"][f"{lvl}%"].to_numpy(dtype="float64"),
-                        out["upper"][f"{lvl}%"].to_numpy(dtype="float64")) for lvl in self.spec.levels}
-        return Forecast(np.asarray(out["mean"], dtype="float64"), bounds)
+        return self._predict(design if design.shape[1] else None, horizon)
 
     def params(self) -> dict[str, Any]:
         return {"order": list(self.order_), "fourier": dict(zip(map(str, self.seasons_), self.terms_)),
-                "exogenous": list(self.exogenous_), "aicc": round(float(self.fitted_model_["aicc"]), 3)}
+                "exogenous": list(self.exogenous_), "aicc": round(self._aicc(), 3)}
 
     def _state(self) -> dict[str, Any]:
         return {"order": list(self.order_), "seasons": list(self.seasons_), "terms": list(self.terms_),
-                "y": self.y_, "exog": self.exog_history_, "coef": plain(self.fitted_model_["coef"]),
-                "sigma2": float(self.fitted_model_["sigma2"]), "aicc": float(self.fitted_model_["aicc"])}
+                "y": self.y_, "exog": self.exog_history_, **self._estimates()}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.order_ = tuple(state["order"])
         self.seasons_, self.terms_ = tuple(state["seasons"]), tuple(state["terms"])
         self.y_, self.exog_history_ = np.asarray(state["y"], dtype="float64"), optional_array(state["exog"])
         design = self._design(np.arange(len(self.y_)), self.exog_history_)
+        self._reestimate(design if design.shape[1] else None, state)
+
+    # How the chosen order is estimated (engine.models.statsmodels_zoo keeps the SARIMAX version).
+    def _estimate(self, design: Optional[np.ndarray]) -> None:
+        try:
+            self.fitted_model_ = library("arima").Arima(self.y_, order=self.order_, include_mean=self.order_[1] == 0,
+                                                        method=_METHOD, xreg=design)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise ModelError(f"arima: order {self.order_} could not be estimated ({exc})") from None
+        if not np.isfinite(list(self.fitted_model_["coef"].values())).all():
+            raise ModelError(f"arima: maximum likelihood for order {self.order_} did not converge")
+
+    def _predict(self, design: Optional[np.ndarray], horizon: int) -> Forecast:
+        out = library("arima").forecast_arima(self.fitted_model_, horizon, level=list(self.spec.levels), xreg=design)
+        bounds = {lvl: (out["lower"][f"{lvl}%"].to_numpy(dtype="float64"),
+                        out["upper"][f"{lvl}%"].to_numpy(dtype="float64")) for lvl in self.spec.levels}
+        return Forecast(np.asarray(out["mean"], dtype="float64"), bounds)
+
+    def _aicc(self) -> float:
+        return float(self.fitted_model_["aicc"])
+
+    def _estimates(self) -> dict[str, Any]:
+        return {"coef": plain(self.fitted_model_["coef"]), "sigma2": float(self.fitted_model_["sigma2"]),
+                "aicc": self._aicc()}
+
+    def _reestimate(self, design: Optional[np.ndarray], state: dict[str, Any]) -> None:
         # Every coefficient fixed: the filter re-runs over the window without optimizing.
         self.fitted_model_ = library("arima").Arima(
             self.y_, order=self.order_, include_mean="intercept" in state["coef"], method=_METHOD,
-            fixed=np.asarray(list(state["coef"].values()), dtype="float64"), xreg=design if design.shape[1] else None)
+            fixed=np.asarray(list(state["coef"].values()), dtype="float64"), xreg=design)
         # With nothing left to estimate the refit's AICc counts no parameters: keep the fitted one.
         self.fitted_model_.update(sigma2=float(state["sigma2"]), aicc=float(state["aicc"]))
 

@@ -5,7 +5,7 @@ carried forward by repeating its last cycle."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ class MSTLModel(ForecastModel):
                "adjusted series by non-seasonal ETS (`AutoETS`), seasonal components repeated")
     cost = (0.0, 0.35)
     needs_season = True
+    trend_class: ClassVar[type[ForecastModel]] = ETSModel     # fits the seasonally adjusted series
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
         # STL needs more than two cycles of a period.
@@ -30,14 +31,18 @@ class MSTLModel(ForecastModel):
             raise ModelError(f"mstl: needs more than two full cycles of a season in "
                              f"{list(self.spec.season_lengths)}, the history has {len(y)} steps")
         self.periods_ = tuple(sorted(self.periods_))
-        parts = library("mstl").mstl(y, period=list(self.periods_))
-        # One period: a "seasonal" column; several: "seasonal24", "seasonal168", ...
-        columns = [f"seasonal{m}" for m in self.periods_] if len(self.periods_) > 1 else ["seasonal"]
-        seasonal = parts[columns].to_numpy(dtype="float64")
+        seasonal = self._seasonal(y)
         # Each component's last cycle, repeated forward.
         self.cycles_ = [seasonal[-m:, i] for i, m in enumerate(self.periods_)]
         adjusted = y - seasonal.sum(axis=1)
-        self.trend_model_ = ETSModel(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
+        self.trend_model_ = self.trend_class(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
+
+    def _seasonal(self, y: np.ndarray) -> np.ndarray:
+        """One column per period of `self.periods_`: its seasonal component."""
+        parts = library("mstl").mstl(y, period=list(self.periods_))
+        # One period: a "seasonal" column; several: "seasonal24", "seasonal168", ...
+        columns = [f"seasonal{m}" for m in self.periods_] if len(self.periods_) > 1 else ["seasonal"]
+        return parts[columns].to_numpy(dtype="float64")
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
         base = self.trend_model_.forecast(future)
@@ -56,4 +61,4 @@ class MSTLModel(ForecastModel):
     def _restore(self, state: dict[str, Any]) -> None:
         self.periods_ = tuple(state["periods"])
         self.cycles_ = [np.asarray(c, dtype="float64") for c in state["cycles"]]
-        self.trend_model_ = ETSModel.restore(replace(self.spec, season_lengths=()), [], state["trend_model"])
+        self.trend_model_ = self.trend_class.restore(replace(self.spec, season_lengths=()), [], state["trend_model"])

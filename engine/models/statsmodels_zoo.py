@@ -6,8 +6,7 @@ fits; benchmarks/model_cost.py times them next to the statsforecast ones.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -16,9 +15,9 @@ from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
 from statsmodels.tsa.seasonal import MSTL
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-from engine.models.arima import select_order
-from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelError, fourier_order, fourier_terms,
-                                optional_array)
+from engine.models.arima import ArimaModel
+from engine.models.mstl import MSTLModel
+from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelError)
 
 
 # (trend, damped): the automatic choice is among none and damped, as in Hyndman's ets() for
@@ -91,65 +90,40 @@ class StatsmodelsETS(ForecastModel):
             np.asarray(state["params"], dtype="float64"))
 
 
-class StatsmodelsArima(ForecastModel):
+class StatsmodelsArima(ArimaModel):
+    """The same harmonic regression and order search; the chosen order estimated by SARIMAX."""
+
     name = "arima_statsmodels"
+    implementation = 1
     reads = ("arima", 1)
     summary = ("dynamic harmonic regression: Fourier terms for each usable season plus the exogenous regressors, "
                "ARIMA(p,d,q) errors; d by KPSS, p<=`max_p` and q<=`max_q` by AICc over Hannan-Rissanen fits, then "
                "one exact-likelihood SARIMAX fit (seasonal ARIMA with a 168 lag is impractically slow)")
     cost = (0.88, 2.33)
-    uses_exogenous = True
-    hyperparameters = {
-        "max_p": Hyperparameter(3, "largest AR order the AICc search tries", low=0, high=6, integer=True),
-        "max_q": Hyperparameter(2, "largest MA order the AICc search tries", low=0, high=4, integer=True),
-        "fourier_terms": Hyperparameter(5, "most sin/cos pairs per season", low=1, high=12, integer=True),
-    }
 
-    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
-        self.seasons_ = self.spec.usable_seasons(len(y))
-        self.terms_ = tuple(fourier_order(m, self.hyper["fourier_terms"]) for m in self.seasons_)
-        self.y_ = y
-        self.exog_history_ = history[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
-        design = self._design(np.arange(len(y)), self.exog_history_)
-        self.order_ = select_order(y, design, self.hyper["max_p"], self.hyper["max_q"])
+    def _model(self, design: Optional[np.ndarray]):
+        return SARIMAX(self.y_, exog=design, order=self.order_, trend="c" if self.order_[1] == 0 else "n")
+
+    def _estimate(self, design: Optional[np.ndarray]) -> None:
         self.result_ = self._model(design).fit(disp=False, maxiter=100)
         if not np.isfinite(self.result_.params).all():
             raise ModelError(f"arima: maximum likelihood for order {self.order_} did not converge")
 
-    def _design(self, steps: np.ndarray, exog: np.ndarray | None) -> np.ndarray:
-        parts = [fourier_terms(steps, self.seasons_, self.terms_)]
-        if exog is not None:
-            parts.append(exog)
-        return np.column_stack(parts)
-
-    def _model(self, design: np.ndarray):
-        return SARIMAX(self.y_, exog=design if design.shape[1] else None, order=self.order_,
-                       trend="c" if self.order_[1] == 0 else "n")
-
-    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        n = len(self.y_)
-        exog = future[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
-        design = self._design(np.arange(n, n + horizon), exog)
-        prediction = self.result_.get_forecast(horizon, exog=design if design.shape[1] else None)
+    def _predict(self, design: Optional[np.ndarray], horizon: int) -> Forecast:
+        prediction = self.result_.get_forecast(horizon, exog=design)
         bounds = {}
         for level in self.spec.levels:
             interval = np.asarray(prediction.conf_int(alpha=1 - level / 100.0))
             bounds[level] = (interval[:, 0], interval[:, 1])
         return Forecast(np.asarray(prediction.predicted_mean, dtype="float64"), bounds)
 
-    def params(self) -> dict[str, Any]:
-        return {"order": list(self.order_), "fourier": dict(zip(map(str, self.seasons_), self.terms_)),
-                "exogenous": list(self.exogenous_), "aicc": round(float(self.result_.aicc), 3)}
+    def _aicc(self) -> float:
+        return float(self.result_.aicc)
 
-    def _state(self) -> dict[str, Any]:
-        return {"order": list(self.order_), "seasons": list(self.seasons_), "terms": list(self.terms_),
-                "y": self.y_, "exog": self.exog_history_, "params": np.asarray(self.result_.params)}
+    def _estimates(self) -> dict[str, Any]:
+        return {"params": np.asarray(self.result_.params)}
 
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.order_ = tuple(state["order"])
-        self.seasons_, self.terms_ = tuple(state["seasons"]), tuple(state["terms"])
-        self.y_, self.exog_history_ = np.asarray(state["y"], dtype="float64"), optional_array(state["exog"])
-        design = self._design(np.arange(len(self.y_)), self.exog_history_)
+    def _reestimate(self, design: Optional[np.ndarray], state: dict[str, Any]) -> None:
         self.result_ = self._model(design).smooth(np.asarray(state["params"], dtype="float64"))
 
 
@@ -193,46 +167,16 @@ class StatsmodelsTheta(ForecastModel):
         self._refit()
 
 
-class StatsmodelsMSTL(ForecastModel):
+class StatsmodelsMSTL(MSTLModel):
+    """The same model with statsmodels' decomposition and ETS."""
+
     name = "mstl_statsmodels"
+    implementation = 1
     reads = ("mstl", 1)
     summary = ("statsmodels `MSTL` with every usable season (24 and 168 for hourly load), the adjusted series by "
                "non-seasonal ETS, seasonal components repeated")
-    cost = (0.0, 0.35)
-    needs_season = True
+    trend_class = StatsmodelsETS
 
-    def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
-        # statsmodels' MSTL silently drops periods that are not below half the series length.
-        self.periods_ = tuple(m for m in self.spec.usable_seasons(len(y)) if m < len(y) // 2)
-        if not self.periods_:
-            raise ModelError(f"mstl: needs more than two full cycles of a season in "
-                             f"{list(self.spec.season_lengths)}, the history has {len(y)} steps")
-        self.y_ = y
-        adjusted = self._decompose()
-        self.trend_model_ = StatsmodelsETS(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
-
-    def _decompose(self) -> np.ndarray:
-        result = MSTL(self.y_, periods=self.periods_).fit()
-        seasonal = np.asarray(result.seasonal, dtype="float64").reshape(len(self.y_), -1)
-        # Each component's last cycle, repeated forward.
-        self.cycles_ = [seasonal[-m:, i] for i, m in enumerate(self.periods_)]
-        return self.y_ - seasonal.sum(axis=1)
-
-    def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        base = self.trend_model_.forecast(future)
-        steps = np.arange(horizon)
-        season = sum(cycle[steps % m] for cycle, m in zip(self.cycles_, self.periods_))
-        return Forecast(base.mean + season, {lvl: (lo + season, hi + season) for lvl, (lo, hi) in base.bounds.items()})
-
-    def params(self) -> dict[str, Any]:
-        return {"periods": list(self.periods_), "trend": self.trend_model_.params()}
-
-    def _state(self) -> dict[str, Any]:
-        # The seasonal cycles are stored, not recomputed: restoring must be fast for online scoring.
-        return {"periods": list(self.periods_), "cycles": [c.tolist() for c in self.cycles_],
-                "trend_model": self.trend_model_._state()}
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.periods_ = tuple(state["periods"])
-        self.cycles_ = [np.asarray(c, dtype="float64") for c in state["cycles"]]
-        self.trend_model_ = StatsmodelsETS.restore(replace(self.spec, season_lengths=()), [], state["trend_model"])
+    def _seasonal(self, y: np.ndarray) -> np.ndarray:
+        result = MSTL(y, periods=self.periods_).fit()
+        return np.asarray(result.seasonal, dtype="float64").reshape(len(y), -1)
