@@ -5,6 +5,8 @@
 #   scripts/tracking-server.sh start DIR [PORT] [PG_PORT] [WORKERS]
 #                                                      a private PostgreSQL cluster and `mlflow server` under DIR;
 #                                                      prints the tracking URI (http://127.0.0.1:PORT)
+#                                                      (MLFLOW_APP: the server's app plugin, default
+#                                                      manymodels, the bulk child-run route; empty: plain MLflow)
 #   scripts/tracking-server.sh stop DIR                stop both, keep the data under DIR
 #   scripts/tracking-server.sh destroy DIR             stop both and delete DIR and the data
 #
@@ -13,6 +15,7 @@
 set -euo pipefail
 
 MLFLOW=${MLFLOW:-"$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/mlflow"}
+MLFLOW_APP=${MLFLOW_APP-manymodels}
 
 pg_bin() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -80,7 +83,7 @@ start() {
   # split writes stall ~40 ms per request on a kept-alive loopback connection (Nagle + delayed ACK).
   setsid "$MLFLOW" server --backend-store-uri "postgresql+psycopg://mlflow@127.0.0.1:$pg_port/mlflow" \
     --artifacts-destination "$dir/artifacts" --host 127.0.0.1 --port "$port" --workers "$workers" \
-    --gunicorn-opts "--timeout 300" \
+    --gunicorn-opts "--timeout 300" ${MLFLOW_APP:+--app-name "$MLFLOW_APP"} \
     >"$dir/mlflow.log" 2>&1 &
   echo $! >"$dir/mlflow.pid"
   if ! wait_http "http://127.0.0.1:$port/health" 120; then

@@ -1,39 +1,35 @@
 """One MLflow child run per entity, logged in bulk from the driver.
 
-Each child costs three tracking requests whatever its size: `create_run` (with every tag),
-one `log_batch` (all params and metrics) and `set_terminated`. There is no public MLflow API
-that creates many runs in one request, so that is the floor. Against a tracking server the
-requests are fanned out over threads (the client only waits on sockets; the server and its
-database work in parallel). Against a sqlite file they run one after another in this process:
-the store's cost is Python (SQLAlchemy) under sqlite's single write lock, and parallel
-writers were measured slower (benchmarks/mlflow_logging.py).
+The bulk path (engine/tracking/bulk.py, MLflow's plugin points) writes `BULK_CHUNK` finished
+runs per database transaction: straight into a database tracking store, or through a tracking
+server that runs the app plugin (`mlflow server --app-name manymodels`). Without the plugin (a
+server without it, a file store, an MLflow the plugin was not verified with) each child costs
+three ordinary requests: `create_run` (with every tag), one `log_batch` (all params and metrics)
+and `set_terminated`; against a server those fan out over threads (the client only waits on
+sockets), against a local store they run one after another (sqlite has one write lock, and
+parallel writers were measured slower: benchmarks/mlflow_logging.py).
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 import pandas as pd
 
 from engine.faults import crash_point
-from engine.tracking.client import log_batch, open_client
+from engine.tracking.bulk import BulkRefused, ChildRun, plugin_uri, post_finished_runs
+from engine.tracking.client import log_batch, open_client, prepared_uri
 
-CHUNK = 20
+CHUNK = 20           # runs per thread task on the ordinary path
+BULK_CHUNK = 500     # runs per transaction on the bulk path (a few MB of rows, one request)
 _LOGGED = itertools.count(1)
 THREADS_PER_WORKER = 4
-
-
-@dataclass(frozen=True)
-class ChildRun:
-    name: str
-    tags: dict[str, str]
-    params: dict[str, str]
-    metrics: dict[str, float]
+_NO_BULK: dict[str, str] = {}     # tracking URI -> why the bulk path is off for it in this process
 
 
 def child_runs(models: pd.DataFrame, parent_id: str, engine_run_id: str) -> list[ChildRun]:
@@ -76,8 +72,43 @@ def flat_params(data: dict, prefix: str = "") -> dict[str, str]:
 
 
 def log_child_runs(uri: str, experiment_id: str, runs: list[ChildRun], workers: int = 0,
-                   tick: Optional[Callable[[int], None]] = None) -> list[str]:
-    """Log `runs` as finished child runs; returns their MLflow run ids in order."""
+                   tick: Optional[Callable[[int], None]] = None, bulk: bool = True) -> list[str]:
+    """Log `runs` as finished child runs; returns their MLflow run ids in order. `bulk`: through
+    the plugin where the store allows it (else, or when it is refused, the ordinary way)."""
+    ids: list[str] = []
+    logger = _bulk_logger(uri) if bulk else None
+    if logger is not None:
+        try:
+            for start in range(0, len(runs), BULK_CHUNK):
+                chunk = runs[start:start + BULK_CHUNK]
+                ids += logger(experiment_id, chunk)
+                for _ in chunk:
+                    crash_point("child-run", next(_LOGGED))     # children logged, the parent not finished
+                if tick:
+                    tick(len(chunk))
+            return ids
+        except BulkRefused as exc:
+            _NO_BULK[uri] = str(exc)
+            print(f"warning: child runs are logged the ordinary way (about 30 per second): {exc}", file=sys.stderr)
+    return ids + _log_ordinary(uri, experiment_id, runs[len(ids):], workers, tick)
+
+
+def _bulk_logger(uri: str) -> Optional[Callable[[str, list[ChildRun]], list[str]]]:
+    if uri in _NO_BULK:
+        return None
+    if uri.startswith(("http://", "https://")):
+        return lambda experiment_id, chunk: post_finished_runs(uri, experiment_id, chunk)
+    bulk = plugin_uri(uri)
+    if bulk is None:
+        return None
+    prepared_uri(uri)      # the sqlite file's folder and WAL mode
+    from mlflow.tracking._tracking_service.utils import _get_store   # MLflow's registry resolves the plugin
+    store = _get_store(bulk)
+    return store.log_finished_runs
+
+
+def _log_ordinary(uri: str, experiment_id: str, runs: list[ChildRun], workers: int,
+                  tick: Optional[Callable[[int], None]]) -> list[str]:
     chunks = [runs[i:i + CHUNK] for i in range(0, len(runs), CHUNK)]
     workers = workers or os.cpu_count() or 1
     if is_local_store(uri) or workers <= 1 or len(chunks) <= 1:

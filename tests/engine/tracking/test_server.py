@@ -16,12 +16,14 @@ from engine.lake import DeltaRsLake
 from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.scoring.batch import score
-from engine.tracking.children import ChildRun, log_child_runs
+from engine.tracking.bulk import ChildRun, post_finished_runs
+from engine.tracking.children import log_child_runs
 from engine.tracking.publish import publish
 from engine.tracking.client import experiment_id
 from engine.training.job import train
 from engine.training.tables import FORECASTS
 from tests.conftest import make_config
+from tests.engine.tracking.test_bulk import sample_children as bulk_children, seen_by_mlflow
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "tracking-server.sh"
 
@@ -83,13 +85,20 @@ def test_publish_score_and_gate_work_the_same_on_a_postgres_tracking_server(serv
         assert not (tmp_path / "lake").exists()
 
 
-def test_child_runs_fan_out_over_threads_against_the_server(server):
+def test_child_runs_go_through_the_servers_bulk_route_and_read_back_as_ordinary_ones(server):
     client = MlflowClient(server)
     experiment = experiment_id(client, "fan-out")
     parent = client.create_run(experiment).info.run_id
+    ids = post_finished_runs(server, experiment, bulk_children(parent, 3, "direct"))   # the app plugin's route
+    assert len(ids) == 3
     runs = [ChildRun(f"e{i}", {"mlflow.parentRunId": parent, "entity_id": f"e{i}"}, {"champion": "ets"},
                      {"ets.mase": float(i)}) for i in range(90)]
     ids = log_child_runs(server, experiment, runs, workers=2)
     assert [client.get_run(i).data.tags["entity_id"] for i in ids] == [f"e{i}" for i in range(90)]
     found = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000)
-    assert len(found) == 90 and all(r.info.status == "FINISHED" for r in found)
+    assert len(found) == 93 and all(r.info.status == "FINISHED" for r in found)
+
+    ordinary = log_child_runs(server, experiment, bulk_children(parent, 2, "p"), workers=2, bulk=False)
+    bulked = log_child_runs(server, experiment, bulk_children(parent, 2, "p"), workers=2)
+    for a, b in zip(ordinary, bulked):
+        assert seen_by_mlflow(client, a, parent) == seen_by_mlflow(client, b, parent)
