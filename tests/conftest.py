@@ -3,9 +3,13 @@ on 127.0.0.1 (an S3 server and Azurite, started by scripts/object-store.sh), con
 free ports, and lakes trained once per session for the tests that only read them."""
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +35,31 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "object-store.sh"
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "manymodels-test", "AWS_SECRET_ACCESS_KEY": "manymodels-test-secret"}
 
 
+def tracking_uri(path: Path) -> str:
+    """A sqlite tracking URI at `path`. The file, if its folder exists and it does not, is a copy of
+    an empty store migrated once per session: MLflow's first open of a new file runs every schema
+    migration, about 4 s that each test's fresh store would otherwise pay."""
+    path = Path(path)
+    if path.parent.is_dir() and not path.exists():
+        shutil.copyfile(_migrated_store(), path)
+    return f"sqlite:///{path}"
+
+
+@functools.lru_cache(maxsize=None)
+def _migrated_store() -> Path:
+    from mlflow.tracking import MlflowClient
+    folder = Path(tempfile.mkdtemp(prefix="manymodels-mlflow-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()    # creates and migrates, as a first open does
+    return path
+
+
 def make_config(root: Path, **overrides) -> Config:
     """A small valid config on the lake folder `root`; keyword overrides replace top-level keys."""
     data = {"name": "test", "lake": {"root": str(root)},
-            "mlflow": {"tracking_uri": f"sqlite:///{Path(root).parent / 'mlflow.db'}", "experiment": "test"},
+            "mlflow": overrides.pop("mlflow", None) or {"tracking_uri": tracking_uri(Path(root).parent / "mlflow.db"),
+                                                        "experiment": "test"},
             "spark": {"master": "local[2]", "ui": False, "shuffle_partitions": 2},
             "source": {"kind": "synthetic", "exogenous": ["temperature"],
                        "synthetic": {"entities": 4, "periods": 24 * 28, "seed": 7}},
@@ -151,7 +176,7 @@ def published(tmp_path_factory):
     """A lake trained and published once (4 synthetic entities, registered model `test-router`),
     shared by the tests that read it; a test that changes it puts it back."""
     root = tmp_path_factory.mktemp("mlflow")
-    config = make_config(root / "lake", mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+    config = make_config(root / "lake", mlflow={"tracking_uri": tracking_uri(root / "mlflow.db"),
                                                 "experiment": "routing-test", "registered_model": "test-router"},
                          **PUBLISHED_SETTINGS)
     ingest(config, backend_for(config, "local"))
@@ -217,7 +242,7 @@ def nightly_config(tmp_path: Path, backend: str = "local", **extra) -> str:
     path.write_text(yaml.safe_dump({
         "name": "night", "lake": {"root": str(tmp_path / "lake")}, "backend": backend,
         "spark": {"master": "local[2]", "ui": False, "shuffle_partitions": 2},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "nightly-test",
+        "mlflow": {"tracking_uri": tracking_uri(tmp_path / "mlflow.db"), "experiment": "nightly-test",
                    "registered_model": "night-router"},
         "source": {"kind": "synthetic", "exogenous": ["temperature"],
                    "synthetic": {"entities": 3, "periods": 24 * 24, "seed": 4}},

@@ -22,7 +22,7 @@ from engine.nightly.ledger import NIGHTS
 from engine.storage import LakeStore, StorageError
 from engine.training.tables import FORECASTS
 from benchmarks.common import free_port
-from tests.conftest import NIGHT_1, NIGHT_2, assert_exactly_once, nightly, summary_line
+from tests.conftest import NIGHT_1, NIGHT_2, assert_exactly_once, nightly, summary_line, tracking_uri
 
 HORIZON = 24
 
@@ -33,7 +33,7 @@ def store_config(tmp_path: Path, server, name: str, backend: str = "local", **ex
     path.write_text(yaml.safe_dump({
         "name": name, "lake": {"root": server.new_root(name), "storage": server.storage()}, "backend": backend,
         "spark": {"master": "local[2]", "ui": False, "shuffle_partitions": 2},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": f"{name}-test",
+        "mlflow": {"tracking_uri": tracking_uri(tmp_path / "mlflow.db"), "experiment": f"{name}-test",
                    "registered_model": f"{name}-router"},
         "source": {"kind": "synthetic", "exogenous": ["temperature"],
                    "synthetic": {"entities": 3, "periods": 24 * 24, "seed": 4}},

@@ -28,7 +28,7 @@ from gpu import additive
 from gpu.device import pick_device
 from gpu.dist import HorovodRunner, run_local
 from gpu.global_nn import NetShape, build_net, forward_numpy, panel_samples, train_ranks
-from tests.conftest import make_config
+from tests.conftest import make_config, tracking_uri
 
 
 DAILY = ModelSpec(freq="D", season_lengths=(7,))
@@ -172,7 +172,7 @@ SETTINGS = dict(horizon=24, backtest={"windows": 2, "step": 24, "metric": "mase"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu")
-    config = make_config(root / "lake", mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+    config = make_config(root / "lake", mlflow={"tracking_uri": tracking_uri(root / "mlflow.db"),
                                                 "experiment": "gpu", "registered_model": "gpu-router"}, **SETTINGS)
     ingest(config, backend_for(config, "local"))
     report = train(config, backend="local")

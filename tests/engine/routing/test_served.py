@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from benchmarks.common import free_port
-from tests.conftest import run_forecasts
+from tests.conftest import run_forecasts, tracking_uri
 
 
 def post(port: int, payload) -> tuple[int, dict]:
@@ -81,7 +81,7 @@ def test_serve_answers_over_rest_and_rejects_bad_requests_with_400(published, tm
 
 def test_serve_without_a_champion_is_a_one_line_error(tmp_path):
     path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump({"name": "serve", "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}",
+    path.write_text(yaml.safe_dump({"name": "serve", "mlflow": {"tracking_uri": tracking_uri(tmp_path / "m.db"),
                                                                 "registered_model": "nothing-here"}}))
     out = subprocess.run([sys.executable, "-m", "engine", "serve", "--config", str(path)], capture_output=True,
                          text=True, timeout=120)

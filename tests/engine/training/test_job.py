@@ -14,7 +14,7 @@ from engine.backends import backend_for
 from engine.medallion.pipeline import ingest
 from engine.training.job import train
 from engine.training.tables import BACKTESTS, FORECASTS, MODELS
-from tests.conftest import make_config
+from tests.conftest import make_config, tracking_uri
 
 SETTINGS = dict(horizon=24, backtest={"windows": 2, "step": 24, "metric": "mase"},
                 # statsforecast candidates (theta, ets, croston) too: every backend must give identical models.
@@ -117,7 +117,7 @@ def test_train_command_prints_a_summary(lake_config, tmp_path):
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump({
         "name": "cli-train", "lake": {"root": str(lake_config.lake.root)}, "backend": "local",
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "cli",
+        "mlflow": {"tracking_uri": tracking_uri(tmp_path / "mlflow.db"), "experiment": "cli",
                    "registered_model": "cli-router"},
         "source": SETTINGS["source"], "series": {"freq": "h", "season_lengths": [24, 168]},
         **{k: v for k, v in SETTINGS.items() if k != "source"}}))
