@@ -275,3 +275,8 @@ def assert_exactly_once(lake: DeltaRsLake) -> None:
 
 def table_versions(lake: DeltaRsLake) -> dict[str, int]:
     return {t: lake.version(t) for t in (*TABLE_KEYS, "gold/series", "bronze/synthetic")}
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (setup.cfg): one test process per core, at most 4 (each may start a Spark JVM)."""
+    return max(1, min(os.cpu_count() or 1, 4))
