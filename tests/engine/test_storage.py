@@ -64,7 +64,8 @@ def assert_no_local_lake(tmp_path: Path, config: str) -> None:
 # --- the whole nightly ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["s3", "azure"])
+# ADLS (the reference architecture) by default; S3 also runs in the cluster and tracking-server tests.
+@pytest.mark.parametrize("kind", [pytest.param("s3", marks=pytest.mark.slow), "azure"])
 def test_local_backend_nightly_on_object_storage_then_replay_pull_and_time_travel(tmp_path, kind, request):
     server = request.getfixturevalue("s3_server" if kind == "s3" else "azurite")
     config = store_config(tmp_path, server, f"rs-{kind}")
@@ -273,6 +274,7 @@ def test_the_store_stopping_mid_night_then_a_rerun_finishes_the_night_exactly_on
 
 
 @pytest.mark.spark
+@pytest.mark.slow      # a master, two workers and a nightly on them (~4 min)
 def test_a_two_worker_standalone_cluster_trains_and_scores_against_the_s3_lake(tmp_path, s3_server):
     """Master, two workers and the driver share no lake folder: every table is on the S3 server,
     the workers run in folders of their own, and the model reaches them through Spark, not a disk."""

@@ -169,7 +169,9 @@ def test_an_unreadable_file_is_one_rejected_batch_with_its_bytes_kept_and_csv_gz
 
 # --- 2, 4, 6, 7: the nightly job under kill -9 and a broken tracking store ---------------------
 
-@pytest.mark.parametrize("crash_at", ["before-register", "after-register", "child-run:2", "after-alias"])
+@pytest.mark.parametrize("crash_at", [pytest.param("before-register", marks=pytest.mark.slow),
+                                      pytest.param("after-register", marks=pytest.mark.slow),
+                                      "child-run:2", "after-alias"])
 def test_kill_9_while_publishing_then_rerun_gives_one_finished_parent_and_one_version(tmp_path, crash_at):
     config = nightly_job(tmp_path)
     killed = nightly(config, "--as-of", NIGHT_1, crash_at=crash_at)

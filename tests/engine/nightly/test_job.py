@@ -25,6 +25,7 @@ from tests.conftest import (NIGHT_1, NIGHT_2, assert_exactly_once, lake_of, nigh
                             table_versions)
 
 
+@pytest.mark.slow      # three Spark nightlies (~5 min); kill -9 and reruns stay in the default suite on local
 def test_nightly_on_spark_survives_kill_9_in_training_and_reruns_idempotently(tmp_path):
     config = nightly_config(tmp_path, backend="spark")
     killed = nightly(config, "--as-of", NIGHT_1, crash_at="training")
@@ -56,8 +57,10 @@ def test_nightly_on_spark_survives_kill_9_in_training_and_reruns_idempotently(tm
     assert len(client.search_model_versions("name='night-router'")) == 1
 
 
-@pytest.mark.parametrize("crash_at", ["before-write:gold/forecasts", "after-write:gold/forecasts",
-                                      "before-write:score", "after-write:score"])
+# Two crash points by default (nothing written / everything written); the two in between are slow.
+@pytest.mark.parametrize("crash_at", ["before-write:gold/forecasts",
+                                      pytest.param("after-write:gold/forecasts", marks=pytest.mark.slow),
+                                      pytest.param("before-write:score", marks=pytest.mark.slow), "after-write:score"])
 def test_kill_9_around_the_forecast_write_then_rerun_gives_every_forecast_once(tmp_path, crash_at):
     config = nightly_config(tmp_path)
     killed = nightly(config, "--as-of", NIGHT_1, crash_at=crash_at)

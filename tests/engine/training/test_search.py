@@ -92,6 +92,7 @@ def test_a_trial_past_its_time_limit_is_cut_short_and_fails():
     assert ok["status"] == "ok" and ok["loss"] > 0 and set(ok["entity_losses"]) == {"e0"}
 
 @pytest.mark.spark
+@pytest.mark.slow      # backend parity of training itself stays in tests/engine/training/test_job.py
 def test_per_entity_search_gives_the_same_models_on_every_backend(tmp_path, spark):
     config = make_config(tmp_path / "lake", horizon=24, backtest={"windows": 2, "step": 24, "metric": "mae"},
                          models=["seasonal_naive", "theta"], training={"max_history": 24 * 21, "workers": 2},
