@@ -16,8 +16,6 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
-from statsmodels.tsa.stattools import kpss
 
 from engine.models.base import (Forecast, ForecastModel, Hyperparameter, ModelError, fourier_order, fourier_terms,
                                 optional_array)
@@ -110,6 +108,8 @@ class ArimaModel(ForecastModel):
 
 def select_order(y: np.ndarray, design: np.ndarray, max_p: int, max_q: int) -> tuple[int, int, int]:
     """(p, d, q) of the regression errors: d by KPSS, p and q by AICc over Hannan-Rissanen fits."""
+    from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
+    from statsmodels.tsa.stattools import kpss
     regressors = np.column_stack([np.ones(len(y)), np.arange(len(y)) / len(y), design])
     coef, *_ = np.linalg.lstsq(regressors[:, [0, *range(2, regressors.shape[1])]], y, rcond=None)
     resid = y - regressors[:, [0, *range(2, regressors.shape[1])]] @ coef

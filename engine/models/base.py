@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import warnings
 import zlib
+from statistics import NormalDist
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Mapping, Optional
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from engine.errors import ManymodelsError
 from engine.frequency import Frequency, frequency
@@ -76,11 +76,16 @@ class Forecast:
         return pd.DataFrame(out)
 
 
+def z_score(level: float) -> float:
+    """The standard normal quantile bounding a central `level`% interval (1.96 for 95)."""
+    return NormalDist().inv_cdf(0.5 + level / 200.0)
+
+
 def normal_bounds(mean: np.ndarray, sd: np.ndarray,
                   levels: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     bounds = {}
     for level in levels:
-        z = norm.ppf(0.5 + level / 200.0)
+        z = z_score(level)
         bounds[level] = (mean - z * sd, mean + z * sd)
     return bounds
 

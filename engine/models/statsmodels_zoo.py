@@ -10,10 +10,6 @@ from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
-from statsmodels.tsa.exponential_smoothing.ets import ETSModel as _StatsmodelsETS
-from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
-from statsmodels.tsa.seasonal import MSTL
-from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from engine.models.arima import ArimaModel
 from engine.models.mstl import MSTLModel
@@ -28,6 +24,7 @@ TRENDS = {"auto": ((None, False), ("add", True)), "none": ((None, False),), "dam
 
 def _ets(y: np.ndarray, trend, damped: bool, season: int):
     """`season` 1 means no seasonal component."""
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel as _StatsmodelsETS
     return _StatsmodelsETS(pd.Series(y), error="add", trend=trend, damped_trend=damped,
                     seasonal="add" if season > 1 else None, seasonal_periods=season if season > 1 else None)
 
@@ -102,6 +99,7 @@ class StatsmodelsArima(ArimaModel):
     cost = (0.88, 2.33)
 
     def _model(self, design: Optional[np.ndarray]):
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
         return SARIMAX(self.y_, exog=design, order=self.order_, trend="c" if self.order_[1] == 0 else "n")
 
     def _estimate(self, design: Optional[np.ndarray]) -> None:
@@ -145,6 +143,7 @@ class StatsmodelsTheta(ForecastModel):
 
     def _refit(self) -> None:
         # Fitting is closed-form given the data, so a restored model refits to the same state.
+        from statsmodels.tsa.forecasting.theta import ThetaModel as _Theta
         self.result_ = _Theta(pd.Series(self.y_), period=self.season_,
                               deseasonalize=self.season_ > 1, method="auto").fit()
 
@@ -178,5 +177,6 @@ class StatsmodelsMSTL(MSTLModel):
     trend_class = StatsmodelsETS
 
     def _seasonal(self, y: np.ndarray) -> np.ndarray:
+        from statsmodels.tsa.seasonal import MSTL
         result = MSTL(y, periods=self.periods_).fit()
         return np.asarray(result.seasonal, dtype="float64").reshape(len(y), -1)

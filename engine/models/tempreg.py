@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
-from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError
+from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, z_score
 
 TEMPERATURE, HOLIDAY = "temperature", "is_holiday"
 
@@ -73,7 +72,7 @@ class TempRegModel(ForecastModel):
         mean = self._design(future) @ self.beta_
         bounds = {}
         for level in self.spec.levels:
-            half = norm.ppf(0.5 + level / 200.0) * self.sigma_
+            half = z_score(level) * self.sigma_
             bounds[level] = (mean - half, mean + half)
         return Forecast(mean, bounds)
 

@@ -2,7 +2,9 @@
 runner with two real processes, and both models selected, published and served end to end."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 from dataclasses import asdict
 
 import mlflow
@@ -257,8 +259,11 @@ def test_global_nn_settings_are_checked(tmp_path, monkeypatch):
         make_config(tmp_path, models=["seasonal_naive", "gpu_additive"])
 
 
-def test_spark_trains_the_same_network_through_torch_distributor(trained, spark):
+def test_spark_trains_the_same_network_through_torch_distributor(trained, spark, tmp_path):
     config, report = trained
+    # On a copy of the lake: training again replaces the forecasts the other tests read.
+    shutil.copytree(config.lake.root, tmp_path / "lake")
+    config = dataclasses.replace(config, lake=dataclasses.replace(config.lake, root=str(tmp_path / "lake")))
     on_spark = train(config, backend="spark", spark=spark)
     assert on_spark.global_nn.digest == report.global_nn.digest          # same samples, seed and 2 ranks
     assert on_spark.global_nn.losses == report.global_nn.losses
