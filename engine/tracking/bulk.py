@@ -139,14 +139,20 @@ KEY_VALUE = ("run_uuid", "key", "value")
 METRIC_COLUMNS = ("run_uuid", "key", "value", "timestamp", "step", "is_nan")
 
 
+# The driver's own placeholder for a positional parameter, by DB-API paramstyle.
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
 def _insert(connection, table, columns: tuple[str, ...], values: list[tuple]) -> None:
-    if connection.dialect.name == "sqlite":
-        # sqlite3's executemany straight: SQLAlchemy's per-row parameter processing cost more than the insert.
-        marks = ", ".join("?" * len(columns))
-        connection.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", values)
-    else:    # the dialect's batched executemany (psycopg's insertmanyvalues and the like)
+    mark = _MARKS.get(connection.dialect.paramstyle)
+    if mark is None:     # a driver with named or numbered parameters: SQLAlchemy's batched insert
         from sqlalchemy import insert
         connection.execute(insert(table), [dict(zip(columns, row)) for row in values])
+        return
+    # The driver's executemany straight (sqlite3's loop, psycopg's pipeline): SQLAlchemy's
+    # per-row parameter processing cost more than the insert itself.
+    marks = ", ".join([mark] * len(columns))
+    connection.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", values)
 
 
 class _Checks:

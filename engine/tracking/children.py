@@ -11,6 +11,7 @@ parallel writers were measured slower: benchmarks/mlflow_logging.py).
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -78,14 +79,19 @@ def log_child_runs(uri: str, experiment_id: str, runs: list[ChildRun], workers: 
     ids: list[str] = []
     logger = _bulk_logger(uri) if bulk else None
     if logger is not None:
+        chunks = [runs[i:i + BULK_CHUNK] for i in range(0, len(runs), BULK_CHUNK)]
+        # A server's workers and database take chunks in parallel; a local file takes one writer.
+        threads = 1 if is_local_store(uri) else max(1, workers or os.cpu_count() or 1)
         try:
-            for start in range(0, len(runs), BULK_CHUNK):
-                chunk = runs[start:start + BULK_CHUNK]
-                ids += logger(experiment_id, chunk)
-                for _ in chunk:
-                    crash_point("child-run", next(_LOGGED))     # children logged, the parent not finished
-                if tick:
-                    tick(len(chunk))
+            with ThreadPoolExecutor(threads) as pool:
+                logged = [logger(experiment_id, chunks[0])] if chunks else []     # a refusal shows here
+                for chunk, chunk_ids in zip(chunks, itertools.chain(
+                        logged, pool.map(functools.partial(logger, experiment_id), chunks[1:]))):
+                    ids += chunk_ids
+                    for _ in chunk:
+                        crash_point("child-run", next(_LOGGED))     # children logged, the parent not finished
+                    if tick:
+                        tick(len(chunk))
             return ids
         except BulkRefused as exc:
             _NO_BULK[uri] = str(exc)
@@ -97,7 +103,7 @@ def _bulk_logger(uri: str) -> Optional[Callable[[str, list[ChildRun]], list[str]
     if uri in _NO_BULK:
         return None
     if uri.startswith(("http://", "https://")):
-        return lambda experiment_id, chunk: post_finished_runs(uri, experiment_id, chunk)
+        return functools.partial(post_finished_runs, uri)
     bulk = plugin_uri(uri)
     if bulk is None:
         return None
