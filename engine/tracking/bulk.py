@@ -191,9 +191,10 @@ def tracking_store(store_uri: str, artifact_uri: Optional[str] = None):
     """The `mlflow.tracking_store` plugin: MLflow's SQLAlchemy store plus `log_finished_runs`."""
     import os
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.tracking._tracking_service.utils import _SERVER_ARTIFACT_ROOT_ENV_VAR
     # The artifact root MLflow's own builder gives a database URI (the server's, inside a server).
     return _store_class()(database_uri(store_uri), artifact_uri or os.environ.get(
-        "_MLFLOW_SERVER_ARTIFACT_ROOT", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH))
+        _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH))
 
 
 def registry_store(store_uri: str, *_, **__):

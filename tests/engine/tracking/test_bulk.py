@@ -50,11 +50,13 @@ def store(tmp_path):
     return uri, client, experiment, client.create_run(experiment).info.run_id
 
 
-def test_bulk_and_ordinary_child_runs_read_back_the_same_through_every_mlflow_reader(store):
+def test_bulk_and_ordinary_child_runs_read_back_the_same_through_every_mlflow_reader(store, capfd):
     uri, client, experiment, parent = store
     ordinary = log_child_runs(uri, experiment, sample_children(parent, 3, "e"), bulk=False)
     bulked = log_child_runs(uri, experiment, sample_children(parent, 3, "e"))
     assert bulk.plugin_uri(uri) == "manymodels+" + uri
+    # The bulk path itself ran: no fallback to the ordinary one (which would read back the same).
+    assert uri not in children._NO_BULK and "logged the ordinary way" not in capfd.readouterr().err
     for a, b in zip(ordinary, bulked):
         assert seen_by_mlflow(client, a, parent) == seen_by_mlflow(client, b, parent)
     seen = seen_by_mlflow(client, bulked[0], parent)
