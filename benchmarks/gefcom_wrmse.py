@@ -124,6 +124,7 @@ def main() -> None:
                 future["temperature"] = last_week(history.set_index("ds")["temperature"], stamps, origin)
             requests.append(future)
         forecast = model.predict(pd.concat(requests, ignore_index=True))
+        forecast["ds"] = pd.to_datetime(forecast["ds"], utc=True)     # the model answers ISO strings
         scored = truth.merge(forecast[["entity_id", "ds", "yhat", "model"]], on=["entity_id", "ds"], how="left")
         if scored["yhat"].isna().any():
             raise SystemExit(f"no forecast for {scored['yhat'].isna().sum()} competition hours")

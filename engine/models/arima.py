@@ -27,6 +27,7 @@ _METHOD = "CSS-ML"
 class ArimaModel(ForecastModel):
     name = "arima"
     implementation = 2      # statsforecast; 1 was statsmodels SARIMAX (engine.models.statsmodels_zoo)
+    serves_with = ("statsforecast",)
     summary = ("dynamic harmonic regression: Fourier terms for each usable season plus the exogenous regressors, "
                "ARIMA(p,d,q) errors; d by KPSS, p<=`max_p` and q<=`max_q` by AICc over Hannan-Rissanen fits, then "
                "one statsforecast `Arima` fit (seasonal ARIMA with a 168 lag is impractically slow)")

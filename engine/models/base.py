@@ -23,6 +23,7 @@ import pandas as pd
 
 from engine.errors import ManymodelsError
 from engine.frequency import Frequency, frequency
+from engine.models.regressors import Seen, from_state, seen_in, to_state
 
 FORMAT = "manymodels-model"
 FORMAT_VERSION = 2     # 2: the envelope names the implementation that fitted the state
@@ -153,11 +154,15 @@ class ForecastModel(ABC):
     # for a class kept for old models, the (name, implementation) whose stored models it reads.
     implementation: ClassVar[int] = 1
     reads: ClassVar[Optional[tuple[str, int]]] = None
+    # The distributions a restored model needs to forecast: the routing model's requirements
+    # list these for the champions it serves, so its environment installs nothing else.
+    serves_with: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: ModelSpec, params: Optional[Mapping[str, Any]] = None):
         self.spec = spec
         self.hyper = self.resolve_params(params)
         self.exogenous_: tuple[str, ...] = ()
+        self.seen_: dict[str, Seen] = {}        # the regressor values of the fitted history
         self.fitted_ = False
 
     @classmethod
@@ -191,6 +196,7 @@ class ForecastModel(ABC):
             # "always" filters statsmodels installs at import jump ahead of this one.)
             warnings.simplefilter("ignore")
             self._fit(history.reset_index(drop=True), y)
+        self.seen_ = seen_in(history, self.exogenous_)
         self.fitted_ = True
         return self
 
@@ -234,14 +240,16 @@ class ForecastModel(ABC):
             raise ModelError(f"{self.name}: only fitted models can be serialized")
         envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
                     "implementation": self.implementation, "spec": self.spec.to_dict(),
-                    "hyper": self.hyper, "exogenous": list(self.exogenous_), "state": self._state()}
+                    "hyper": self.hyper, "exogenous": list(self.exogenous_), "seen": to_state(self.seen_),
+                    "state": self._state()}
         return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
     @classmethod
     def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any],
-                hyper: Optional[Mapping[str, Any]] = None) -> "ForecastModel":
+                hyper: Optional[Mapping[str, Any]] = None, seen: Optional[dict[str, list]] = None) -> "ForecastModel":
         model = cls(spec, hyper)
         model.exogenous_ = tuple(exogenous)
+        model.seen_ = from_state(seen)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model._restore(state)

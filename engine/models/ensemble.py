@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec
+from engine.models.regressors import merged
 
 
 class EnsembleModel(ForecastModel):
@@ -38,6 +39,7 @@ class EnsembleModel(ForecastModel):
         model = cls(spec, [m.name for m in members], params=params)
         model.members_ = list(members)
         model.exogenous_ = tuple(sorted({c for m in members for c in m.exogenous_}))
+        model.seen_ = merged(m.seen_ for m in members)
         model.fitted_ = True
         return model
 

@@ -24,6 +24,7 @@ class IntermittentModel(ForecastModel):
     """A flat rate from a statsforecast intermittent-demand model, quantile bands from the history."""
 
     implementation = 2
+    serves_with = ("statsforecast",)
     cost = (0.001, 0.0002)
 
     @abstractmethod

@@ -18,6 +18,7 @@ from engine.models.nixtla import library
 class MSTLModel(ForecastModel):
     name = "mstl"
     implementation = 2      # statsforecast's decomposition and ETS; 1 was statsmodels' (statsmodels_zoo)
+    serves_with = ("statsforecast",)
     summary = ("statsforecast `mstl` decomposition with every usable season (24 and 168 for hourly load), the "
                "adjusted series by non-seasonal ETS (`AutoETS`), seasonal components repeated")
     cost = (0.0, 0.35)

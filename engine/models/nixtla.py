@@ -72,6 +72,7 @@ class LibraryModel(ForecastModel):
     with stored parameters, and how to forecast; `kept` names the fit's keys a stored model needs."""
 
     implementation = 2        # statsforecast; 1 was statsmodels (engine.models.statsmodels_zoo)
+    serves_with = ("statsforecast",)
     kept: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod

@@ -31,6 +31,7 @@ class ProphetModel(ForecastModel):
                "arrive as `is_holiday`), bands from seeded predictive samples")
     cost = (0.022, 0.27)
     uses_exogenous = True
+    serves_with = ("prophet",)
     # Prophet's own defaults and the ranges its documentation recommends tuning over.
     hyperparameters = {
         "changepoint_prior_scale": Hyperparameter(0.05, "trend flexibility (larger: more changepoints used)",

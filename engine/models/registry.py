@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from engine.models.base import ForecastModel, ModelError, ModelSpec, read_envelope
 
-_NOT_MODELS = {"__main__", "base", "nixtla", "registry", "space"}
+_NOT_MODELS = {"__main__", "base", "nixtla", "registry", "regressors", "space"}
 
 
 def _discover() -> dict[str, type[ForecastModel]]:
@@ -87,7 +87,16 @@ def load_model(blob: bytes) -> ForecastModel:
     envelope = read_envelope(blob)
     cls = stored_class(envelope["model"], envelope.get("implementation", 1))
     return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"],
-                       envelope.get("hyper"))   # models written before hyperparameters existed: defaults
+                       envelope.get("hyper"),   # models written before hyperparameters existed: defaults
+                       envelope.get("seen"))    # and before regressor ranges: none to check
+
+
+def serving_requirements(envelope: Mapping[str, Any]) -> set[str]:
+    """The distributions the model stored in `envelope` needs to forecast (an ensemble's: its members')."""
+    cls = stored_class(envelope["model"], envelope.get("implementation", 1))
+    if cls.combines_candidates:
+        return set().union(*(serving_requirements(m) for m in envelope["state"]["members"]))
+    return set(cls.serves_with)
 
 
 def model_costs(names: Sequence[str]) -> dict[str, tuple[float, float]]:

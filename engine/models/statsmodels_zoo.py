@@ -32,6 +32,7 @@ def _ets(y: np.ndarray, trend, damped: bool, season: int):
 class StatsmodelsETS(ForecastModel):
     name = "ets_statsmodels"
     reads = ("ets", 1)
+    serves_with = ("statsmodels",)
     summary = ("statsmodels `ETSModel`, additive error; trend (none or damped additive) and season (none or "
                "additive at the shortest usable season) chosen by AICc")
     cost = (0.98, 1.39)
@@ -93,6 +94,7 @@ class StatsmodelsArima(ArimaModel):
     name = "arima_statsmodels"
     implementation = 1
     reads = ("arima", 1)
+    serves_with = ("statsmodels",)
     summary = ("dynamic harmonic regression: Fourier terms for each usable season plus the exogenous regressors, "
                "ARIMA(p,d,q) errors; d by KPSS, p<=`max_p` and q<=`max_q` by AICc over Hannan-Rissanen fits, then "
                "one exact-likelihood SARIMAX fit (seasonal ARIMA with a 168 lag is impractically slow)")
@@ -128,6 +130,7 @@ class StatsmodelsArima(ArimaModel):
 class StatsmodelsTheta(ForecastModel):
     name = "theta_statsmodels"
     reads = ("theta", 1)
+    serves_with = ("statsmodels",)
     summary = "statsmodels `ThetaModel`, deseasonalized by the shortest usable season"
     cost = (0.055, 0.073)
     hyperparameters = {
@@ -172,6 +175,7 @@ class StatsmodelsMSTL(MSTLModel):
     name = "mstl_statsmodels"
     implementation = 1
     reads = ("mstl", 1)
+    serves_with = ("statsmodels",)
     summary = ("statsmodels `MSTL` with every usable season (24 and 168 for hourly load), the adjusted series by "
                "non-seasonal ETS, seasonal components repeated")
     trend_class = StatsmodelsETS

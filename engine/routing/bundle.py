@@ -2,7 +2,9 @@
 
 Layout of a bundle folder (logged as the routing model's artifact):
 
-* ``meta.json``      - format version, run id, frequency, interval levels, step limit;
+* ``meta.json``      - format version, run id, frequency, interval levels, step limit, the
+  regressors (in the config's order: the model signature's) and the distributions the
+  champions need to forecast;
 * ``index.parquet``  - one row per entity: shard, row in the shard, champion, status,
   training end (the forecast origin), exogenous columns the model needs;
 * ``shards/NNNNN.arrow`` - Arrow IPC files of (entity_id, model bytes), ``shard_size`` rows each.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 
 from engine.errors import ManymodelsError
 from engine.models.base import read_envelope
+from engine.models.registry import serving_requirements
 
 BUNDLE_FORMAT, BUNDLE_VERSION = "manymodels-routing", 1
 SHARD_SCHEMA = pa.schema([("entity_id", pa.string()), ("model", pa.binary())])
@@ -44,6 +47,7 @@ class BundleMeta:
     exogenous: tuple[str, ...]
     entities: int
     shards: int
+    serves_with: tuple[str, ...] = ()       # distributions the champions need (the model's requirements)
 
     def to_dict(self) -> dict:
         return {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, **asdict(self)}
@@ -55,21 +59,23 @@ class BundleMeta:
         if data.get("version", 0) > BUNDLE_VERSION:
             raise BundleError(f"routing bundle format {data['version']} is newer than this manymodels reads; upgrade")
         return cls(**{f.name: tuple(data[f.name]) if isinstance(data[f.name], list) else data[f.name]
-                      for f in fields(cls)})
+                      for f in fields(cls) if f.name in data})
 
 
 def write_bundle(models: pd.DataFrame, folder: str | Path, *, run_id: str, freq: str, levels: tuple[int, ...],
-                 horizon: int, max_steps: int, shard_size: int) -> BundleMeta:
+                 horizon: int, max_steps: int, shard_size: int, exogenous_order: Sequence[str] = ()) -> BundleMeta:
     """Write the bundle for `models` (gold.models rows of one run that have a model).
 
     Entities are sorted by id before sharding, so the same run always gives the same files.
+    The regressors any champion uses are listed in `exogenous_order` (the config's), others after.
     """
     folder = Path(folder)
     (folder / "shards").mkdir(parents=True, exist_ok=True)
     usable = models[models["model"].notna()].sort_values("entity_id", ignore_index=True)
     if usable.empty:
         raise BundleError(f"run {run_id} has no entity with a model: nothing to route to")
-    exogenous = [",".join(read_envelope(blob)["exogenous"]) for blob in usable["model"]]
+    envelopes = [read_envelope(blob) for blob in usable["model"]]
+    exogenous = [",".join(e["exogenous"]) for e in envelopes]
     shard = np.arange(len(usable)) // shard_size
     for number in range(int(shard.max()) + 1):
         part = usable[shard == number]
@@ -82,10 +88,12 @@ def write_bundle(models: pd.DataFrame, folder: str | Path, *, run_id: str, freq:
                           "origin": pd.to_datetime(usable["forecast_origin"], utc=True),
                           "exogenous": exogenous})
     pq.write_table(pa.Table.from_pandas(index, preserve_index=False), folder / "index.parquet")
-    all_exogenous = sorted({c for cols in exogenous for c in cols.split(",") if c})
+    used = {c for e in envelopes for c in e["exogenous"]}
+    ordered = [c for c in exogenous_order if c in used] + sorted(used - set(exogenous_order))
     meta = BundleMeta(run_id=run_id, freq=freq, levels=tuple(sorted(levels)), horizon=horizon,
-                      max_steps=max_steps or 4 * horizon, exogenous=tuple(all_exogenous), entities=len(usable),
-                      shards=int(shard.max()) + 1)
+                      max_steps=max_steps or 4 * horizon, exogenous=tuple(ordered), entities=len(usable),
+                      shards=int(shard.max()) + 1,
+                      serves_with=tuple(sorted(set().union(*(serving_requirements(e) for e in envelopes)))))
     (folder / "meta.json").write_text(json.dumps(meta.to_dict(), indent=1))
     return meta
 

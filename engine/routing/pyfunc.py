@@ -4,9 +4,20 @@ The bundle (engine.routing.bundle) is the model's only artifact; `load_context` 
 index, shards and models load on first use into a bounded per-process cache. Request problems
 become `MlflowException(INVALID_PARAMETER_VALUE)`, which MLflow's scoring server answers with
 HTTP 400 and the message as JSON.
+
+The model is self-contained: the engine's `engine` and `gpu` packages travel with it as
+`code_paths` and its requirements are the distributions its champions need, so MLflow's own
+environments (`--env-manager virtualenv`, `build-docker`) serve it without manymodels installed.
+Its signature is what every MLflow client can send and read: `ds` and the regressors are
+declared `Any` (MLflow's own datetime and double casts refuse UTC offsets and integers; the router
+parses and checks them itself), regressors in the config's order (the order positional columns
+are taken in), and timestamps come back as ISO 8601 strings (spark_udf cannot return timestamps
+in its default struct result).
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,8 +25,9 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
 from engine.routing.bundle import Bundle, BundleMeta
 from engine.routing.router import RequestError, Router, output_columns
@@ -29,20 +41,52 @@ class RoutingModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         cache_size = int((context.model_config or {}).get("cache_size", 1024))
         self.router = Router(context.artifacts[ARTIFACT], cache_size)
+        _read_csv_with_any_columns()
 
     def predict(self, context, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
         try:
-            return self.router.predict(model_input)
+            answer = self.router.predict(model_input)
         except RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        for column in TIMESTAMPS:
+            answer[column] = answer[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return answer
+
+
+def _read_csv_with_any_columns() -> None:
+    """Let MLflow's scoring server parse `text/csv` for a signature with `Any` columns.
+
+    Its CSV reader asks every input column for a pandas dtype and fails outright on `Any`
+    (MLflow 3.17); JSON requests are unaffected. The replacement reads `Any` columns as text
+    (the router parses them) and the others as MLflow does; other schemas go to MLflow's own."""
+    from mlflow.pyfunc import scoring_server
+
+    original = scoring_server.parse_csv_input
+    if getattr(original, "reads_any_columns", False):
+        return
+
+    def parse_csv_input(csv_input, schema: Optional[Schema] = None):
+        if schema is None or not any(isinstance(c.type, AnyType) for c in schema.inputs):
+            return original(csv_input, schema)
+        dtypes = {c.name: object if isinstance(c.type, AnyType) else c.type.to_pandas() for c in schema.inputs}
+        try:
+            return pd.read_csv(csv_input, dtype=dtypes)
+        except Exception as exc:  # noqa: BLE001 - answered as MLflow answers an unreadable body: a 400
+            scoring_server._handle_serving_error(
+                error_message=f"Failed to parse input as CSV with a header row ({exc})", error_code=BAD_REQUEST)
+
+    parse_csv_input.reads_any_columns = True
+    scoring_server.parse_csv_input = parse_csv_input
+
+
+TIMESTAMPS = ("ds", "forecast_origin")
+_TEXT = {"entity_id", "model", "status", "run_id", *TIMESTAMPS}
 
 
 def signature(meta: BundleMeta) -> ModelSignature:
-    inputs = [ColSpec("string", "entity_id"), ColSpec("datetime", "ds"),
-              *(ColSpec("double", c, required=False) for c in meta.exogenous)]
-    text = {"entity_id", "model", "status", "run_id"}
-    outputs = [ColSpec("string" if c in text else "datetime" if c in ("ds", "forecast_origin") else "double", c)
-               for c in output_columns(meta.levels)]
+    inputs = [ColSpec("string", "entity_id"), ColSpec(AnyType(), "ds"),
+              *(ColSpec(AnyType(), c, required=False) for c in meta.exogenous)]
+    outputs = [ColSpec("string" if c in _TEXT else "double", c) for c in output_columns(meta.levels)]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
@@ -62,25 +106,50 @@ def input_example(folder: str | Path, steps: int = 3) -> pd.DataFrame:
 def log_routing_model(folder: str | Path, cache_size: int, registered_model_name: Optional[str] = None,
                       name: str = "router"):
     """Log the bundle as a pyfunc model in the active run (and register it); returns ModelInfo."""
-    return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
-                                   **_model_arguments(folder, cache_size))
+    with tempfile.TemporaryDirectory(prefix="manymodels-code-") as code:
+        return mlflow.pyfunc.log_model(name=name, registered_model_name=registered_model_name,
+                                       **_model_arguments(folder, cache_size, code))
 
 
 def save_routing_model(folder: str | Path, path: str | Path, cache_size: int) -> None:
     """The same model written to a local folder (no tracking server involved)."""
-    mlflow.pyfunc.save_model(str(path), **_model_arguments(folder, cache_size))
+    with tempfile.TemporaryDirectory(prefix="manymodels-code-") as code:
+        mlflow.pyfunc.save_model(str(path), **_model_arguments(folder, cache_size, code))
 
 
-def _model_arguments(folder: str | Path, cache_size: int) -> dict[str, Any]:
+def _model_arguments(folder: str | Path, cache_size: int, code: str) -> dict[str, Any]:
     bundle = Bundle(folder)
     return dict(python_model=str(Path(__file__).with_name("served.py")), artifacts={ARTIFACT: str(folder)},
-                model_config={"cache_size": cache_size}, signature=signature(bundle.meta),
-                input_example=input_example(folder), pip_requirements=_requirements())
+                code_paths=_code_paths(Path(code)), model_config={"cache_size": cache_size},
+                signature=signature(bundle.meta), input_example=input_example(folder),
+                pip_requirements=requirements(bundle.meta))
 
 
-def _requirements() -> list[str]:
-    """The serving dependencies at the versions this model was built with (manymodels itself
-    must be installed where the model is served: the pyfunc class lives in it)."""
+# What any routing model imports, and what the champions' libraries need at the verified versions
+# (statsforecast's own dependency pins are loose; these are the ones its forecasts were tested with).
+_BASE = ("mlflow-skinny", "numpy", "pandas", "pyarrow")
+_WITH = {"statsforecast": ("statsforecast", "coreforecast", "scipy", "statsmodels"),
+         "statsmodels": ("statsmodels", "scipy"), "prophet": ("prophet", "cmdstanpy", "holidays")}
+
+
+def requirements(meta: BundleMeta) -> list[str]:
+    """The model's pip requirements: the serving core and its champions' libraries, pinned to the
+    versions this process has (the ones training used)."""
     from importlib.metadata import version
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "pandas", "numpy", "pyarrow", "scipy", "statsmodels",
-                                                  "statsforecast", "prophet")]
+    wanted = dict.fromkeys(_BASE)
+    for library in meta.serves_with:
+        wanted.update(dict.fromkeys(_WITH.get(library, (library,))))
+    return [f"{dist}=={version(dist)}" for dist in wanted]
+
+
+def _code_paths(staging: Path) -> list[str]:
+    """Copies of the `engine` and `gpu` packages (sources only) under `staging`, for `code_paths`:
+    MLflow puts them on `sys.path` wherever the model loads."""
+    import engine
+    import gpu
+    paths = []
+    for package in (engine, gpu):
+        source = Path(package.__file__).parent
+        shutil.copytree(source, staging / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        paths.append(str(staging / source.name))
+    return paths

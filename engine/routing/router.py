@@ -121,15 +121,18 @@ class Router:
             raise RequestError(f"entity {entity!r}: ds {rows['ds'].max().isoformat()} is {horizon} steps after the "
                                f"training end; this model answers up to {self.meta.max_steps} steps "
                                "(routing.max_steps)")
+        model = self.cache.get(entity)
         future = pd.DataFrame({"ds": self.freq.after(entry.origin, horizon)})
         for column in entry.exogenous:
             if column not in rows.columns or rows[column].isna().any():
                 raise RequestError(f"entity {entity!r}: column {column!r} is required (the {entry.champion} model "
                                    "was fitted with it) and must have a value on every row")
+            sent = rows[column].to_numpy()
+            self._check_seen(entity, entry.champion, model, column, sent, rows.index)
             values = pd.Series(np.nan, index=range(horizon))
-            values[steps - 1] = rows[column].to_numpy()
+            values[steps - 1] = sent
             future[column] = values.ffill().bfill().to_numpy()
-        forecast = self.cache.get(entity).forecast(future)
+        forecast = model.forecast(future)
         pick, widest = steps - 1, max(self.meta.levels)
         data = {"entity_id": entity, "ds": rows["ds"], "yhat": forecast.mean[pick],
                 "yhat_lower": forecast.bounds[widest][0][pick], "yhat_upper": forecast.bounds[widest][1][pick]}
@@ -137,6 +140,21 @@ class Router:
             data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = (b[pick] for b in forecast.bounds[level])
         data.update(model=entry.champion, status=entry.status, run_id=self.meta.run_id, forecast_origin=entry.origin)
         return pd.DataFrame(data, index=rows.index, columns=self.columns)
+
+
+    def _check_seen(self, entity: str, champion: str, model: ForecastModel, column: str, sent: np.ndarray,
+                    rows: pd.Index) -> None:
+        """Refuse regressor values unlike any the model was fitted on (engine.models.regressors)."""
+        seen = model.seen_.get(column)
+        if seen is None:
+            return
+        unlike = seen.unlike(sent)
+        if unlike.any():
+            first = int(np.flatnonzero(unlike)[0])
+            raise RequestError(
+                f"entity {entity!r}: column {column!r} holds {sent[first]:g} in row {rows[first]}, unlike the "
+                f"{champion} model's training data ({seen.describe()}); columns sent without names are taken in "
+                f"the order entity_id, ds, {', '.join(self.meta.exogenous)}")
 
 
 def _timestamps(values: pd.Series) -> pd.Series:

@@ -25,7 +25,7 @@ from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, observed_before
 from engine.normalize import entity_id
 from engine.routing.bundle import Bundle
-from engine.routing.pyfunc import ARTIFACT
+from engine.routing.pyfunc import ARTIFACT, TIMESTAMPS
 from engine.training.entity import TrainSpec
 from engine.training.history import prepare
 from engine.training.tables import FORECASTS, KEYS, RunContext
@@ -108,7 +108,10 @@ def score_frame(rows: pd.DataFrame, model_path: str, origins: dict[str, pd.Times
     if not requests:
         return pd.DataFrame(columns=columns)
     request = pd.concat(requests, ignore_index=True)
-    return _cached_model(model_path).predict(request[[c for c in inputs if c in request]])[columns]
+    answer = _cached_model(model_path).predict(request[[c for c in inputs if c in request]])
+    for column in TIMESTAMPS:       # the model answers ISO strings, as to every MLflow client
+        answer[column] = pd.to_datetime(answer[column], utc=True)
+    return answer[columns]
 
 
 def _cached_model(path: str):

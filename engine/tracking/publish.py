@@ -206,7 +206,7 @@ def _register(config: Config, models: pd.DataFrame, run_id: str, parent: str) ->
         folder = Path(tmp) / "bundle"
         write_bundle(models, folder, run_id=run_id, freq=config.series.freq, levels=tuple(config.training.levels),
                      horizon=config.horizon, max_steps=config.routing.max_steps,
-                     shard_size=config.routing.shard_size)
+                     shard_size=config.routing.shard_size, exogenous_order=config.source.exogenous)
         mlflow.start_run(run_id=parent)
         try:
             info = log_routing_model(folder, config.routing.cache_size,

@@ -20,6 +20,9 @@ def test_registered_model_answers_what_training_published(published):
     origins = trained.groupby("entity_id")["forecast_origin"].first()
     requests = pd.concat([scoring_request(rows, origins[e], spec) for e, rows in gold.groupby("entity_id")])
     out = model.predict(requests).sort_values(["entity_id", "ds"], ignore_index=True)
+    assert out["ds"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z").all()     # ISO 8601, for every MLflow client
+    for column in ("ds", "forecast_origin"):
+        out[column] = pd.to_datetime(out[column], utc=True)
     pd.testing.assert_frame_equal(out[FORECAST_COLUMNS], trained[FORECAST_COLUMNS], check_dtype=False)
     router = model.unwrap_python_model().router
     assert router.bundle.loaded_shards() == 2 and len(router.cache) == 4
