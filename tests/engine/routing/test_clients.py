@@ -164,7 +164,7 @@ def post(port: int, body: bytes, content_type: str = "application/json") -> tupl
 
 
 @contextmanager
-def mlflow_serving(model: Path, *options: str, timeout: float = 120, env=None):
+def mlflow_serving(model: Path, *options: str, timeout: float = 120, env=None, cwd=None):
     """`mlflow models serve` on a free port until the block ends; yields the port. The
     interpreter's folder leads PATH, as in an activated environment (MLflow runs `uvicorn`)."""
     port = free_port()
@@ -172,7 +172,7 @@ def mlflow_serving(model: Path, *options: str, timeout: float = 120, env=None):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model), "-p", str(port),
                                "-h", "127.0.0.1", *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True, env=env)
+                              text=True, start_new_session=True, env=env, cwd=cwd)
     try:
         deadline = time.time() + timeout
         while True:
@@ -227,3 +227,24 @@ def test_every_rest_format_through_mlflow_models_serve(served):
         bad = request.assign(temperature=lambda f: f["temperature"] * 10)
         status, answer = post(port, bodies(bad)["dataframe_split"][0])
         assert status == 400 and "entity 'a': column 'temperature' holds 550" in answer["message"]
+
+
+def test_the_model_serves_from_the_environment_mlflow_builds_from_its_own_requirements(served, tmp_path):
+    """`--env-manager virtualenv`: a fresh venv with only requirements.txt (no manymodels, no
+    Spark), the engine from the model's code_paths; the same numbers as in process."""
+    path, histories = served
+    request = gold_rows(histories).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    in_process = mlflow.pyfunc.load_model(str(path)).predict(request)
+    env = dict(os.environ, MLFLOW_ENV_ROOT=str(tmp_path / "envs"))
+    # Started outside the checkout: the engine can only come from the model's own code_paths.
+    with mlflow_serving(path, "--env-manager", "virtualenv", timeout=900, env=env, cwd=tmp_path) as port:
+        status, answer = post(port, bodies(request)["dataframe_split"][0])
+    assert status == 200, answer
+    pd.testing.assert_frame_equal(pd.DataFrame(answer["predictions"]), in_process, check_exact=False, rtol=1e-12)
+    (python,) = (tmp_path / "envs").glob("*/bin/python")
+    probe = subprocess.run([str(python), "-c", "import engine"], capture_output=True, text=True, cwd=tmp_path)
+    assert probe.returncode != 0 and "No module named 'engine'" in probe.stderr
+    installed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True,
+                               text=True, check=True).stdout.lower()
+    assert "mlflow-skinny==" in installed and not {"pyspark", "torch", "prophet", "manymodels"} & {
+        line.split("==")[0] for line in installed.split()}
