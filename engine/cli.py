@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from engine.config import BACKENDS, load_config
-from engine.errors import Exit, ManymodelsError, first_line, root_cause
+from engine.errors import ConfigError, Exit, ManymodelsError, first_line, root_cause
 from engine.nightly.lease import LakeBusy, LakeLease
 from engine.storage import LakeStore
 
@@ -60,7 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "stopped (Ctrl-C).")
     serve.add_argument("--config", required=True, metavar="PATH", help="job config YAML (see configs/nightly.yaml)")
     serve.add_argument("--port", type=int, default=5001, help="port (default 5001)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only; "
+                       "another needs --allow-remote)")
+    serve.add_argument("--allow-remote", action="store_true", help="allow a --host other machines can reach "
+                       "(put TLS in front, and set a token)")
+    serve.add_argument("--token-file", metavar="PATH", help="require 'Authorization: Bearer <token>' on "
+                       "/invocations, the token read from PATH (or set MANYMODELS_SERVE_TOKEN); /ping stays open")
+    serve.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body in MB, else HTTP 413 "
+                       "(default 10)")
+    serve.add_argument("--max-rows", type=int, default=100_000, help="most rows per request, else HTTP 400 "
+                       "(default 100000)")
     serve.add_argument("--model-uri", metavar="URI", help="model to serve (default: "
                        "models:/<mlflow.registered_model>@champion)")
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1; each keeps its own "
@@ -370,15 +379,23 @@ def _run_serve(config, args) -> int:
     from engine.scoring.batch import champion_uri, check_model
     from engine.tracking.client import prepared_uri
 
+    from engine.routing import server
+
+    server.check_host(args.host, args.allow_remote)
+    if args.max_body_mb <= 0 or args.max_rows < 1:
+        raise ConfigError("--max-body-mb and --max-rows must be positive")
     model_uri = args.model_uri or champion_uri(config)
     check_model(config, model_uri)
-    # MLflow starts `uvicorn` by name: put this interpreter's scripts folder first on PATH.
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = dict(os.environ, MLFLOW_TRACKING_URI=prepared_uri(config.mlflow.tracking_uri), PATH=path)
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "--model-uri", model_uri, "--host", args.host,
-               "--port", str(args.port), "--env-manager", "local", "--workers", str(args.workers)]
-    print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (health: /ping); Ctrl-C stops",
-          flush=True)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=prepared_uri(config.mlflow.tracking_uri),
+               **{server.MODEL_ENV: model_uri, server.MAX_BYTES_ENV: str(int(args.max_body_mb * 2 ** 20)),
+                  server.MAX_ROWS_ENV: str(args.max_rows)})
+    if args.token_file:
+        env[server.TOKEN_FILE_ENV] = str(Path(args.token_file).resolve())
+    os.environ.update({k: v for k, v in env.items() if k.startswith("MANYMODELS_SERVE_TOKEN")})
+    token = server.read_token()     # an unreadable or empty token file: one line now
+    print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (health: /ping; "
+          f"{'bearer token required' if token else 'no authentication'}); Ctrl-C stops", flush=True)
+    command = server.serve_command(args.host, args.port, args.workers)
     sys.stderr.flush()
     os.execve(sys.executable, command, env)
     return Exit.OK   # not reached

@@ -4,12 +4,16 @@ free ports, and lakes trained once per session for the tests that only read them
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,3 +284,33 @@ def table_versions(lake: DeltaRsLake) -> dict[str, int]:
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (setup.cfg): one test process per core, at most 4 (each may start a Spark JVM)."""
     return max(1, min(os.cpu_count() or 1, 4))
+
+
+@contextlib.contextmanager
+def http_server(command: list[str], port: int, timeout: float = 120, env=None, cwd=None):
+    """A server process (its own session) until the block ends, once GET /ping answers 200; the
+    interpreter's folder leads PATH, as in an activated environment (MLflow runs `uvicorn`)."""
+    env = dict(env or os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True, env=env, cwd=cwd)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            assert server.poll() is None, server.stdout.read()[-5000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as ping:
+                    if ping.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, f"server did not answer /ping within {timeout} s"
+            time.sleep(0.5)
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

@@ -16,6 +16,7 @@ in its default struct result).
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +34,7 @@ from engine.routing.bundle import Bundle, BundleMeta
 from engine.routing.router import RequestError, Router, output_columns
 
 ARTIFACT = "bundle"
+MAX_ROWS_ENV = "MANYMODELS_MAX_ROWS"     # engine.routing.server sets it for `manymodels serve`
 
 
 class RoutingModel(mlflow.pyfunc.PythonModel):
@@ -40,7 +42,8 @@ class RoutingModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         cache_size = int((context.model_config or {}).get("cache_size", 1024))
-        self.router = Router(context.artifacts[ARTIFACT], cache_size)
+        # `manymodels serve --max-rows` bounds a request; in process (batch scoring) nothing does.
+        self.router = Router(context.artifacts[ARTIFACT], cache_size, int(os.environ.get(MAX_ROWS_ENV, 0)) or None)
         _read_csv_with_any_columns()
 
     def predict(self, context, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> pd.DataFrame:

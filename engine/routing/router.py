@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,9 @@ _EPOCH_AS_NANOSECONDS = pd.Timestamp("1970-01-02", tz="UTC")
 
 
 class Router:
-    def __init__(self, folder: str | Path, cache_size: int = 1024):
+    def __init__(self, folder: str | Path, cache_size: int = 1024, max_rows: Optional[int] = None):
         self.bundle = Bundle(folder)
+        self.max_rows = max_rows
         self.meta = self.bundle.meta
         self.freq = frequency(self.meta.freq)
         self.cache = ModelCache(self.bundle, cache_size)
@@ -90,6 +92,9 @@ class Router:
             raise RequestError(f"request lacks column(s) {missing}; every row needs entity_id and ds")
         if request.empty:
             raise RequestError("request has no rows")
+        if self.max_rows and len(request) > self.max_rows:
+            raise RequestError(f"request has {len(request):,} rows; this endpoint answers at most {self.max_rows:,} "
+                               "per request (manymodels serve --max-rows): split it")
         request = request.reset_index(drop=True).copy()
         if request["entity_id"].isna().any():
             raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(request['entity_id'].isna())}")

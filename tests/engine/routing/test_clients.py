@@ -8,10 +8,8 @@ import dataclasses
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -27,7 +25,7 @@ from benchmarks.common import free_port
 from engine.models import make_model
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import save_routing_model
-from tests.conftest import HOURLY_SPEC, hourly
+from tests.conftest import HOURLY_SPEC, hourly, http_server
 
 SPEC = dataclasses.replace(HOURLY_SPEC, exogenous=("temperature", "is_holiday"))
 STEPS = 6
@@ -165,34 +163,12 @@ def post(port: int, body: bytes, content_type: str = "application/json") -> tupl
 
 @contextmanager
 def mlflow_serving(model: Path, *options: str, timeout: float = 120, env=None, cwd=None):
-    """`mlflow models serve` on a free port until the block ends; yields the port. The
-    interpreter's folder leads PATH, as in an activated environment (MLflow runs `uvicorn`)."""
+    """`mlflow models serve` on a free port until the block ends; yields the port."""
     port = free_port()
-    env = dict(env or os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model), "-p", str(port),
-                               "-h", "127.0.0.1", *options], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True, env=env, cwd=cwd)
-    try:
-        deadline = time.time() + timeout
-        while True:
-            assert server.poll() is None, server.stdout.read()[-5000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as ping:
-                    if ping.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, f"server did not answer /ping within {timeout} s"
-            time.sleep(0.5)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model), "-p", str(port), "-h", "127.0.0.1",
+               *options]
+    with http_server(command, port, timeout, env, cwd):
         yield port
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def bodies(request: pd.DataFrame) -> dict[str, tuple[bytes, str]]:

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
+import http.client
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -15,13 +13,13 @@ import pandas as pd
 import yaml
 
 from benchmarks.common import free_port
-from tests.conftest import run_forecasts, tracking_uri
+from tests.conftest import http_server, run_forecasts, tracking_uri
 
 
-def post(port: int, payload) -> tuple[int, dict]:
+def post(port: int, payload, token: str | None = None) -> tuple[int, dict]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                 headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -35,20 +33,7 @@ def test_serve_answers_over_rest_and_rejects_bad_requests_with_400(published, tm
                                     "mlflow": {"tracking_uri": config.mlflow.tracking_uri,
                                                "registered_model": "test-router"}}))
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "engine", "serve", "--config", str(path), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, server.stdout.read()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as ping:
-                    if ping.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "server did not answer /ping within 120 s"
-            time.sleep(0.5)
+    with http_server([sys.executable, "-m", "engine", "serve", "--config", str(path), "--port", str(port)], port):
         trained = run_forecasts(config, report.run_id)
         entity = trained["entity_id"].iloc[0]
         rows = trained[trained["entity_id"] == entity]
@@ -71,13 +56,7 @@ def test_serve_answers_over_rest_and_rejects_bad_requests_with_400(published, tm
         assert status == 400
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as ping:
             assert ping.status == 200    # still alive after the bad requests
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+
 
 def test_serve_without_a_champion_is_a_one_line_error(tmp_path):
     path = tmp_path / "serve.yaml"
@@ -86,4 +65,50 @@ def test_serve_without_a_champion_is_a_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "engine", "serve", "--config", str(path)], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and "no model models:/nothing-here@champion" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def serve_config(published, tmp_path) -> str:
+    config = published[0]
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump({"name": "serve", "lake": {"root": str(config.lake.root)},
+                                    "mlflow": {"tracking_uri": config.mlflow.tracking_uri,
+                                               "registered_model": "test-router"}}))
+    return str(path)
+
+
+def test_serve_guards_the_endpoint_token_body_size_and_rows(published, tmp_path):
+    config, report, _ = published
+    (tmp_path / "token").write_text("s3cret-token\n")
+    port = free_port()
+    command = [sys.executable, "-m", "engine", "serve", "--config", serve_config(published, tmp_path), "--port",
+               str(port), "--token-file", str(tmp_path / "token"), "--max-body-mb", "0.01", "--max-rows", "12"]
+    with http_server(command, port):                  # /ping answers without a token: probes stay open
+        rows = run_forecasts(config, report.run_id)
+        entity = rows["entity_id"].iloc[0]
+        good = [{"entity_id": entity, "ds": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "temperature": 55.0}
+                for ts in rows[rows["entity_id"] == entity]["ds"]]
+        small = {"dataframe_records": good[:6]}
+        assert post(port, small)[0] == 401
+        status, answer = post(port, small, token="wrong-token")
+        assert status == 401 and "bearer token" in answer["message"]
+        status, answer = post(port, small, token="s3cret-token")
+        assert status == 200 and len(answer["predictions"]) == 6
+        status, answer = post(port, {"dataframe_records": good[:13]}, token="s3cret-token")
+        assert status == 400 and "request has 13 rows; this endpoint answers at most 12" in answer["message"]
+        big = {"dataframe_records": good[:6], "padding": "x" * 20_000}
+        status, answer = post(port, big, token="s3cret-token")
+        assert status == 413 and "over 10,485 bytes" in answer["message"]
+        # A streamed (chunked) body without Content-Length is bounded the same way.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/invocations", body=iter([json.dumps(big).encode()]), encode_chunked=True,
+                           headers={"Content-Type": "application/json", "Authorization": "Bearer s3cret-token"})
+        assert connection.getresponse().status == 413
+        connection.close()
+
+
+def test_serve_refuses_a_non_loopback_host_without_allow_remote(published, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "engine", "serve", "--config", serve_config(published, tmp_path),
+                          "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--host 0.0.0.0 would accept connections from other machines" in out.stderr
     assert "Traceback" not in out.stderr

@@ -1,0 +1,134 @@
+"""`manymodels serve`: MLflow's own scoring app for the routing model, with the endpoint's guards
+in front of it.
+
+* an optional bearer token on everything but the probes (`/ping`, `/health`, `/version`), taken
+  from an environment variable or a file and compared in constant time;
+* a bound on the request body (413 before MLflow parses anything, whether the client sends a
+  Content-Length or streams chunks); the bound on rows per request is the router's (a 400).
+
+uvicorn builds the app in each worker with `create_app`, from the settings `serve_command` put
+in the environment (the token itself never appears on a command line).
+"""
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from engine.errors import ConfigError
+from engine.routing.pyfunc import MAX_ROWS_ENV  # noqa: F401 - the CLI sets it beside the others
+
+MODEL_ENV, MAX_BYTES_ENV = "MANYMODELS_SERVE_MODEL", "MANYMODELS_SERVE_MAX_BYTES"
+TOKEN_ENV, TOKEN_FILE_ENV = "MANYMODELS_SERVE_TOKEN", "MANYMODELS_SERVE_TOKEN_FILE"
+OPEN_PATHS = frozenset({"/ping", "/health", "/version"})
+
+
+@dataclass(frozen=True)
+class Guards:
+    token: Optional[bytes]       # None: no authentication
+    max_bytes: int
+
+    @classmethod
+    def from_environment(cls) -> "Guards":
+        return cls(read_token(), int(os.environ.get(MAX_BYTES_ENV, 10 * 2 ** 20)))
+
+
+def read_token() -> Optional[bytes]:
+    """The bearer token from MANYMODELS_SERVE_TOKEN, or the file MANYMODELS_SERVE_TOKEN_FILE names."""
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the serving token file {path} ({exc.strerror})") from None
+        if not token:
+            raise ConfigError(f"the serving token file {path} is empty")
+        return token.encode()
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return token.encode() if token else None
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    """Loopback unless the operator says otherwise: the endpoint has no TLS of its own."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise ConfigError(f"--host {host} would accept connections from other machines; serve on 127.0.0.1 "
+                          "behind a proxy or ingress, or pass --allow-remote (and set a token)")
+
+
+class GuardedApp:
+    """ASGI middleware: authentication, then the body bound, then MLflow's app."""
+
+    def __init__(self, app, guards: Guards):
+        self.app, self.guards = app, guards
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.guards.token is not None and not self._authorized(headers.get(b"authorization", b"")):
+            return await _reply(send, 401, "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                                [(b"www-authenticate", b'Bearer realm="manymodels"')])
+        limit = self.guards.max_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _reply(send, 413, _too_large(limit))
+        body, more = b"", True
+        while more:                     # read it all first: a streamed body is bounded too
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return await _reply(send, 413, _too_large(limit))
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    def _authorized(self, header: bytes) -> bool:
+        scheme, _, token = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.guards.token)
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is over {limit:,} bytes; split the request (manymodels serve --max-body-mb)"
+
+
+async def _reply(send, status: int, message: str, headers=()) -> None:
+    body = json.dumps({"error_code": "BAD_REQUEST" if status == 413 else "UNAUTHENTICATED",
+                       "message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app():
+    """uvicorn's factory (one call per worker): MLflow's scoring app for the model, guarded."""
+    import mlflow.pyfunc
+    from mlflow.pyfunc import scoring_server
+
+    guards = Guards.from_environment()
+    return GuardedApp(scoring_server.init(mlflow.pyfunc.load_model(os.environ[MODEL_ENV])), guards)
+
+
+def serve_command(host: str, port: int, workers: int) -> list[str]:
+    """uvicorn running `create_app` (the model and limits come from the environment)."""
+    return [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app", "--host", host,
+            "--port", str(port), "--workers", str(workers), "--no-access-log"]
