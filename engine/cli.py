@@ -75,6 +75,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1; each keeps its own "
                        "model cache)")
 
+    deploy = sub.add_parser(
+        "deploy", help="a Dockerfile and Kubernetes manifests for the routing model and the nightly job",
+        description="Write, under --output: serving/ (MLflow's generate-dockerfile output for the registered "
+        "model), nightly/Dockerfile (this engine's image for the job), k8s/serving.yaml (Deployment, Service, "
+        "HorizontalPodAutoscaler, PodDisruptionBudget) and k8s/nightly.yaml (ConfigMap, CronJob). Manifests are "
+        "validated against the Kubernetes schemas first; no credential is written (pods read the Secret "
+        "<name>-credentials).")
+    deploy.add_argument("--config", required=True, metavar="PATH", help="job config YAML (its lake and tracking "
+                        "store must be reachable from the cluster)")
+    deploy.add_argument("--output", required=True, metavar="DIR", help="folder to write")
+    deploy.add_argument("--image", metavar="NAME", help="serving image as pushed (default <name>-router:latest)")
+    deploy.add_argument("--nightly-image", metavar="NAME", help="job image as pushed (default manymodels:latest)")
+    deploy.add_argument("--model-uri", metavar="URI", help="model to package (default: "
+                        "models:/<mlflow.registered_model>@champion)")
+    deploy.add_argument("--namespace", default="default", help="Kubernetes namespace (default: default)")
+    deploy.add_argument("--replicas", type=int, default=2, help="serving replicas, the autoscaler's minimum "
+                        "(default 2)")
+    deploy.add_argument("--schedule", default="0 2 * * *", help="the nightly job's cron schedule, UTC "
+                        "(default '0 2 * * *')")
+
     forecasts = sub.add_parser("forecasts", help="forecasts for analysts (no Spark, no JVM)",
                                description="Read published forecasts and actuals from gold with delta-rs.")
     pull_cmd = forecasts.add_subparsers(dest="action", required=True, metavar="ACTION").add_parser(
@@ -134,13 +154,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = None
     try:
         config = load_config(args.config, _overrides(args))
-        if args.command != "serve":
+        if args.command not in ("serve", "deploy"):
             LakeStore.of(config.lake).check()     # a wrong endpoint or key: one line now, not a trace later
         if _uses_tracking(args):                  # ... and an unwritable or silent tracking store too
             from engine.tracking.client import check_tracking   # imports MLflow: only for commands that log
             check_tracking(config.mlflow.tracking_uri, config.mlflow.experiment, config.mlflow.timeout)
         if args.command == "serve":
             return _run_serve(config, args)
+        if args.command == "deploy":
+            return _run_deploy(config, args)
         if args.command == "forecasts":
             return _run_pull(config, args)
         if args.command == "nightly":
@@ -371,6 +393,24 @@ def _run_pull(config, args) -> int:
           f"({int(frame['y'].notna().sum())} with actuals), origin "
           + (origins.iloc[0].isoformat() if origins.nunique() == 1 else
              f"{origins.min().isoformat()} .. {origins.max().isoformat()}"))
+    return Exit.OK
+
+
+def _run_deploy(config, args) -> int:
+    from engine.deploy import DeployOptions, resource_name, write_deployment
+    from engine.tracking.client import prepared_uri
+
+    if args.replicas < 1:
+        raise ConfigError("--replicas must be at least 1")
+    options = DeployOptions(image=args.image or f"{resource_name(config)}-router:latest",
+                            nightly_image=args.nightly_image or "manymodels:latest", namespace=args.namespace,
+                            replicas=args.replicas, schedule=args.schedule)
+    written = write_deployment(config, args.config, Path(args.output), options, args.model_uri,
+                               prepared_uri(config.mlflow.tracking_uri))
+    print("wrote " + ", ".join(map(str, written)))
+    print(f"next: docker build -t {options.image} {written[0].parent} && docker push {options.image}; "
+          f"kubectl create secret generic {resource_name(config)}-credentials --from-env-file=<file> "
+          f"(storage keys, tracking credentials); kubectl apply -f {written[2].parent}")
     return Exit.OK
 
 
