@@ -6,7 +6,10 @@
 #                                                      a private PostgreSQL cluster and `mlflow server` under DIR;
 #                                                      prints the tracking URI (http://127.0.0.1:PORT)
 #                                                      (MLFLOW_APP: the server's app plugin, default
-#                                                      manymodels, the bulk child-run route; empty: plain MLflow)
+#                                                      manymodels, the bulk child-run route; empty: plain MLflow;
+#                                                      basic-auth: MLflow's users and permissions, its admin
+#                                                      password from MLFLOW_AUTH_ADMIN_PASSWORD; clients then
+#                                                      send MLFLOW_TRACKING_USERNAME/PASSWORD)
 #   scripts/tracking-server.sh stop DIR                stop both, keep the data under DIR
 #   scripts/tracking-server.sh destroy DIR             stop both and delete DIR and the data
 #
@@ -16,6 +19,7 @@ set -euo pipefail
 
 MLFLOW=${MLFLOW:-"$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/mlflow"}
 MLFLOW_APP=${MLFLOW_APP-manymodels}
+MLFLOW_PYTHON=${MLFLOW_PYTHON:-"$(dirname "$MLFLOW")/python"}
 
 pg_bin() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -79,6 +83,25 @@ start() {
     -o "-p $pg_port -k $pg -c listen_addresses=127.0.0.1" start >/dev/null
   "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U mlflow -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='mlflow'" \
     | grep -q 1 || "$bin/createdb" -h 127.0.0.1 -p "$pg_port" -U mlflow mlflow
+  if [ "$MLFLOW_APP" = basic-auth ]; then
+    if [ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ]; then
+      echo "error: MLFLOW_APP=basic-auth needs MLFLOW_AUTH_ADMIN_PASSWORD (the admin user's password) set" >&2
+      exit 2
+    fi
+    # The user store beside the data; the admin password stays in the environment, not in the file.
+    sed -e "s|^database_uri = .*|database_uri = sqlite:///$dir/basic_auth.db|" \
+      "$("$MLFLOW_PYTHON" -c 'import mlflow.server.auth as a, os; print(os.path.join(os.path.dirname(a.__file__), "basic_auth.ini"))')" \
+      >"$dir/basic_auth.ini"
+    export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
+    # Its CSRF protection needs one secret shared by every worker: kept (owner-only) beside the data.
+    if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]; then
+      if [ ! -s "$dir/flask_secret" ]; then
+        (umask 077; "$MLFLOW_PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$dir/flask_secret")
+      fi
+      MLFLOW_FLASK_SERVER_SECRET_KEY=$(cat "$dir/flask_secret")
+      export MLFLOW_FLASK_SERVER_SECRET_KEY
+    fi
+  fi
   # gunicorn, not the default uvicorn: MLflow's API runs through a WSGI bridge there whose
   # split writes stall ~40 ms per request on a kept-alive loopback connection (Nagle + delayed ACK).
   setsid "$MLFLOW" server --backend-store-uri "postgresql+psycopg://mlflow@127.0.0.1:$pg_port/mlflow" \

@@ -89,6 +89,10 @@ def bounded_requests(timeout: float, retries: int = 0):
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
+def _has_credentials() -> bool:
+    return any(os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD", "TOKEN"))
+
+
 def check_tracking(uri: str, experiment: str, timeout: float = 10.0) -> None:
     """Fail in seconds, before any training, when the tracking store cannot take the night's
     runs: a server that does not answer, a sqlite file or folder that cannot be written."""
@@ -106,6 +110,12 @@ def check_tracking(uri: str, experiment: str, timeout: float = 10.0) -> None:
             if any(word in cause for word in ("Connection", "connect", "timed out", "Max retries", "refused")):
                 raise TrackingUnavailable(f"the MLflow tracking server {uri} does not answer ({cause}); start it or "
                                           "fix mlflow.tracking_uri, then rerun") from None
+            if exc.get_http_status_code() in (401, 403):
+                raise TrackingError(
+                    f"the MLflow tracking server {uri} refused the credentials "
+                    f"{'it was sent' if _has_credentials() else '(none were set)'}: set MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for a user who may edit experiment "
+                    f"{experiment!r}") from None
             raise TrackingError(f"the MLflow tracking server {uri} refused the experiment {experiment!r}: "
                                 f"{cause}") from None
         return
