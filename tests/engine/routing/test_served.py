@@ -26,33 +26,49 @@ def post(port: int, payload, token: str | None = None) -> tuple[int, dict]:
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 
-def test_serve_answers_over_rest_and_rejects_bad_requests_with_400(published, tmp_path):
+def test_serve_answers_over_rest_behind_its_guards_and_rejects_bad_requests(published, tmp_path):
+    """One guarded server: a bearer token (probes stay open), a body bound and a row bound."""
     config, report, _ = published
-    path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump({"name": "serve", "lake": {"root": str(config.lake.root)},
-                                    "mlflow": {"tracking_uri": config.mlflow.tracking_uri,
-                                               "registered_model": "test-router"}}))
+    (tmp_path / "token").write_text("s3cret-token\n")
     port = free_port()
-    with http_server([sys.executable, "-m", "engine", "serve", "--config", str(path), "--port", str(port)], port):
+    command = [sys.executable, "-m", "engine", "serve", "--config", serve_config(published, tmp_path), "--port",
+               str(port), "--token-file", str(tmp_path / "token"), "--max-body-mb", "0.01", "--max-rows", "24"]
+    with http_server(command, port):                  # /ping answers without a token
         trained = run_forecasts(config, report.run_id)
         entity = trained["entity_id"].iloc[0]
         rows = trained[trained["entity_id"] == entity]
         good = [{"entity_id": entity, "ds": ts.strftime("%Y-%m-%dT%H:%M:%S"), "temperature": 55.0}
                 for ts in rows["ds"]]
-        status, answer = post(port, {"dataframe_records": good})
+        token = "s3cret-token"
+        status, answer = post(port, {"dataframe_records": good}, token)
         assert status == 200, answer
         predictions = pd.DataFrame(answer["predictions"])
         assert len(predictions) == 24 and set(predictions["entity_id"]) == {entity}
         assert np.isfinite(predictions["yhat"]).all()
         assert (predictions["yhat_lower"] <= predictions["yhat_upper"]).all()
 
-        status, answer = post(port, {"dataframe_records": [{**good[0], "entity_id": "ghost"}]})
+        assert post(port, {"dataframe_records": good})[0] == 401
+        status, answer = post(port, {"dataframe_records": good}, "wrong-token")
+        assert status == 401 and "bearer token" in answer["message"]
+        status, answer = post(port, {"dataframe_records": good + good[:1]}, token)
+        assert status == 400 and "request has 25 rows; this endpoint answers at most 24" in answer["message"]
+        big = {"dataframe_records": good[:6], "padding": "x" * 20_000}
+        status, answer = post(port, big, token)
+        assert status == 413 and "over 10,485 bytes" in answer["message"]
+        # A streamed (chunked) body without Content-Length is bounded the same way.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/invocations", body=iter([json.dumps(big).encode()]), encode_chunked=True,
+                           headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        assert connection.getresponse().status == 413
+        connection.close()
+
+        status, answer = post(port, {"dataframe_records": [{**good[0], "entity_id": "ghost"}]}, token)
         assert status == 400 and "unknown entity 'ghost'" in answer["message"]
-        status, answer = post(port, {"dataframe_records": [{"entity_id": entity, "temperature": 1.0}]})
+        status, answer = post(port, {"dataframe_records": [{"entity_id": entity, "temperature": 1.0}]}, token)
         assert status == 400 and "ds" in answer["message"]
-        status, answer = post(port, {"dataframe_records": [{**good[0], "ds": "2000-01-01T00:00:00"}]})
+        status, answer = post(port, {"dataframe_records": [{**good[0], "ds": "2000-01-01T00:00:00"}]}, token)
         assert status == 400 and "is not after the training end" in answer["message"]
-        status, answer = post(port, b"not json")
+        status, answer = post(port, b"not json", token)
         assert status == 400
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as ping:
             assert ping.status == 200    # still alive after the bad requests
@@ -75,36 +91,6 @@ def serve_config(published, tmp_path) -> str:
                                     "mlflow": {"tracking_uri": config.mlflow.tracking_uri,
                                                "registered_model": "test-router"}}))
     return str(path)
-
-
-def test_serve_guards_the_endpoint_token_body_size_and_rows(published, tmp_path):
-    config, report, _ = published
-    (tmp_path / "token").write_text("s3cret-token\n")
-    port = free_port()
-    command = [sys.executable, "-m", "engine", "serve", "--config", serve_config(published, tmp_path), "--port",
-               str(port), "--token-file", str(tmp_path / "token"), "--max-body-mb", "0.01", "--max-rows", "12"]
-    with http_server(command, port):                  # /ping answers without a token: probes stay open
-        rows = run_forecasts(config, report.run_id)
-        entity = rows["entity_id"].iloc[0]
-        good = [{"entity_id": entity, "ds": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "temperature": 55.0}
-                for ts in rows[rows["entity_id"] == entity]["ds"]]
-        small = {"dataframe_records": good[:6]}
-        assert post(port, small)[0] == 401
-        status, answer = post(port, small, token="wrong-token")
-        assert status == 401 and "bearer token" in answer["message"]
-        status, answer = post(port, small, token="s3cret-token")
-        assert status == 200 and len(answer["predictions"]) == 6
-        status, answer = post(port, {"dataframe_records": good[:13]}, token="s3cret-token")
-        assert status == 400 and "request has 13 rows; this endpoint answers at most 12" in answer["message"]
-        big = {"dataframe_records": good[:6], "padding": "x" * 20_000}
-        status, answer = post(port, big, token="s3cret-token")
-        assert status == 413 and "over 10,485 bytes" in answer["message"]
-        # A streamed (chunked) body without Content-Length is bounded the same way.
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        connection.request("POST", "/invocations", body=iter([json.dumps(big).encode()]), encode_chunked=True,
-                           headers={"Content-Type": "application/json", "Authorization": "Bearer s3cret-token"})
-        assert connection.getresponse().status == 413
-        connection.close()
 
 
 def test_serve_refuses_a_non_loopback_host_without_allow_remote(published, tmp_path):

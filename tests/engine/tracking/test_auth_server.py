@@ -1,5 +1,7 @@
 """The tracking server under MLflow's basic-auth app (scripts/tracking-server.sh, MLFLOW_APP=basic-auth):
-the engine publishes with credentials from the environment, and without them says so in one line."""
+the engine publishes with credentials from the environment, and without them says so in one line.
+Slow (make test-slow): a basic-auth server hashes the password on every request, so a publish
+through it takes over a minute here."""
 from __future__ import annotations
 
 import os
@@ -18,6 +20,8 @@ from engine.tracking.publish import publish
 from engine.training.job import train
 from tests.conftest import make_config
 from tests.engine.tracking.test_server import SCRIPT
+
+pytestmark = pytest.mark.slow
 
 SETTINGS = dict(horizon=24, backtest={"windows": 1, "step": 24, "metric": "mae"}, models=["seasonal_naive"],
                 training={"max_history": 24 * 14, "workers": 1},
