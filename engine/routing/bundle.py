@@ -74,8 +74,11 @@ def write_bundle(models: pd.DataFrame, folder: str | Path, *, run_id: str, freq:
     usable = models[models["model"].notna()].sort_values("entity_id", ignore_index=True)
     if usable.empty:
         raise BundleError(f"run {run_id} has no entity with a model: nothing to route to")
-    envelopes = [read_envelope(blob) for blob in usable["model"]]
-    exogenous = [",".join(e["exogenous"]) for e in envelopes]
+    exogenous, needs = [], set()
+    for blob in usable["model"]:        # one envelope at a time: each holds its fitted window
+        envelope = read_envelope(blob)
+        exogenous.append(",".join(envelope["exogenous"]))
+        needs |= serving_requirements(envelope)
     shard = np.arange(len(usable)) // shard_size
     for number in range(int(shard.max()) + 1):
         part = usable[shard == number]
@@ -88,12 +91,12 @@ def write_bundle(models: pd.DataFrame, folder: str | Path, *, run_id: str, freq:
                           "origin": pd.to_datetime(usable["forecast_origin"], utc=True),
                           "exogenous": exogenous})
     pq.write_table(pa.Table.from_pandas(index, preserve_index=False), folder / "index.parquet")
-    used = {c for e in envelopes for c in e["exogenous"]}
+    used = {c for cols in exogenous for c in cols.split(",") if c}
     ordered = [c for c in exogenous_order if c in used] + sorted(used - set(exogenous_order))
     meta = BundleMeta(run_id=run_id, freq=freq, levels=tuple(sorted(levels)), horizon=horizon,
                       max_steps=max_steps or 4 * horizon, exogenous=tuple(ordered), entities=len(usable),
                       shards=int(shard.max()) + 1,
-                      serves_with=tuple(sorted(set().union(*(serving_requirements(e) for e in envelopes)))))
+                      serves_with=tuple(sorted(needs)))
     (folder / "meta.json").write_text(json.dumps(meta.to_dict(), indent=1))
     return meta
 
