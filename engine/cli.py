@@ -431,8 +431,7 @@ def _run_serve(config, args) -> int:
                   server.MAX_ROWS_ENV: str(args.max_rows)})
     if args.token_file:
         env[server.TOKEN_FILE_ENV] = str(Path(args.token_file).resolve())
-    os.environ.update({k: v for k, v in env.items() if k.startswith("MANYMODELS_SERVE_TOKEN")})
-    token = server.read_token()     # an unreadable or empty token file: one line now
+    token = server.read_token(env)  # an unreadable or empty token file: one line now
     print(f"serving {model_uri} on http://{args.host}:{args.port}/invocations (health: /ping; "
           f"{'bearer token required' if token else 'no authentication'}); Ctrl-C stops", flush=True)
     command = server.serve_command(args.host, args.port, args.workers)

@@ -18,7 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from engine.errors import ConfigError
 from engine.routing.pyfunc import MAX_ROWS_ENV  # noqa: F401 - the CLI sets it beside the others
@@ -38,9 +38,11 @@ class Guards:
         return cls(read_token(), int(os.environ.get(MAX_BYTES_ENV, 10 * 2 ** 20)))
 
 
-def read_token() -> Optional[bytes]:
-    """The bearer token from MANYMODELS_SERVE_TOKEN, or the file MANYMODELS_SERVE_TOKEN_FILE names."""
-    path = os.environ.get(TOKEN_FILE_ENV)
+def read_token(environ: Optional[Mapping[str, str]] = None) -> Optional[bytes]:
+    """The bearer token from MANYMODELS_SERVE_TOKEN, or the file MANYMODELS_SERVE_TOKEN_FILE names
+    (in `environ`, by default this process's environment)."""
+    environ = os.environ if environ is None else environ
+    path = environ.get(TOKEN_FILE_ENV)
     if path:
         try:
             token = Path(path).read_text().strip()
@@ -49,7 +51,7 @@ def read_token() -> Optional[bytes]:
         if not token:
             raise ConfigError(f"the serving token file {path} is empty")
         return token.encode()
-    token = os.environ.get(TOKEN_ENV, "").strip()
+    token = environ.get(TOKEN_ENV, "").strip()
     return token.encode() if token else None
 
 
