@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--model-uri", metavar="URI", help="model to score with (default: "
                        "models:/<mlflow.registered_model>@champion)")
     score.add_argument("--entity", nargs="+", metavar="ID", help="score only these entities")
+    score.add_argument("--stream", action="store_true", help="score request rows (entity_id, ds, exogenous) "
+                       "appended to the streaming.requests Delta table as they arrive, each exactly once, into "
+                       "streaming.forecasts (bad rows, with the reason, into streaming.rejects); runs until Ctrl-C")
+    score.add_argument("--once", action="store_true", help="with --stream: score the requests there now, then "
+                       "stop (for a scheduler)")
 
     serve = sub.add_parser("serve", help="serve the champion routing model over REST (MLflow scoring server)",
                            description="Serve the registered routing model with MLflow's scoring server: POST "
@@ -169,6 +174,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _run_nightly(config, args)     # holds the lake's lock itself
         if args.command == "tune":
             return _run_tune(config, args)        # reads gold, appends its result atomically: no lock
+        if args.command == "score" and args.stream:
+            return _run_stream(config, args)      # writes only its own tables, idempotently: no lock
         # Every command that writes to the lake holds its lock (one writer at a time).
         with LakeLease(config.lake, f"manymodels {args.command} '{config.name}'", config.nightly.lock_timeout,
                        config.nightly.lease_ttl):
@@ -356,7 +363,26 @@ def _run_publish(config, run_id: str, train_seconds: dict, args):
 
 
 def _run_score(config, args) -> int:
+    if args.once:
+        raise ConfigError("--once applies to --stream (score the requests there now, then stop)")
     _score(config, args)
+    return Exit.OK
+
+
+def _run_stream(config, args) -> int:
+    from engine.scoring.stream import score_stream
+
+    if args.entity:
+        raise ConfigError("--entity applies to batch scoring; a stream scores the entities its request rows name")
+    settings = config.streaming
+    print(f"manymodels score --stream '{config.name}': requests {settings.requests} -> forecasts "
+          f"{settings.forecasts}, rejects {settings.rejects} (lake {config.lake.root}; checkpoint "
+          f"{settings.checkpoint}){'' if args.once else f', every {settings.trigger_seconds:g}s until Ctrl-C'}",
+          flush=True)
+    report = score_stream(config, model_uri=args.model_uri, once=args.once,
+                          echo=lambda line: print(f"  {line}", flush=True))
+    print(f"stream: {report.batches} micro-batches, {report.scored} rows scored, {report.rejected} rejected "
+          f"(with their reasons in {settings.rejects}) in {report.seconds:.1f}s")
     return Exit.OK
 
 

@@ -131,6 +131,31 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class StreamingConfig:
+    """`manymodels score --stream` (engine.scoring.stream): Delta tables under `lake.root`."""
+
+    requests: str = "gold/score_requests"
+    forecasts: str = "gold/streamed_forecasts"
+    rejects: str = "gold/streamed_rejects"
+    checkpoint: str = "_checkpoints/score_stream"
+    trigger_seconds: float = 10.0
+    max_files_per_trigger: int = 0
+
+    def __post_init__(self) -> None:
+        paths = {"requests": self.requests, "forecasts": self.forecasts, "rejects": self.rejects,
+                 "checkpoint": self.checkpoint}
+        for key, path in paths.items():
+            _check(bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*", path)) and ".." not in path.split("/"),
+                   f"streaming.{key}", f"must be a table path under lake.root such as 'gold/score_requests', "
+                   f"got {path!r}")
+        _check(len(set(paths.values())) == len(paths), "streaming", "requests, forecasts, rejects and checkpoint "
+               "must be four different paths")
+        _check(self.trigger_seconds > 0, "streaming.trigger_seconds", "must be > 0 (seconds between micro-batches)")
+        _check(self.max_files_per_trigger >= 0, "streaming.max_files_per_trigger",
+               "must be >= 0 (0: Delta's default of 1000 new files per micro-batch)")
+
+
+@dataclass(frozen=True)
 class NightlyConfig:
     """The nightly job's policies (engine.nightly)."""
 
@@ -379,6 +404,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     partitions: PartitionsConfig = field(default_factory=PartitionsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning: TuningConfig = field(default_factory=TuningConfig)

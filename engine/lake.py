@@ -210,6 +210,13 @@ class SparkLake:
             reader = reader.option("versionAsOf", version)
         return reader.load(self.path(table))
 
+    def append_once(self, table: str, frame: "SparkFrame", writer: str, version: int) -> None:
+        """Append `frame` unless `table` already holds `version` of `writer` (Delta's idempotent
+        writes, `txnAppId`/`txnVersion`): a streaming micro-batch replayed after a crash is
+        written once."""
+        (frame.write.format("delta").mode("append").option("mergeSchema", "true")
+         .option("txnAppId", writer).option("txnVersion", version).save(self.path(table)))
+
     def insert_new(self, table: str, frame: "SparkFrame", keys: Sequence[str]) -> int:
         from delta.tables import DeltaTable
         if not self.exists(table):
