@@ -27,7 +27,7 @@ STREAMING = {"requests": "gold/test_requests", "forecasts": "gold/test_streamed"
 
 
 def _requests(config, report) -> list[pd.DataFrame]:
-    """Three appends (one micro-batch each): good rows, a mix of good and bad rows, good rows."""
+    """Three appends (one micro-batch each): a mix of good and bad rows, then good rows twice."""
     gold = DeltaRsLake(config.lake).read(GOLD_SERIES)
     entities = sorted(gold["entity_id"].unique())
     origin = gold["ds"].max()
@@ -44,7 +44,7 @@ def _requests(config, report) -> list[pd.DataFrame]:
     bad["ds"] = bad["ds"].dt.tz_localize(None)
     second = pd.concat([rows(entities[2], 6), bad, rows(entities[3], 1)])
     third = rows(entities[3], 4, start=3)
-    parts = [first, second, third]
+    parts = [second, first, third]
     start = 0
     for part in parts:                      # request ids say which row is which, across batches
         part.insert(0, "request_id", [f"r{i}" for i in range(start, start + len(part))])
@@ -64,7 +64,7 @@ def test_a_request_table_is_scored_exactly_once_across_a_kill_9_and_bad_rows_are
     for part in parts:
         lake.write(STREAMING["requests"], part, mode="append")
 
-    # The first run dies (SIGKILL) in the second micro-batch, after its forecasts are written and
+    # The first run dies (SIGKILL) in the first micro-batch, after its forecasts are written and
     # before its rejects are; the checkpoint has not recorded that batch.
     path = tmp_path / "stream.yaml"
     path.write_text(yaml.safe_dump({
@@ -74,27 +74,27 @@ def test_a_request_table_is_scored_exactly_once_across_a_kill_9_and_bad_rows_are
                    "registered_model": config.mlflow.registered_model},
         "series": {"freq": "h", "season_lengths": [24, 168]}, "streaming": STREAMING, **PUBLISHED_SETTINGS}))
     killed = subprocess.run([sys.executable, "-m", "engine", "score", "--stream", "--once", "--config", str(path)],
-                            env={**os.environ, CRASH_AT: "stream-forecasts-written:1"}, capture_output=True,
+                            env={**os.environ, CRASH_AT: "stream-forecasts-written:0"}, capture_output=True,
                             text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    assert "batch 0: 36 rows scored, 0 rejected" in killed.stdout
-    assert set(lake.read(STREAMING["forecasts"])["batch_id"]) == {0, 1}
+    assert "rows scored" not in killed.stdout
+    assert set(lake.read(STREAMING["forecasts"])["batch_id"]) == {0}
     assert not lake.exists(STREAMING["rejects"])
 
     result = score_stream(config, once=True, spark=spark, echo=lambda line: None)
     # The restart resumes at the killed batch (its forecasts are not written twice), then the next.
-    assert [b["batch_id"] for b in result.per_batch] == [1, 2]
+    assert [b["batch_id"] for b in result.per_batch] == [0, 1, 2]
     forecasts = lake.read(STREAMING["forecasts"]).sort_values("request_id", key=lambda s: s.str[1:].astype(int))
     rejects = lake.read(STREAMING["rejects"])
     requests = pd.concat(parts, ignore_index=True)
-    answered = [r for r in requests["request_id"] if r not in {"r42", "r43", "r44", "r45"}]
+    answered = [r for r in requests["request_id"] if r not in {"r6", "r7", "r8", "r9"}]
     assert forecasts["request_id"].tolist() == answered             # every good request exactly once
-    assert len(rejects) == 4 and set(rejects["batch_id"]) == {1}
+    assert len(rejects) == 4 and set(rejects["batch_id"]) == {0}
     reasons = dict(zip(rejects["request"].map(lambda r: yaml.safe_load(r)["request_id"]), rejects["reason"]))
-    assert "unknown entity 'nope'" in reasons["r42"]
-    assert "is not after the training end" in reasons["r43"]
-    assert "is off the series grid" in reasons["r44"]
-    assert "column 'temperature' holds 1e+06" in reasons["r45"]
+    assert "unknown entity 'nope'" in reasons["r6"]
+    assert "is not after the training end" in reasons["r7"]
+    assert "is off the series grid" in reasons["r8"]
+    assert "column 'temperature' holds 1e+06" in reasons["r9"]
 
     # The answers are the registered model's own, as MLflow's client gives them.
     open_client(config.mlflow.tracking_uri)
