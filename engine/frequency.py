@@ -100,8 +100,8 @@ class Frequency:
         first_month = self.months if self.at_end else 1
         return ok & day_ok & ((np.asarray(ds.month) - first_month) % self.months == 0)
 
-    def steps(self, origin: pd.Timestamp, ds) -> np.ndarray:
-        """Whole grid steps from `origin` to each stamp (for stamps on the grid)."""
+    def steps(self, origin: "pd.Timestamp | pd.DatetimeIndex", ds) -> np.ndarray:
+        """Whole grid steps from `origin` (one, or one per stamp) to each stamp (for stamps on the grid)."""
         ds = pd.DatetimeIndex(ds)
         if self.months:
             months = (np.asarray(ds.year) - origin.year) * 12 + (np.asarray(ds.month) - origin.month)

@@ -45,15 +45,13 @@ class RoutingModel(mlflow.pyfunc.PythonModel):
         # `manymodels serve --max-rows` bounds a request; in process (batch scoring) nothing does.
         self.router = Router(context.artifacts[ARTIFACT], cache_size, int(os.environ.get(MAX_ROWS_ENV, 0)) or None)
         _read_csv_with_any_columns()
+        _write_frames_in_one_pass()
 
     def predict(self, context, model_input: pd.DataFrame, params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
         try:
-            answer = self.router.predict(model_input)
+            return self.router.predict(model_input, timestamps_as_text=True)
         except RequestError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-        for column in TIMESTAMPS:
-            answer[column] = answer[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return answer
 
 
 def _read_csv_with_any_columns() -> None:
@@ -80,6 +78,36 @@ def _read_csv_with_any_columns() -> None:
 
     parse_csv_input.reads_any_columns = True
     scoring_server.parse_csv_input = parse_csv_input
+
+
+def _write_frames_in_one_pass() -> None:
+    """Let MLflow's scoring server write a DataFrame answer as the same JSON, faster.
+
+    It writes `{"predictions": frame.to_dict(orient="records")}` with `json.dump`, which runs
+    Python's pure-Python encoder (only one-shot `json.dumps` uses the C one) after a per-cell
+    conversion in pandas: 90 ms of a 2,400-row answer's 110 (MLflow 3.17). The replacement builds
+    the same records from column lists and encodes them in one `json.dumps` with MLflow's own
+    encoder: the same bytes. Answers other than float/text frames go to MLflow's own writer."""
+    import json
+
+    from mlflow.pyfunc import scoring_server
+    from mlflow.utils.proto_json_utils import NumpyEncoder
+
+    original = scoring_server.predictions_to_json
+    if getattr(original, "one_pass", False):
+        return
+
+    def predictions_to_json(raw_predictions, output, metadata=None):
+        if (not isinstance(raw_predictions, pd.DataFrame) or (metadata and "predictions" in metadata)
+                or not all(t == object or t.kind == "f" for t in raw_predictions.dtypes)):
+            return original(raw_predictions, output, metadata)
+        columns = [str(c) for c in raw_predictions.columns]
+        values = [raw_predictions[c].tolist() for c in raw_predictions.columns]
+        records = [dict(zip(columns, row)) for row in zip(*values)]
+        output.write(json.dumps({"predictions": records, **(metadata or {})}, cls=NumpyEncoder))
+
+    predictions_to_json.one_pass = True
+    scoring_server.predictions_to_json = predictions_to_json
 
 
 TIMESTAMPS = ("ds", "forecast_origin")

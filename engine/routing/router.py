@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -22,8 +23,8 @@ import pandas as pd
 
 from engine.errors import ManymodelsError
 from engine.frequency import frequency
-from engine.models import ForecastModel, load_model
-from engine.normalize import entity_ids, from_epoch
+from engine.models import Forecast, ForecastModel, load_model
+from engine.normalize import entity_id, from_epoch
 from engine.routing.bundle import Bundle
 
 REQUIRED = ("entity_id", "ds")
@@ -40,11 +41,15 @@ def output_columns(levels: tuple[int, ...]) -> list[str]:
 
 
 class ModelCache:
-    """Restored models, least recently used dropped first; safe across server threads."""
+    """Restored models, least recently used dropped first; safe across server threads.
 
-    def __init__(self, bundle: Bundle, size: int):
-        self.bundle, self.size = bundle, size
+    A model fitted without regressors forecasts the same path at every request, so its first
+    `max_steps` steps are kept beside it (`path`): a request for it is then an index into arrays."""
+
+    def __init__(self, bundle: Bundle, size: int, freq=None, max_steps: int = 0):
+        self.bundle, self.size, self.freq, self.max_steps = bundle, size, freq, max_steps
         self._models: OrderedDict[str, ForecastModel] = OrderedDict()
+        self._paths: dict[str, Forecast] = {}
         self._lock = threading.Lock()
 
     def get(self, entity: str) -> ForecastModel:
@@ -56,14 +61,87 @@ class ModelCache:
             model = load_model(self.bundle.model_bytes(entity))
             self._models[entity] = model
             if len(self._models) > self.size:
-                self._models.popitem(last=False)
+                dropped, _ = self._models.popitem(last=False)
+                self._paths.pop(dropped, None)
             return model
+
+    def path(self, entity: str, model: ForecastModel) -> Optional[Forecast]:
+        """The model's forecast of its first `max_steps` steps, for a model without regressors
+        (None for one with them, or when no path is kept)."""
+        if model.exogenous_ or not self.max_steps or self.max_steps > _LONGEST_PATH:
+            return None
+        path = self._paths.get(entity)
+        if path is None:
+            future = pd.DataFrame({"ds": self.freq.after(self.bundle.index[entity].origin, self.max_steps)})
+            path = model.forecast(future)
+            with self._lock:
+                if entity in self._models:
+                    self._paths[entity] = path
+        return path
+
+    @property
+    def paths_kept(self) -> int:
+        return len(self._paths)
 
     def __len__(self) -> int:
         return len(self._models)
 
 
+# Paths longer than this many steps are not kept (memory: 8 bytes x 5 series x steps per entity).
+_LONGEST_PATH = 4096
 _EPOCH_AS_NANOSECONDS = pd.Timestamp("1970-01-02", tz="UTC")
+
+
+class _Answer:
+    """The response's columns as arrays, filled entity by entity, made a frame once."""
+
+    def __init__(self, rows: int, levels: tuple[int, ...]):
+        self.levels, self.widest = levels, max(levels)
+        self.yhat = np.empty(rows)
+        self.bands = {lvl: (np.empty(rows), np.empty(rows)) for lvl in levels}
+        self.model = np.empty(rows, dtype=object)
+        self.status = np.empty(rows, dtype=object)
+        self.origin = np.empty(rows, dtype="datetime64[ns]")
+
+    def fill(self, rows: np.ndarray, forecast: Forecast, pick: np.ndarray, champion: str, status: str,
+             origin: pd.Timestamp) -> None:
+        self.yhat[rows] = forecast.mean[pick]
+        for level in self.levels:
+            lower, upper = forecast.bounds[level]
+            self.bands[level][0][rows], self.bands[level][1][rows] = lower[pick], upper[pick]
+        self.model[rows], self.status[rows] = champion, status
+        self.origin[rows] = origin.tz_convert(None).to_datetime64()
+
+    def frame(self, columns: list[str], entities: np.ndarray, ds: pd.DatetimeIndex, run_id: str,
+              as_text: bool) -> pd.DataFrame:
+        """The answer; `as_text`: timestamps as ISO 8601 UTC strings (what MLflow clients read)."""
+        lower, upper = self.bands[self.widest]
+        data = {"entity_id": entities, "ds": iso_utc(ds.asi8) if as_text else ds, "yhat": self.yhat,
+                "yhat_lower": lower, "yhat_upper": upper}
+        for level in self.levels:
+            data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = self.bands[level]
+        origin = self.origin.view("int64")
+        data.update(model=self.model, status=self.status, run_id=run_id,
+                    forecast_origin=iso_utc(origin) if as_text else pd.DatetimeIndex(self.origin).tz_localize("UTC"))
+        return pd.DataFrame(data, columns=columns, copy=False)
+
+
+def iso_utc(nanoseconds: np.ndarray) -> np.ndarray:
+    """'2008-07-01T00:00:00Z' for each UTC instant (what strftime writes, at numpy's speed)."""
+    seconds = np.asarray(nanoseconds, dtype="int64").view("datetime64[ns]").astype("datetime64[s]")
+    return np.char.add(np.datetime_as_string(seconds, unit="s"), "Z").astype(object)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated request as arrays: normalized ids, UTC stamps, regressors sent (as floats)."""
+
+    entities: np.ndarray
+    ds: pd.DatetimeIndex
+    exogenous: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.entities)
 
 
 class Router:
@@ -72,18 +150,29 @@ class Router:
         self.max_rows = max_rows
         self.meta = self.bundle.meta
         self.freq = frequency(self.meta.freq)
-        self.cache = ModelCache(self.bundle, cache_size)
+        self.cache = ModelCache(self.bundle, cache_size, self.freq, self.meta.max_steps)
         self.columns = output_columns(self.meta.levels)
 
-    def predict(self, request: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, request: pd.DataFrame, timestamps_as_text: bool = False) -> pd.DataFrame:
+        """The forecast rows for `request`, in its order (`timestamps_as_text`: `ds` and
+        `forecast_origin` as ISO 8601 UTC strings)."""
         request = self._validated(request)
-        entities = request["entity_id"]
-        if (entities.to_numpy() == entities.iat[0]).all():    # the common online case: one entity
-            return self._forecast_entity(entities.iat[0], request).reset_index(drop=True)
-        parts = [self._forecast_entity(entity, rows) for entity, rows in request.groupby("entity_id", sort=False)]
-        return pd.concat(parts).sort_index().reset_index(drop=True)
+        codes, names = pd.factorize(request.entities)
+        # Grid steps and grid checks for every row at once (each row from its entity's origin).
+        origins = np.array([self.bundle.index[name].origin.value for name in names], dtype="int64")[codes]
+        steps = self.freq.steps(pd.DatetimeIndex(origins.view("datetime64[ns]")).tz_localize("UTC"), request.ds)
+        on_grid = self.freq.on_grid(request.ds)
+        answer = _Answer(len(request), self.meta.levels)
+        if len(names) == 1:                         # the common online case: one entity
+            groups = [np.arange(len(request))]
+        else:
+            order = np.argsort(codes, kind="stable")
+            groups = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+        for entity, rows in zip(names, groups):
+            self._forecast_entity(entity, rows, steps[rows], on_grid[rows], request, answer)
+        return answer.frame(self.columns, request.entities, request.ds, self.meta.run_id, timestamps_as_text)
 
-    def _validated(self, request: pd.DataFrame) -> pd.DataFrame:
+    def _validated(self, request: pd.DataFrame) -> _Request:
         if not isinstance(request, pd.DataFrame):
             raise RequestError(f"send a table of rows with columns {', '.join(REQUIRED)} "
                                f"(got {type(request).__name__})")
@@ -95,60 +184,59 @@ class Router:
         if self.max_rows and len(request) > self.max_rows:
             raise RequestError(f"request has {len(request):,} rows; this endpoint answers at most {self.max_rows:,} "
                                "per request (manymodels serve --max-rows): split it")
-        request = request.reset_index(drop=True).copy()
-        if request["entity_id"].isna().any():
-            raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(request['entity_id'].isna())}")
-        request["entity_id"] = entity_ids(request["entity_id"]).astype(object)   # as ingest stored them
-        request["ds"] = _timestamps(request["ds"])
-        unknown = sorted(set(request["entity_id"]) - set(self.bundle.index))
+        entities = _normalized_ids(request["entity_id"])     # as ingest stored them
+        if pd.isna(entities).any():
+            raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(pd.isna(entities))}")
+        unknown = sorted(set(entities) - self.bundle.index.keys())
         if unknown:
             raise RequestError(f"unknown entity {_listing(unknown)}: the routing model (run {self.meta.run_id}) "
                                f"has {self.meta.entities} entities, e.g. {self.bundle.first_entity()!r}")
-        for column in self.meta.exogenous:
-            if column in request.columns:
-                request[column] = _numbers(request[column], column)
-        return request
+        exogenous = {c: _numbers(request[c], c) for c in self.meta.exogenous if c in request.columns}
+        return _Request(entities, _timestamps(request["ds"]), exogenous)
 
-    def _forecast_entity(self, entity: str, rows: pd.DataFrame) -> pd.DataFrame:
+    def _forecast_entity(self, entity: str, rows: np.ndarray, steps: np.ndarray, on_grid: np.ndarray,
+                         request: _Request, answer: _Answer) -> None:
+        """Forecast `entity` at the request's `rows` (`steps`: grid steps after the entity's
+        training end; `on_grid`: whether each stamp is on the grid) into `answer`."""
         entry = self.bundle.index[entity]
-        steps = self.freq.steps(entry.origin, rows["ds"])
-        on_grid = self.freq.on_grid(rows["ds"])
+        ds = request.ds[rows]
         if (steps < 1).any():
-            first = rows["ds"][steps < 1].min()
+            first = ds[steps < 1].min()
             raise RequestError(f"entity {entity!r}: ds {first.isoformat()} is not after the training end "
                                f"{entry.origin.isoformat()}; ask for timestamps after it")
         if not on_grid.all():
-            odd = rows["ds"][~on_grid].iloc[0]
+            odd = ds[~on_grid][0]
             raise RequestError(f"entity {entity!r}: ds {odd.isoformat()} is off the series grid ({self.freq.label}: "
                                f"{', '.join(t.isoformat() for t in self.freq.after(entry.origin, 2))}, ...)")
         horizon = int(steps.max())
         if horizon > self.meta.max_steps:
-            raise RequestError(f"entity {entity!r}: ds {rows['ds'].max().isoformat()} is {horizon} steps after the "
+            raise RequestError(f"entity {entity!r}: ds {ds.max().isoformat()} is {horizon} steps after the "
                                f"training end; this model answers up to {self.meta.max_steps} steps "
                                "(routing.max_steps)")
         model = self.cache.get(entity)
+        forecast = self.cache.path(entity, model)
+        if forecast is None:
+            forecast = model.forecast(self._future(entity, entry, model, rows, steps, horizon, request))
+        answer.fill(rows, forecast, steps - 1, entry.champion, entry.status, entry.origin)
+
+    def _future(self, entity: str, entry, model: ForecastModel, rows: np.ndarray, steps: np.ndarray, horizon: int,
+                request: _Request) -> pd.DataFrame:
+        """The model's future rows up to `horizon`, with the regressors the request sent (steps it
+        did not ask for take the nearest requested value)."""
         future = pd.DataFrame({"ds": self.freq.after(entry.origin, horizon)})
         for column in entry.exogenous:
-            if column not in rows.columns or rows[column].isna().any():
+            sent = request.exogenous[column][rows] if column in request.exogenous else None
+            if sent is None or np.isnan(sent).any():
                 raise RequestError(f"entity {entity!r}: column {column!r} is required (the {entry.champion} model "
                                    "was fitted with it) and must have a value on every row")
-            sent = rows[column].to_numpy()
-            self._check_seen(entity, entry.champion, model, column, sent, rows.index)
+            self._check_seen(entity, entry.champion, model, column, sent, rows)
             values = pd.Series(np.nan, index=range(horizon))
             values[steps - 1] = sent
             future[column] = values.ffill().bfill().to_numpy()
-        forecast = model.forecast(future)
-        pick, widest = steps - 1, max(self.meta.levels)
-        data = {"entity_id": entity, "ds": rows["ds"], "yhat": forecast.mean[pick],
-                "yhat_lower": forecast.bounds[widest][0][pick], "yhat_upper": forecast.bounds[widest][1][pick]}
-        for level in self.meta.levels:
-            data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = (b[pick] for b in forecast.bounds[level])
-        data.update(model=entry.champion, status=entry.status, run_id=self.meta.run_id, forecast_origin=entry.origin)
-        return pd.DataFrame(data, index=rows.index, columns=self.columns)
-
+        return future
 
     def _check_seen(self, entity: str, champion: str, model: ForecastModel, column: str, sent: np.ndarray,
-                    rows: pd.Index) -> None:
+                    rows: np.ndarray) -> None:
         """Refuse regressor values unlike any the model was fitted on (engine.models.regressors)."""
         seen = model.seen_.get(column)
         if seen is None:
@@ -162,7 +250,15 @@ class Router:
                 f"the order entity_id, ds, {', '.join(self.meta.exogenous)}")
 
 
-def _timestamps(values: pd.Series) -> pd.Series:
+def _normalized_ids(values: pd.Series) -> np.ndarray:
+    """Ids as ingest stored them (engine.normalize.entity_id), each distinct value normalized once;
+    missing values stay missing."""
+    codes, uniques = pd.factorize(values.to_numpy())
+    normalized = np.array([entity_id(v) for v in uniques] + [None], dtype=object)
+    return normalized[codes]      # code -1 (a missing id) picks the trailing None
+
+
+def _timestamps(values: pd.Series) -> pd.DatetimeIndex:
     """UTC timestamps from datetimes, ISO strings or epoch numbers; naive values are taken as UTC."""
     try:
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -177,20 +273,20 @@ def _timestamps(values: pd.Series) -> pd.Series:
         # MLflow's schema cast reads an integer as nanoseconds since 1970 before this code sees it.
         raise RequestError(f"column 'ds' holds {parsed.min().isoformat()}, which is an integer epoch read as "
                            "nanoseconds; send ISO 8601 strings such as '2008-07-01T00:00:00Z'")
-    return parsed.dt.as_unit("ns")
+    return pd.DatetimeIndex(parsed).as_unit("ns")
 
 
-def _numbers(values: pd.Series, column: str) -> pd.Series:
+def _numbers(values: pd.Series, column: str) -> np.ndarray:
     converted = pd.to_numeric(values, errors="coerce")
     bad = converted.isna() & values.notna()
     if bad.any():
         raise RequestError(f"column {column!r} must be numeric; row {int(np.flatnonzero(bad)[0])} holds "
                            f"{values[bad].iloc[0]!r}")
-    return converted.astype("float64")
+    return converted.to_numpy(dtype="float64")
 
 
-def _rows(mask: pd.Series) -> str:
-    rows = np.flatnonzero(mask.to_numpy())
+def _rows(mask) -> str:
+    rows = np.flatnonzero(np.asarray(mask))
     return ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
 
 

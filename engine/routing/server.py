@@ -133,4 +133,5 @@ def create_app():
 def serve_command(host: str, port: int, workers: int) -> list[str]:
     """uvicorn running `create_app` (the model and limits come from the environment)."""
     return [sys.executable, "-m", "uvicorn", "--factory", f"{__name__}:create_app", "--host", host,
-            "--port", str(port), "--workers", str(workers), "--no-access-log"]
+            "--port", str(port), "--workers", str(workers), "--no-access-log",
+            "--http", "engine.routing.nodelay:NoDelayHTTPProtocol"]

@@ -81,6 +81,24 @@ def test_shards_load_lazily_and_the_model_cache_is_bounded(fitted):
     assert len(router.cache) == 2
 
 
+def test_a_model_without_regressors_answers_from_the_path_kept_beside_it(fitted):
+    folder, meta, histories = fitted
+    router = Router(folder, cache_size=1)
+    history, model = histories["b"]
+    origin = history["ds"].iloc[-1]
+    future = pd.DataFrame({"ds": origin + pd.Timedelta(hours=1) * np.arange(1, meta.max_steps + 1)})
+    expected = model.forecast(future).to_frame(future["ds"])
+    for steps in ([1, 5, meta.max_steps], [2, 3]):       # the second request reads the kept path
+        out = router.predict(request("b", origin, steps, None))
+        np.testing.assert_allclose(out["yhat"], expected["yhat"].iloc[np.array(steps) - 1], rtol=1e-12)
+        np.testing.assert_allclose(out["yhat_lower_80"], expected["yhat_lower_80"].iloc[np.array(steps) - 1],
+                                   rtol=1e-12)
+        assert router.cache.paths_kept == 1
+    # ARIMA with temperature forecasts per request; b's path leaves the cache with b.
+    router.predict(request("a", histories["a"][0]["ds"].iloc[-1], [1]))
+    assert len(router.cache) == 1 and router.cache.paths_kept == 0
+
+
 def test_naive_timestamps_and_iso_strings_are_read_as_utc(fitted):
     folder, _, histories = fitted
     origin = histories["b"][0]["ds"].iloc[-1]

@@ -32,7 +32,8 @@ def test_serve_answers_over_rest_behind_its_guards_and_rejects_bad_requests(publ
     (tmp_path / "token").write_text("s3cret-token\n")
     port = free_port()
     command = [sys.executable, "-m", "engine", "serve", "--config", serve_config(published, tmp_path), "--port",
-               str(port), "--token-file", str(tmp_path / "token"), "--max-body-mb", "0.01", "--max-rows", "24"]
+               str(port), "--token-file", str(tmp_path / "token"), "--max-body-mb", "0.01", "--max-rows", "24",
+               "--workers", "2"]       # uvicorn's multi-process mode, with the no-delay protocol
     with http_server(command, port):                  # /ping answers without a token
         trained = run_forecasts(config, report.run_id)
         entity = trained["entity_id"].iloc[0]
