@@ -90,6 +90,7 @@ def _write_frames_in_one_pass() -> None:
     encoder: the same bytes. Answers other than float/text frames go to MLflow's own writer."""
     import json
 
+    import numpy as np
     from mlflow.pyfunc import scoring_server
     from mlflow.utils.proto_json_utils import NumpyEncoder
 
@@ -99,7 +100,7 @@ def _write_frames_in_one_pass() -> None:
 
     def predictions_to_json(raw_predictions, output, metadata=None):
         if (not isinstance(raw_predictions, pd.DataFrame) or (metadata and "predictions" in metadata)
-                or not all(t == object or t.kind == "f" for t in raw_predictions.dtypes)):
+                or not all(isinstance(t, np.dtype) and t.kind in "Of" for t in raw_predictions.dtypes)):
             return original(raw_predictions, output, metadata)
         columns = [str(c) for c in raw_predictions.columns]
         values = [raw_predictions[c].tolist() for c in raw_predictions.columns]

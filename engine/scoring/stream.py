@@ -69,8 +69,9 @@ def answer_requests(rows: pd.DataFrame, model, inputs: list[str], carried: list[
     if pd.isna(entity):
         return _rejected(raw, "entity_id is empty", columns, carried)
     if entity_id(entity) not in router.bundle.index:
-        return _rejected(raw, f"unknown entity {entity!r}: the routing model (run {router.meta.run_id}) has "
-                              f"{router.meta.entities} entities, e.g. {router.bundle.first_entity()!r}", columns, carried)
+        reason = (f"unknown entity {entity!r}: the routing model (run {router.meta.run_id}) has "
+                  f"{router.meta.entities} entities, e.g. {router.bundle.first_entity()!r}")
+        return _rejected(raw, reason, columns, carried)
     sent = raw[[c for c in inputs if c in raw.columns]]
     answer, reason = _predict(model, sent)
     if reason is None:
