@@ -28,7 +28,7 @@ import pyarrow as pa
 from engine.config import Config
 from engine.errors import ConfigError, Unavailable, first_line
 from engine.faults import crash_point
-from engine.medallion.schemas import TS, spark_ddl
+from engine.medallion.schemas import spark_ddl
 from engine.normalize import entity_id
 from engine.routing.bundle import Bundle
 from engine.routing.pyfunc import TIMESTAMPS
@@ -51,11 +51,6 @@ class StreamReport:
     rejected: int = 0
     seconds: float = 0.0
     per_batch: list[dict] = field(default_factory=list)
-
-
-def reject_schema() -> pa.Schema:
-    return pa.schema([("entity_id", pa.string()), ("request", pa.string()), ("reason", pa.string()),
-                      ("batch_id", pa.int64()), ("rejected_at", TS)])
 
 
 def answer_requests(rows: pd.DataFrame, model, inputs: list[str], carried: list[str],
@@ -114,8 +109,7 @@ def _rejected(raw: pd.DataFrame, reason: str, columns: pa.Schema, carried: list[
     for column in carried:
         out[column] = raw[column].to_numpy()
     out[_REASON] = reason
-    out[_RAW] = [json.dumps(record, default=str) for record in
-                 json.loads(raw.to_json(orient="records", date_format="iso"))]
+    out[_RAW] = [json.dumps(record) for record in json.loads(raw.to_json(orient="records", date_format="iso"))]
     return out
 
 
@@ -130,9 +124,9 @@ class _Champion:
         self.bundle: Optional[Bundle] = None
         self.refresh()
 
-    def _current_version(self) -> Optional[str]:
+    def _current_version(self) -> str:
         if not self.uri.startswith("models:/") or "@" not in self.uri:
-            return self.uri if self.version is None else self.version
+            return self.uri          # a fixed version or path: loaded once
         from engine.tracking.client import open_client
         name, _, alias = self.uri[len("models:/"):].partition("@")
         return open_client(self.config.mlflow.tracking_uri).get_model_version_by_alias(name, alias).version
@@ -160,8 +154,7 @@ def score_stream(config: Config, model_uri: Optional[str] = None, once: bool = F
     check_model(config, model_uri)
     runner = backend_for(config, "spark", spark)
     lake, spark = runner.lake, runner.spark
-    source = _requests(lake, settings.requests)
-    carried = [c for c in source.columns if c not in REQUIRED]
+    carried = [c for c in _request_columns(lake, settings.requests) if c not in REQUIRED]
     report, started = StreamReport(model_uri), time.perf_counter()
     app_id = "manymodels-score-" + hashlib.sha1(lake.path(settings.checkpoint).encode()).hexdigest()[:16]
 
@@ -232,8 +225,8 @@ def score_stream(config: Config, model_uri: Optional[str] = None, once: bool = F
     return report
 
 
-def _requests(lake, table: str):
-    """The request table as a batch frame (to read its columns), or a clear error."""
+def _request_columns(lake, table: str) -> list[str]:
+    """The request table's columns, or a clear error when it is missing or lacks entity_id/ds."""
     if not lake.exists(table):
         raise ConfigError(f"no request table at {lake.path(table)} (streaming.requests): append rows of "
                           "entity_id, ds and the model's exogenous columns to a Delta table there "
@@ -243,4 +236,4 @@ def _requests(lake, table: str):
     if missing:
         raise ConfigError(f"the request table {lake.path(table)} lacks column(s) {', '.join(missing)}; "
                           f"it has {', '.join(columns)} (every request row needs entity_id and ds)")
-    return lake.read(table)
+    return columns
