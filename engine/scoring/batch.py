@@ -109,9 +109,15 @@ def score_frame(rows: pd.DataFrame, model_path: str, origins: dict[str, pd.Times
         return pd.DataFrame(columns=columns)
     request = pd.concat(requests, ignore_index=True)
     answer = _cached_model(model_path).predict(request[[c for c in inputs if c in request]])
-    for column in TIMESTAMPS:       # the model answers ISO strings, as to every MLflow client
+    return with_timestamps(answer)[columns]
+
+
+def with_timestamps(answer: pd.DataFrame) -> pd.DataFrame:
+    """The model's answer with `ds` and `forecast_origin` as UTC timestamps again (it answers
+    ISO strings, as to every MLflow client)."""
+    for column in TIMESTAMPS:
         answer[column] = pd.to_datetime(answer[column], utc=True)
-    return answer[columns]
+    return answer
 
 
 def _cached_model(path: str):

@@ -31,8 +31,8 @@ from engine.faults import crash_point
 from engine.medallion.schemas import spark_ddl
 from engine.normalize import entity_id
 from engine.routing.bundle import Bundle
-from engine.routing.pyfunc import TIMESTAMPS
-from engine.scoring.batch import _cached_model, bundle_folder, champion_uri, check_model, download_model
+from engine.scoring.batch import (_cached_model, bundle_folder, champion_uri, check_model, download_model,
+                                  with_timestamps)
 from engine.training.tables import FORECASTS, RunContext
 
 REQUIRED = ("entity_id", "ds")
@@ -93,10 +93,7 @@ def _predict(model, request: pd.DataFrame):
 
 
 def _answered(answer: pd.DataFrame, raw: pd.DataFrame, columns: pa.Schema, carried: list[str]) -> pd.DataFrame:
-    answer = answer.reset_index(drop=True)
-    for column in TIMESTAMPS:       # the model answers ISO strings, as to every MLflow client
-        answer[column] = pd.to_datetime(answer[column], utc=True)
-    out = answer[columns.names].copy()
+    out = with_timestamps(answer.reset_index(drop=True))[columns.names].copy()
     for column in carried:
         out[column] = raw[column].to_numpy()
     out[_REASON], out[_RAW] = None, None
