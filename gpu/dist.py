@@ -15,6 +15,7 @@ with a TCP rendezvous on 127.0.0.1.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -79,6 +80,24 @@ def _entry(backend: str, main: Callable[..., Any], kwargs: dict) -> Any:
 
 def run_local(main: Callable[..., Any], nproc: int, kwargs: dict, use_gpu: bool = False) -> Any:
     """`main(**kwargs)` in `nproc` spawned processes on this machine; rank 0's result."""
+    for attempt in range(_RENDEZVOUS_TRIES):
+        outcomes = _run_ranks(main, nproc, kwargs, use_gpu)
+        failed = {rank: value for rank, (ok, value) in outcomes.items() if not ok}
+        if not failed:
+            return outcomes[0][1]
+        rank, error = sorted(failed.items())[0]
+        # The free port is found before rank 0 binds it, so another process can take it in between:
+        # the rendezvous fails before any training has run, and a new port is safe to try.
+        if not _PORT_TAKEN.search(error) or attempt == _RENDEZVOUS_TRIES - 1:
+            raise RuntimeError(f"rank {rank} of {nproc} failed:\n{error}")
+
+
+_RENDEZVOUS_TRIES = 3
+_PORT_TAKEN = re.compile(r"EADDRINUSE|[Aa]ddress already in use")
+
+
+def _run_ranks(main: Callable[..., Any], nproc: int, kwargs: dict, use_gpu: bool) -> dict:
+    """{rank: (ok, return value or traceback)}, stopping at the first rank that fails."""
     import torch.multiprocessing as mp
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -101,11 +120,7 @@ def run_local(main: Callable[..., Any], nproc: int, kwargs: dict, use_gpu: bool 
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    failed = {rank: value for rank, (ok, value) in outcomes.items() if not ok}
-    if failed:
-        rank, error = sorted(failed.items())[0]
-        raise RuntimeError(f"rank {rank} of {nproc} failed:\n{error}")
-    return outcomes[0][1]
+    return outcomes
 
 
 def _local_rank(rank: int, env: dict, main, kwargs, results) -> None:

@@ -164,6 +164,27 @@ def test_a_failing_rank_is_reported_and_np_is_checked():
         HorovodRunner(np=-1, backend="horovod")
 
 
+def _world_size():
+    from gpu import dist
+    dist.init()
+    return dist.size()
+
+
+def test_a_rendezvous_port_taken_in_between_is_retried_on_a_new_port(monkeypatch):
+    """The launcher finds a free port before rank 0 binds it; a process that takes it in between
+    costs one retry, not a failed job."""
+    import socket
+
+    from gpu import dist
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ports = iter([taken.getsockname()[1]])
+        real = dist._free_port
+        monkeypatch.setattr(dist, "_free_port", lambda: next(ports, None) or real())
+        assert run_local(_world_size, 2, {}) == 2
+
+
 SETTINGS = dict(horizon=24, backtest={"windows": 2, "step": 24, "metric": "mase"},
                 models=["seasonal_naive", "gpu_additive", "global_nn"], training={"max_history": 24 * 28},
                 source={"kind": "synthetic", "exogenous": ["temperature"],
