@@ -6,6 +6,7 @@ read what the other wrote; `tests/engine/test_lake.py` holds them to that.
 from __future__ import annotations
 
 import re
+import uuid
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -236,10 +237,11 @@ class SparkLake:
         every file of the table instead, so each night copied all earlier nights' rows."""
         if "run_id" not in keys or not self.exists(table):
             return self.upsert(table, frame, schema, keys, delete_scope=_run_scope(run_id))
-        frame = frame.select(*schema.names)
-        (frame.write.format("delta").mode("overwrite").option("replaceWhere", _run_scope(run_id, alias=""))
-         .option("mergeSchema", "true").save(self.path(table)))
-        return frame.count()
+        tag = _commit_tag()
+        (frame.select(*schema.names).write.format("delta").mode("overwrite")
+         .option("replaceWhere", _run_scope(run_id, alias="")).option("mergeSchema", "true")
+         .option("userMetadata", tag).save(self.path(table)))
+        return self._rows_written(table, tag)
 
     def upsert(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
                delete_scope: Optional[str] = None) -> int:
@@ -247,14 +249,26 @@ class SparkLake:
         from delta.tables import DeltaTable
         frame = frame.select(*schema.names)
         if not self.exists(table):
-            frame.write.format("delta").mode("append").save(self.path(table))
-        else:
-            merge = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
-                     .merge(frame.alias("s"), _key_predicate(keys)).whenMatchedUpdateAll().whenNotMatchedInsertAll())
-            if delete_scope:
-                merge = merge.whenNotMatchedBySourceDelete(condition=delete_scope)
-            merge.execute()
-        return frame.count()
+            tag = _commit_tag()
+            frame.write.format("delta").mode("append").option("userMetadata", tag).save(self.path(table))
+            return self._rows_written(table, tag)
+        merge = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
+                 .merge(frame.alias("s"), _key_predicate(keys)).whenMatchedUpdateAll().whenNotMatchedInsertAll())
+        if delete_scope:
+            merge = merge.whenNotMatchedBySourceDelete(condition=delete_scope)
+        metrics = merge.execute().first()
+        # Each source row updates one target row or is inserted (the keys are unique in the source).
+        return int(metrics["num_updated_rows"]) + int(metrics["num_inserted_rows"])
+
+    def _rows_written(self, table: str, tag: str) -> int:
+        """Rows written by the commit tagged `tag`, from Delta's own operation metrics: counting the
+        frame again would run the whole plan (Python UDFs included) a second time."""
+        from delta.tables import DeltaTable
+        history = DeltaTable.forPath(self.spark, self.path(table)).history(_TAG_LOOKBACK)
+        for commit in history.select("userMetadata", "operationMetrics").collect():
+            if commit["userMetadata"] == tag:
+                return int(commit["operationMetrics"]["numOutputRows"])
+        raise RuntimeError(f"the commit to {table} tagged {tag} is not in its last {_TAG_LOOKBACK} versions")
 
     def overwrite(self, table: str, frame: "SparkFrame", schema: pa.Schema,
                   clustered_by: Optional[str] = None) -> int:
@@ -265,6 +279,14 @@ class SparkLake:
             frame = frame.repartitionByRange(clustered_by).sortWithinPartitions(*keys)
         frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(self.path(table))
         return self.version(table)
+
+
+_TAG_LOOKBACK = 20     # commits other writers may add between a write and reading its metrics
+
+
+def _commit_tag() -> str:
+    """A unique `userMetadata` for one commit, to find its metrics in the table's history."""
+    return f"manymodels-write-{uuid.uuid4().hex}"
 
 
 def _cluster_keys(key: str, schema: pa.Schema) -> list[str]:
