@@ -179,10 +179,12 @@ def test_a_rendezvous_port_taken_in_between_is_retried_on_a_new_port(monkeypatch
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        ports = iter([taken.getsockname()[1]])
+        picked = []
         real = dist._free_port
-        monkeypatch.setattr(dist, "_free_port", lambda: next(ports, None) or real())
+        monkeypatch.setattr(dist, "_free_port", lambda: picked.append(taken.getsockname()[1] if not picked
+                                                                      else real()) or picked[-1])
         assert run_local(_world_size, 1, {}) == 1      # rank 0 binds the port, whatever the world size
+        assert len(picked) == 2                        # the taken port, then a new one
 
 
 SETTINGS = dict(horizon=24, backtest={"windows": 2, "step": 24, "metric": "mase"},

@@ -95,6 +95,8 @@ def test_spark_and_ray_give_results_identical_to_local(lake_config, spark):
     pd.testing.assert_frame_equal(by_run["parity-spark"], by_run["parity-local"])
     pd.testing.assert_frame_equal(by_run["parity-ray"], by_run["parity-local"])
     assert spark_report.entities == ray_report.entities == local.entities == 5
+    # Rows written per table: Spark reads them from its commits (a replaceWhere's and a MERGE's metrics).
+    assert spark_report.written == ray_report.written == local.written
 
 
 @pytest.mark.spark
