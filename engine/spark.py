@@ -1,11 +1,14 @@
 """Spark session factory: Delta Lake enabled, quiet, Arrow on. Nothing runs at import."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import sys
 import time
-from typing import TYPE_CHECKING, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from engine.config import LakeConfig, SparkConfig
 from engine.storage import LakeStore, StorageError
@@ -62,10 +65,42 @@ def get_spark(conf: SparkConfig, lake: Optional[LakeConfig] = None) -> "SparkSes
     for key, value in settings.items():
         builder = builder.config(key, value)
     packages = store.spark_packages() if store is not None else []
-    spark = configure_spark_with_delta_pip(builder, extra_packages=packages).getOrCreate()
+    with first_resolution(_ivy_home(settings), packages):
+        spark = configure_spark_with_delta_pip(builder, extra_packages=packages).getOrCreate()
     spark.sparkContext.setLogLevel(conf.log_level.upper())
     _no_jars_on_python_path(spark)
     return spark
+
+
+def _ivy_home(settings: dict) -> Path:
+    """Where spark-submit's Ivy keeps its cache: `spark.jars.ivy`, else Spark 4's default."""
+    return Path(settings.get("spark.jars.ivy") or Path.home() / ".ivy2.5.2").expanduser()
+
+
+@contextlib.contextmanager
+def first_resolution(ivy_home: Path, packages: list[str]) -> Iterator[None]:
+    """Serialize the first JVM start of a package set on this machine.
+
+    Ivy's cache is not safe for two JVMs resolving into it at once: on a fresh machine two
+    sessions started together (two test workers, two jobs) truncate each other's downloads
+    ("Downloaded file size (0) doesn't match expected Content Length") and one fails to start.
+    The first start holds a lock file in the Ivy home and leaves a marker once its JARs are in
+    the cache; later starts see the marker and take no lock."""
+    from importlib.metadata import version
+    key = hashlib.sha1(" ".join([version("delta-spark"), *sorted(packages)]).encode()).hexdigest()[:16]
+    marker = ivy_home / f".manymodels-resolved-{key}"
+    if marker.exists():
+        yield
+        return
+    import fcntl
+    ivy_home.mkdir(parents=True, exist_ok=True)
+    with open(ivy_home / ".manymodels-resolve.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+            marker.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _no_jars_on_python_path(spark: "SparkSession") -> None:
