@@ -4,11 +4,16 @@ A job killed with SIGKILL runs no clean-up, so its pool workers would be reparen
 and go on computing for minutes. Each worker asks the kernel to SIGKILL it when its parent dies
 (Linux `prctl(PR_SET_PDEATHSIG)`); elsewhere a daemon thread watches the parent's pid. Either
 way a worker whose parent is already gone by the time it starts exits at once.
+
+A worker forked by a forkserver has the forkserver for its parent, and the forkserver lives on
+while any worker does (each worker holds its "job alive" pipe), so `die_with_job` also has a
+thread wait on the job itself.
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
@@ -32,3 +37,33 @@ def _watch(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(1.0)
     os._exit(1)
+
+
+def die_with_job(job_pid: int) -> None:
+    """Call first thing in a worker that may not be the job's child (forked by a forkserver)."""
+    parent = os.getppid()
+    die_with_parent(parent)
+    if parent != job_pid:
+        threading.Thread(target=_wait_for, args=(job_pid,), daemon=True, name="die-with-job").start()
+
+
+def _wait_for(pid: int) -> None:
+    """Exit once process `pid` has ended: a pidfd wakes at once; without one (no Linux 5.3), poll."""
+    try:
+        handle = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while _alive(pid):
+            time.sleep(0.5)
+    else:
+        select.select([handle], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,5 +1,6 @@
-"""The local backend: pandas frames, Delta through delta-rs (no JVM), tasks in a pool of spawned
-processes with BLAS on one thread each. `PandasBackend` is the frame half the Ray backend shares."""
+"""The local backend: pandas frames, Delta through delta-rs (no JVM), tasks in a pool of worker
+processes (forked from a warm forkserver) with BLAS on one thread each. `PandasBackend` is the
+frame half the Ray backend shares."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ import pyarrow as pa
 from engine.backends.base import Backend, GroupFn, Shared
 from engine.errors import WorkersLost
 from engine.lake import DeltaRsLake, bronze_table, observed_before
-from engine.processes import die_with_parent
+from engine.processes import die_with_job
 from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
 from partitions.plan import PartitionPlan
 
@@ -141,7 +142,7 @@ class PandasBackend(Backend):
 
 
 class LocalBackend(PandasBackend):
-    """A pool of spawned Python processes on this machine; no JVM."""
+    """A pool of Python worker processes on this machine; no JVM."""
 
     name = "local"
 
@@ -168,8 +169,9 @@ class LocalBackend(PandasBackend):
         return pd.concat(results, ignore_index=True) if results else TASK_RESULT_SCHEMA.empty_table().to_pandas()
 
     def _run_pool(self, tasks, attempts, spec, results, progress) -> None:
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=get_context("spawn"),
-                                 initializer=init_worker, initargs=(os.getpid(),)) as pool:
+        job = (os.getpid(), dict(os.environ), os.getcwd())
+        with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=worker_context(),
+                                 initializer=init_worker, initargs=job) as pool:
             running = {pool.submit(self.task, rows, spec, attempts[b]): b for b, rows in tasks.items()}
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -182,10 +184,29 @@ class LocalBackend(PandasBackend):
                         progress(len(frame))
 
 
-def init_worker(parent_pid: int) -> None:
-    """A worker dies with the job (kill -9 included) and runs BLAS on one thread."""
+def worker_context():
+    """Workers fork from a forkserver that imported the training code and the zoo's libraries
+    once per job process (`engine.training.preload`); a spawned worker paid those imports,
+    about 3 s of CPU, on every `train`. Spawn where there is no forkserver."""
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return get_context("spawn")
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["engine.training.preload"])
+    return context
+
+
+def init_worker(job_pid: int, environ: Optional[dict] = None, cwd: Optional[str] = None) -> None:
+    """A worker dies with the job (kill -9 included), runs BLAS on one thread, and sees the
+    job's environment and folder as they are now, as a spawned worker would (the forkserver
+    holds them as they were when it started)."""
     from threadpoolctl import threadpool_limits
-    die_with_parent(parent_pid)
+    die_with_job(job_pid)
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    if cwd is not None:
+        os.chdir(cwd)
     threadpool_limits(limits=1)
 
 

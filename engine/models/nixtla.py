@@ -23,6 +23,8 @@ from engine.models.base import Forecast, ForecastModel, ModelError
 
 
 _IMPORTING = threading.Lock()
+# What statsforecast's functions import inside their bodies (grep `^\s+from statsforecast`).
+_CALL_TIME_IMPORTS = ("simulation", "distributions")
 
 
 def library(module: str) -> types.ModuleType:
@@ -32,6 +34,8 @@ def library(module: str) -> types.ModuleType:
     when installed): 1.5 s in every worker and serving process, for nothing the zoo calls. So the
     model functions load under a bare package object, which is then dropped: a later
     `import statsforecast` (a benchmark's `StatsForecast`) runs the real `__init__` as usual.
+    The modules its forecast functions import when first called (the interval samplers) load
+    with it, or that first forecast would run the real `__init__` after all.
     Imported lazily too, so reading a config or `forecasts pull` imports no statsforecast at all."""
     name = f"statsforecast.{module}"
     if name in sys.modules:
@@ -44,6 +48,8 @@ def library(module: str) -> types.ModuleType:
         bare.__path__, bare.__spec__ = list(found.submodule_search_locations), found
         sys.modules["statsforecast"] = bare
         try:
+            for called in _CALL_TIME_IMPORTS:
+                importlib.import_module(f"statsforecast.{called}")
             return importlib.import_module(name)
         finally:
             del sys.modules["statsforecast"]

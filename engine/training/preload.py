@@ -1,0 +1,10 @@
+"""What the local backend's forkserver imports before it forks a worker: the training code and
+the statsforecast functions the zoo calls. Workers then start warm; a spawned worker imported
+all of it again (about 3 s of CPU) on every `train`."""
+from __future__ import annotations
+
+import engine.training.tasks  # noqa: F401
+from engine.models.nixtla import library
+
+for _module in ("theta", "ets", "arima", "ces", "mstl", "models"):
+    library(_module)
