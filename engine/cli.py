@@ -475,6 +475,10 @@ def training_summary(report) -> str:
              f"time: train {report.seconds['train']:.1f}s ({report.entities_per_second:.2f} entities/s), "
              f"total {report.seconds['total']:.1f}s; rows written: "
              + ", ".join(f"{t} {n}" for t, n in report.written.items())]
+    coverage = report.coverage()
+    if coverage:
+        lines.append("interval coverage in backtests (champions): "
+                     + ", ".join(f"{lvl}% -> {100 * c:.1f}%" for lvl, c in coverage.items()))
     if report.tuning_run:
         lines.append(f"hyperparameters: tuning run {report.tuning_run} (training.tuned_params)")
     if report.global_nn:

@@ -23,9 +23,10 @@ from engine.models.space import model_space, tunable
 
 PARTITION_STRATEGIES = ("cost", "entity")
 BACKENDS = BACKEND_NAMES     # engine.backends: the registry
-METRICS = ("mae", "rmse", "smape", "mase")
+METRICS = ("mae", "rmse", "smape", "mase", "pinball")
 SELECTIONS = ("best", "combine")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
+LOAD_SOURCES = ("gefcom2012",)      # electric load: never below zero, whatever a model extrapolates
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,9 @@ class SeriesConfig:
 
     freq: str = "h"
     season_lengths: Optional[list[int]] = None      # default: the frequency's natural cycles (24, 168 hourly)
+    # true: no forecast, bound or quantile below 0; false: none clipped; left out: true for load
+    # sources (LOAD_SOURCES), else per entity, when its history was never negative (a note says so).
+    nonnegative: Optional[bool] = None
 
     def __post_init__(self) -> None:
         try:
@@ -516,7 +520,15 @@ class Config:
         """What every per-entity model needs to know (engine.models.ModelSpec)."""
         return ModelSpec(freq=self.series.freq, season_lengths=tuple(self.series.season_lengths),
                          levels=tuple(sorted(self.training.levels)), exogenous=tuple(self.source.exogenous),
-                         seed=self.training.seed, max_history=self.training.max_history)
+                         seed=self.training.seed, max_history=self.training.max_history,
+                         nonnegative=self.nonnegative)
+
+    @property
+    def nonnegative(self) -> Optional[bool]:
+        """series.nonnegative, or true for a load source; None: inferred per entity."""
+        if self.series.nonnegative is not None:
+            return self.series.nonnegative
+        return True if self.source.kind in LOAD_SOURCES else None
 
     @property
     def history_steps(self) -> int:

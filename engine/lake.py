@@ -134,7 +134,8 @@ class DeltaRsLake:
             self.write(table, data, mode="append")
             return data.num_rows
         merge = (self.table(table)
-                 .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", streamed_exec=False)
+                 .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", merge_schema=True,
+                        streamed_exec=False)
                  .when_matched_update_all().when_not_matched_insert_all())
         if delete_scope:
             merge = merge.when_not_matched_by_source_delete(predicate=delete_scope)

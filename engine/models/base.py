@@ -43,6 +43,8 @@ class ModelSpec:
     exogenous: tuple[str, ...] = ()
     seed: int = 0
     max_history: int = 0       # most recent steps a model fits (0: all); long-history models see all
+    # True: no forecast or bound below 0; None: so when the fitted history was never negative.
+    nonnegative: Optional[bool] = None
 
     @property
     def frequency(self) -> Frequency:
@@ -69,6 +71,12 @@ class ModelSpec:
 class Forecast:
     mean: np.ndarray
     bounds: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def clipped(self, floor: float) -> "Forecast":
+        """No value below `floor`. Clipping is monotone, so bounds stay ordered and nested, and
+        for a series that never goes below `floor` it changes no interval's coverage."""
+        return Forecast(np.maximum(self.mean, floor),
+                        {lvl: (np.maximum(lo, floor), np.maximum(hi, floor)) for lvl, (lo, hi) in self.bounds.items()})
 
     def to_frame(self, ds: pd.DatetimeIndex | pd.Series) -> pd.DataFrame:
         out = {"ds": np.asarray(ds), "yhat": self.mean}
@@ -163,6 +171,7 @@ class ForecastModel(ABC):
         self.hyper = self.resolve_params(params)
         self.exogenous_: tuple[str, ...] = ()
         self.seen_: dict[str, Seen] = {}        # the regressor values of the fitted history
+        self.floor_: Optional[float] = None     # forecasts and bounds are clipped here (nonnegative series)
         self.fitted_ = False
 
     @classmethod
@@ -197,8 +206,15 @@ class ForecastModel(ABC):
             warnings.simplefilter("ignore")
             self._fit(history.reset_index(drop=True), y)
         self.seen_ = seen_in(history, self.exogenous_)
+        nonnegative = self.spec.nonnegative
+        self.floor_ = 0.0 if nonnegative or (nonnegative is None and y.min() >= 0) else None
         self.fitted_ = True
         return self
+
+    @property
+    def floor_inferred(self) -> bool:
+        """The 0 floor came from the history (never negative), not from the config."""
+        return self.floor_ is not None and self.spec.nonnegative is None
 
     def forecast(self, future: pd.DataFrame) -> Forecast:
         """Forecast the rows of `future` (its ``ds`` continue the history on the grid)."""
@@ -213,7 +229,7 @@ class ForecastModel(ABC):
             fc = self._forecast(future.reset_index(drop=True), len(future))
         if len(fc.mean) != len(future) or not np.isfinite(fc.mean).all():
             raise ModelError(f"{self.name}: produced a non-finite forecast")
-        return fc
+        return fc if self.floor_ is None else fc.clipped(self.floor_)
 
     @abstractmethod
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None: ...
@@ -241,15 +257,17 @@ class ForecastModel(ABC):
         envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
                     "implementation": self.implementation, "spec": self.spec.to_dict(),
                     "hyper": self.hyper, "exogenous": list(self.exogenous_), "seen": to_state(self.seen_),
-                    "state": self._state()}
+                    "floor": self.floor_, "state": self._state()}
         return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
     @classmethod
     def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any],
-                hyper: Optional[Mapping[str, Any]] = None, seen: Optional[dict[str, list]] = None) -> "ForecastModel":
+                hyper: Optional[Mapping[str, Any]] = None, seen: Optional[dict[str, list]] = None,
+                floor: Optional[float] = None) -> "ForecastModel":
         model = cls(spec, hyper)
         model.exogenous_ = tuple(exogenous)
         model.seen_ = from_state(seen)
+        model.floor_ = floor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model._restore(state)

@@ -40,6 +40,7 @@ class EnsembleModel(ForecastModel):
         model.members_ = list(members)
         model.exogenous_ = tuple(sorted({c for m in members for c in m.exogenous_}))
         model.seen_ = merged(m.seen_ for m in members)
+        model.floor_ = next((m.floor_ for m in members if m.floor_ is not None), None)
         model.fitted_ = True
         return model
 
@@ -65,10 +66,10 @@ class EnsembleModel(ForecastModel):
 
     def _state(self) -> dict[str, Any]:
         return {"members": [{"model": m.name, "implementation": m.implementation, "exogenous": list(m.exogenous_),
-                             "hyper": m.hyper, "state": m._state()} for m in self.members_]}
+                             "hyper": m.hyper, "floor": m.floor_, "state": m._state()} for m in self.members_]}
 
     def _restore(self, state: dict[str, Any]) -> None:
         from engine.models.registry import stored_class
         self.members_ = [stored_class(m["model"], m.get("implementation", 1)).restore(
-            self.spec, m["exogenous"], m["state"], m.get("hyper")) for m in state["members"]]
+            self.spec, m["exogenous"], m["state"], m.get("hyper"), floor=m.get("floor")) for m in state["members"]]
         self.member_names = tuple(m["model"] for m in state["members"])

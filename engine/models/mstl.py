@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from engine.models.base import Forecast, ForecastModel, ModelError
+from engine.models.base import Forecast, ForecastModel, ModelError, ModelSpec
 from engine.models.ets import ETSModel
 from engine.models.nixtla import library
 
@@ -36,7 +36,11 @@ class MSTLModel(ForecastModel):
         # Each component's last cycle, repeated forward.
         self.cycles_ = [seasonal[-m:, i] for i, m in enumerate(self.periods_)]
         adjusted = y - seasonal.sum(axis=1)
-        self.trend_model_ = self.trend_class(replace(self.spec, season_lengths=())).fit(pd.DataFrame({"y": adjusted}))
+        self.trend_model_ = self.trend_class(self._trend_spec()).fit(pd.DataFrame({"y": adjusted}))
+
+    def _trend_spec(self) -> ModelSpec:
+        # The adjusted series can go below 0 where the whole cannot: the whole is clipped, not it.
+        return replace(self.spec, season_lengths=(), nonnegative=False)
 
     def _seasonal(self, y: np.ndarray) -> np.ndarray:
         """One column per period of `self.periods_`: its seasonal component."""
@@ -62,4 +66,4 @@ class MSTLModel(ForecastModel):
     def _restore(self, state: dict[str, Any]) -> None:
         self.periods_ = tuple(state["periods"])
         self.cycles_ = [np.asarray(c, dtype="float64") for c in state["cycles"]]
-        self.trend_model_ = self.trend_class.restore(replace(self.spec, season_lengths=()), [], state["trend_model"])
+        self.trend_model_ = self.trend_class.restore(self._trend_spec(), [], state["trend_model"])

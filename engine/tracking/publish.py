@@ -295,6 +295,7 @@ def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.Da
     figures = {"entities": len(models), **{f"status.{s}": int(n) for s, n in statuses.items()},
                **{f"champions.{c}": int(n) for c, n in models["champion"].dropna().value_counts().items()},
                f"aggregate.{config.backtest.metric}": aggregate,
+               **{f"coverage.{lvl}": aggregate_metric(models, f"coverage_{lvl}") for lvl in config.training.levels},
                "fit_seconds.total": float(models["fit_seconds"].sum()),
                **{f"seconds.{k}": float(v) for k, v in train_seconds.items()}}
     log_batch(client, parent, params=params)

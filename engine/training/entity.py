@@ -37,7 +37,7 @@ RESULT_SCHEMA = pa.schema([
     ("entity_id", pa.string()), ("status", pa.string()), ("champion", pa.string()), ("reason", pa.string()),
     ("error", pa.string()), ("n_obs", pa.int64()), ("windows", pa.int64()), ("forecast_origin", TS),
     ("fit_seconds", pa.float64()), ("params", pa.string()), ("metrics", pa.string()), ("backtests", pa.string()),
-    ("forecast", pa.string()), ("notes", pa.string()), ("model", pa.binary())])
+    ("forecast", pa.string()), ("notes", pa.string()), ("model", pa.binary()), ("scores", pa.string())])
 RESULT_COLUMNS = RESULT_SCHEMA.names
 
 
@@ -212,7 +212,7 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
     except Exception:  # noqa: BLE001 - nothing left to forecast from (e.g. no observed value)
         return {"status": FAILED, "champion": None, "reason": "no fallback possible", "error": error,
                 "n_obs": int(rows["y"].notna().sum()), "windows": 0, "forecast_origin": None, "params": "{}",
-                "metrics": "{}", "backtests": "[]", "forecast": None, "notes": "[]", "model": None}
+                "metrics": "{}", "backtests": "[]", "forecast": None, "notes": "[]", "model": None, "scores": "{}"}
 
 
 def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None,
@@ -223,12 +223,16 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
     columnar = {"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist(),
                 **{c: frame[c].tolist() for c in frame.columns if c != "ds"}}
     candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
+    if model.floor_inferred:
+        notes = [*notes, "nonnegative: the history was never negative, so no forecast or bound goes below 0 "
+                         "(series.nonnegative: false turns this off)"]
     return {"status": status, "champion": model.name, "reason": reason, "error": error, "n_obs": len(history),
             "windows": windows, "forecast_origin": history["ds"].iloc[-1],
             "params": _json({**model.logged_params(), "params_from": params_from,
                              **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
             "metrics": _json(summary), "backtests": _json(backtests), "forecast": _json(columnar),
-            "notes": _json(notes + candidate_errors), "model": model.to_bytes()}
+            "notes": _json(notes + candidate_errors), "model": model.to_bytes(),
+            "scores": _json(summary.get(model.name, {}))}
 
 
 def _json(value: Any) -> str:

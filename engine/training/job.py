@@ -7,6 +7,7 @@ with run-keyed MERGEs. Nothing is written when too many entities failed.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import uuid
 from collections import Counter
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+import numpy as np
 import pandas as pd
 
 from engine.backends import backend_for
@@ -23,14 +25,14 @@ from engine.errors import ConfigError, Exit, ManymodelsError
 from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, latest_gold_version, observed_before
 from engine.models import model_costs
-from engine.training.entity import FAILED, TrainSpec
+from engine.training.entity import FAILED, OK, TrainSpec
 from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
 from engine.training.tuned_params import tuned_params
 from partitions.plan import PartitionPlan, plan_partitions
 
 SUMMARY_COLUMNS = ["entity_id", "status", "champion", "reason", "error", "n_obs", "fit_seconds", "attempt",
-                   "forecast_origin"]
+                   "forecast_origin", "scores"]
 
 
 class TrainingFailed(ManymodelsError):
@@ -77,6 +79,14 @@ class TrainReport:
         """The latest forecast origin of the run (ISO), None when nothing was forecast."""
         origins = pd.to_datetime(self.summary["forecast_origin"], utc=True).dropna()
         return origins.max().isoformat() if len(origins) else None
+
+    def coverage(self) -> dict[int, float]:
+        """Each interval level's empirical coverage in the champions' backtests, over the entities
+        trained normally (nominal: the level itself)."""
+        scores = [json.loads(s) for s in self.summary.loc[self.summary["status"] == OK, "scores"]]
+        levels = sorted({int(k.split("_")[1]) for score in scores for k in score if k.startswith("coverage_")})
+        return {lvl: float(np.mean(values)) for lvl in levels
+                if (values := [sc[f"coverage_{lvl}"] for sc in scores if f"coverage_{lvl}" in sc])}
 
     @property
     def entities_per_second(self) -> float:

@@ -23,7 +23,7 @@ from engine.training.entity import forecast_frame
 BACKTESTS, MODELS, FORECASTS = "gold/backtests", "gold/models", "gold/forecasts"
 KEYS = {BACKTESTS: ("run_id", "entity_id", "candidate", "window"), MODELS: ("run_id", "entity_id"),
         FORECASTS: ("entity_id", "ds", "forecast_origin")}
-METRIC_COLUMNS = ("mae", "rmse", "smape", "mase")
+METRIC_COLUMNS = ("mae", "rmse", "smape", "mase", "pinball")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The model zoo: forecasts with nested intervals, and exact serialization round trips."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import zlib
 
@@ -12,14 +14,15 @@ from engine.models import MODEL_CLASSES, EnsembleModel, ModelError, ModelSpec, l
 from tests.conftest import HOURLY_SPEC, hourly
 
 
-def build(name: str):
+def build(name: str, spec: ModelSpec = HOURLY_SPEC):
     if name == "ensemble":
-        return EnsembleModel(HOURLY_SPEC, ["theta", "seasonal_naive"], make_model)
+        return EnsembleModel(spec, ["theta", "seasonal_naive"], make_model)
     if name == "global_nn":
-        return make_model(name, HOURLY_SPEC, trained={"global_nn": small_network()})
-    return make_model(name, HOURLY_SPEC)
+        return make_model(name, spec, trained={"global_nn": small_network()})
+    return make_model(name, spec)
 
 
+@functools.lru_cache(maxsize=1)
 def small_network() -> dict:
     """A global network trained in this process on a few series like `hourly`'s (48 steps ahead)."""
     from dataclasses import asdict
@@ -72,6 +75,43 @@ def test_model_forecasts_with_nested_intervals_and_round_trips(name):
     # statsforecast's Theta bands come from float32 samples: equal to float32's precision.
     np.testing.assert_allclose(again.bounds[95][1], forecast.bounds[95][1], rtol=1e-6)
     assert restored.params() == model.params()
+
+
+def solar(n: int, seed: int = 5) -> pd.DataFrame:
+    """Rooftop solar behind a feeder meter: nothing at night, a noisy bell by day; never negative."""
+    frame = hourly(n, seed)
+    hour = frame["ds"].dt.hour.to_numpy()
+    day = np.clip(np.sin(np.pi * (hour - 6) / 12), 0, None)
+    noise = np.random.default_rng(seed).normal(0, 8, n)
+    return frame.assign(y=np.where(day > 0, np.clip(80 * day + noise, 0, None), 0.0))
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CLASSES))
+def test_a_nonnegative_series_gets_no_value_below_zero_and_keeps_it_after_a_round_trip(name):
+    frame = intermittent(24 * 21 + 48) if name in INTERMITTENT else solar(24 * 21 + 48)
+    history, future = frame.iloc[:-48], frame.iloc[-48:].drop(columns="y")
+    free = build(name, dataclasses.replace(HOURLY_SPEC, nonnegative=False)).fit(history).forecast(future)
+    for setting in (True, None):     # declared, or inferred from a history that never went below zero
+        model = build(name, dataclasses.replace(HOURLY_SPEC, nonnegative=setting)).fit(history)
+        assert model.floor_ == 0.0 and model.floor_inferred == (setting is None)
+        forecast = model.forecast(future)
+        # Exactly the unclipped forecast, with what went below zero raised to zero (an ensemble:
+        # the mean of its floored members, as the backtest combined them).
+        expected = EnsembleModel.combine([m.forecast(future) for m in model.members_]) if name == "ensemble" else free
+        np.testing.assert_allclose(forecast.mean, np.maximum(expected.mean, 0), rtol=1e-9, atol=1e-12)
+        paths = [forecast.bounds[95][0], forecast.bounds[80][0], forecast.mean, forecast.bounds[80][1],
+                 forecast.bounds[95][1]]
+        assert all((p >= 0).all() for p in paths)
+        assert all((a <= b + 1e-9).all() for a, b in zip(paths, paths[1:]))
+        for level in (80, 95):
+            np.testing.assert_allclose(forecast.bounds[level][0], np.maximum(expected.bounds[level][0], 0),
+                                       atol=1e-9)
+        again = load_model(model.to_bytes()).forecast(future)
+        np.testing.assert_allclose(again.mean, forecast.mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(again.bounds[95][0], forecast.bounds[95][0], rtol=1e-6, atol=1e-9)
+    # A history that went below zero once is not floored unless the config says so.
+    dipped = history.assign(y=history["y"].where(history.index != 5, -1.0))
+    assert build(name, dataclasses.replace(HOURLY_SPEC, nonnegative=None)).fit(dipped).floor_ is None
 
 
 @pytest.mark.parametrize("name", ["ets", "arima", "theta", "mstl"])

@@ -23,6 +23,11 @@ def test_parent_run_holds_the_job_and_one_child_run_per_entity(published):
     assert parent.data.tags["manymodels.gold_version"] == str(report.gold_version)
     assert parent.data.params["horizon"] == "24" and parent.data.params["backtest.metric"] == "mase"
     assert parent.data.metrics["entities"] == 4 and parent.data.metrics["status.ok"] == 4
+    # Each level's coverage in the champions' backtests, beside its nominal level.
+    models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", report.run_id)])
+    for level in (80, 95):
+        covered = [json.loads(r.metrics)[r.champion][f"coverage_{level}"] for r in models.itertuples()]
+        assert parent.data.metrics[f"coverage.{level}"] == pytest.approx(sum(covered) / 4)
     assert sum(v for k, v in parent.data.metrics.items() if k.startswith("champions.")) == 4
     assert parent.data.tags["gate.decision"] == "promoted" and "gate.challenger" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}

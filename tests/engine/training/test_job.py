@@ -1,6 +1,7 @@
 """The training stage end to end: real gold tables, every backend, run-keyed outputs."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -127,6 +128,7 @@ def test_train_command_prints_a_summary(lake_config, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "entities: 5 (ok 5)" in out.stdout and "champions: " in out.stdout and "entities/s" in out.stdout
+    assert re.search(r"interval coverage in backtests \(champions\): 80% -> [\d.]+%, 95% -> [\d.]+%", out.stdout)
     assert "Traceback" not in out.stderr
     assert "5 child runs" in out.stdout and "registry: cli-router version 1 promoted to champion" in out.stdout
     help_text = subprocess.run([sys.executable, "-m", "engine", "train", "--help"], capture_output=True, text=True)
