@@ -479,6 +479,7 @@ def training_summary(report) -> str:
     if coverage:
         lines.append("interval coverage in backtests (champions): "
                      + ", ".join(f"{lvl}% -> {100 * c:.1f}%" for lvl, c in coverage.items()))
+    lines += [tree.describe() for tree in report.hierarchy]
     if report.tuning_run:
         lines.append(f"hyperparameters: tuning run {report.tuning_run} (training.tuned_params)")
     if report.global_nn:

@@ -17,9 +17,11 @@ import yaml
 from engine.backends import BACKEND_NAMES
 from engine.errors import ConfigError, ManymodelsError
 from engine.frequency import Frequency, config_name, frequency
+from engine.hierarchy import RECONCILERS, HierarchyError, Tree
 from engine.models.base import ModelSpec
 from engine.models.registry import MODEL_CLASSES, MODEL_NAMES
 from engine.models.space import model_space, tunable
+from engine.normalize import entity_id
 
 PARTITION_STRATEGIES = ("cost", "entity")
 BACKENDS = BACKEND_NAMES     # engine.backends: the registry
@@ -237,6 +239,30 @@ class SeriesConfig:
 
 
 @dataclass(frozen=True)
+class HierarchyConfig:
+    """Entities that add up (engine.hierarchy): each parent is the sum of its children. Forecasts of
+    the entities in it are reconciled after training by the best of `methods` on the backtests."""
+
+    parents: dict[str, list[str]] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: list(RECONCILERS))
+
+    def __post_init__(self) -> None:
+        parents = {entity_id(p): [entity_id(c) for c in kids] for p, kids in self.parents.items()}
+        object.__setattr__(self, "parents", parents)     # ids as ingest stores them
+        try:
+            Tree(parents)
+        except HierarchyError as exc:
+            raise ConfigError(f"config key 'hierarchy.parents' {exc}") from None
+        unknown = [m for m in self.methods if m not in RECONCILERS]
+        _check(bool(self.methods) and not unknown, "hierarchy.methods",
+               f"must list some of {', '.join(RECONCILERS)}" + (f"; unknown: {unknown}" if unknown else ""))
+
+    @property
+    def tree(self) -> Tree:
+        return Tree(self.parents)
+
+
+@dataclass(frozen=True)
 class QualityConfig:
     """How silver flags suspicious values and how gold fills gaps."""
 
@@ -413,6 +439,7 @@ class Config:
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     global_nn: GlobalNNConfig = field(default_factory=GlobalNNConfig)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
 
     def __post_init__(self) -> None:
         _check(bool(self.name.strip()), "name", "must not be empty")
@@ -560,6 +587,10 @@ class Config:
         _check(not too_long, "series.season_lengths",
                f"has season length(s) {too_long} longer than the longest series ({longest} steps); "
                "use shorter seasons or ingest more history")
+        unknown = [n for n in self.hierarchy.tree.nodes if n not in series_lengths]
+        _check(not unknown, "hierarchy.parents",
+               f"names {len(unknown)} entit{'y' if len(unknown) == 1 else 'ies'} not in gold.series: "
+               f"{', '.join(map(repr, unknown[:5]))}{' ...' if len(unknown) > 5 else ''}")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

@@ -254,7 +254,8 @@ class SparkLake:
             frame.write.format("delta").mode("append").option("userMetadata", tag).save(self.path(table))
             return self._rows_written(table, tag)
         merge = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
-                 .merge(frame.alias("s"), _key_predicate(keys)).whenMatchedUpdateAll().whenNotMatchedInsertAll())
+                 .merge(frame.alias("s"), _key_predicate(keys)).withSchemaEvolution()
+                 .whenMatchedUpdateAll().whenNotMatchedInsertAll())
         if delete_scope:
             merge = merge.whenNotMatchedBySourceDelete(condition=delete_scope)
         metrics = merge.execute().first()

@@ -78,6 +78,14 @@ class Forecast:
         return Forecast(np.maximum(self.mean, floor),
                         {lvl: (np.maximum(lo, floor), np.maximum(hi, floor)) for lvl, (lo, hi) in self.bounds.items()})
 
+    def shifted(self, delta: np.ndarray) -> "Forecast":
+        """The mean and every bound moved by `delta` over their first steps (the rest as they are):
+        a reconciled forecast keeps each entity's own interval widths around the coherent mean."""
+        steps = min(len(delta), len(self.mean))
+        pad = np.zeros(len(self.mean))
+        pad[:steps] = delta[:steps]
+        return Forecast(self.mean + pad, {lvl: (lo + pad, hi + pad) for lvl, (lo, hi) in self.bounds.items()})
+
     def to_frame(self, ds: pd.DatetimeIndex | pd.Series) -> pd.DataFrame:
         out = {"ds": np.asarray(ds), "yhat": self.mean}
         for level, (lower, upper) in sorted(self.bounds.items()):
@@ -172,6 +180,8 @@ class ForecastModel(ABC):
         self.exogenous_: tuple[str, ...] = ()
         self.seen_: dict[str, Seen] = {}        # the regressor values of the fitted history
         self.floor_: Optional[float] = None     # forecasts and bounds are clipped here (nonnegative series)
+        # {"method", "delta"}: what hierarchical reconciliation added to each of the first steps
+        self.adjustment_: Optional[dict[str, Any]] = None
         self.fitted_ = False
 
     @classmethod
@@ -229,7 +239,18 @@ class ForecastModel(ABC):
             fc = self._forecast(future.reset_index(drop=True), len(future))
         if len(fc.mean) != len(future) or not np.isfinite(fc.mean).all():
             raise ModelError(f"{self.name}: produced a non-finite forecast")
-        return fc if self.floor_ is None else fc.clipped(self.floor_)
+        if self.floor_ is not None:
+            fc = fc.clipped(self.floor_)
+        if self.adjustment_:
+            fc = fc.shifted(np.asarray(self.adjustment_["delta"], dtype="float64"))
+            if self.floor_ is not None:
+                fc = fc.clipped(self.floor_)
+        return fc
+
+    @property
+    def reconciled_steps(self) -> int:
+        """How many steps from the training end carry the hierarchy's reconciled forecast."""
+        return len(self.adjustment_["delta"]) if self.adjustment_ else 0
 
     @abstractmethod
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None: ...
@@ -257,17 +278,17 @@ class ForecastModel(ABC):
         envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
                     "implementation": self.implementation, "spec": self.spec.to_dict(),
                     "hyper": self.hyper, "exogenous": list(self.exogenous_), "seen": to_state(self.seen_),
-                    "floor": self.floor_, "state": self._state()}
+                    "floor": self.floor_, "adjustment": self.adjustment_, "state": self._state()}
         return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
     @classmethod
     def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any],
                 hyper: Optional[Mapping[str, Any]] = None, seen: Optional[dict[str, list]] = None,
-                floor: Optional[float] = None) -> "ForecastModel":
+                floor: Optional[float] = None, adjustment: Optional[dict[str, Any]] = None) -> "ForecastModel":
         model = cls(spec, hyper)
         model.exogenous_ = tuple(exogenous)
         model.seen_ = from_state(seen)
-        model.floor_ = floor
+        model.floor_, model.adjustment_ = floor, adjustment
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model._restore(state)

@@ -89,7 +89,8 @@ def load_model(blob: bytes) -> ForecastModel:
     return cls.restore(ModelSpec.from_dict(envelope["spec"]), envelope["exogenous"], envelope["state"],
                        envelope.get("hyper"),   # models written before hyperparameters existed: defaults
                        envelope.get("seen"),    # and before regressor ranges: none to check
-                       envelope.get("floor"))   # and before nonnegative series: not clipped, as fitted
+                       envelope.get("floor"),   # and before nonnegative series: not clipped, as fitted
+                       envelope.get("adjustment"))    # and before hierarchies: not reconciled
 
 
 def serving_requirements(envelope: Mapping[str, Any]) -> set[str]:

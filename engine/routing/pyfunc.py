@@ -112,7 +112,7 @@ def _write_frames_in_one_pass() -> None:
 
 
 TIMESTAMPS = ("ds", "forecast_origin")
-_TEXT = {"entity_id", "model", "status", "run_id", *TIMESTAMPS}
+_TEXT = {"entity_id", "model", "status", "run_id", "reconciliation", *TIMESTAMPS}
 
 
 def signature(meta: BundleMeta) -> ModelSignature:

@@ -37,7 +37,7 @@ class RequestError(ManymodelsError):
 def output_columns(levels: tuple[int, ...]) -> list[str]:
     bands = [f"yhat_{side}_{lvl}" for lvl in sorted(levels) for side in ("lower", "upper")]
     return ["entity_id", "ds", "yhat", "yhat_lower", "yhat_upper", *bands, "model", "status", "run_id",
-            "forecast_origin"]
+            "forecast_origin", "reconciliation"]
 
 
 class ModelCache:
@@ -102,15 +102,19 @@ class _Answer:
         self.model = np.empty(rows, dtype=object)
         self.status = np.empty(rows, dtype=object)
         self.origin = np.empty(rows, dtype="datetime64[ns]")
+        self.reconciliation = np.full(rows, None, dtype=object)
 
     def fill(self, rows: np.ndarray, forecast: Forecast, pick: np.ndarray, champion: str, status: str,
-             origin: pd.Timestamp) -> None:
+             origin: pd.Timestamp, model: ForecastModel) -> None:
         self.yhat[rows] = forecast.mean[pick]
         for level in self.levels:
             lower, upper = forecast.bounds[level]
             self.bands[level][0][rows], self.bands[level][1][rows] = lower[pick], upper[pick]
         self.model[rows], self.status[rows] = champion, status
         self.origin[rows] = origin.tz_convert(None).to_datetime64()
+        if model.reconciled_steps:      # the published horizon of a reconciled hierarchy's entity
+            reconciled = rows[pick < model.reconciled_steps]
+            self.reconciliation[reconciled] = model.adjustment_["method"]
 
     def frame(self, columns: list[str], entities: np.ndarray, ds: pd.DatetimeIndex, run_id: str,
               as_text: bool) -> pd.DataFrame:
@@ -122,7 +126,8 @@ class _Answer:
             data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = self.bands[level]
         origin = self.origin.view("int64")
         data.update(model=self.model, status=self.status, run_id=run_id,
-                    forecast_origin=iso_utc(origin) if as_text else pd.DatetimeIndex(self.origin).tz_localize("UTC"))
+                    forecast_origin=iso_utc(origin) if as_text else pd.DatetimeIndex(self.origin).tz_localize("UTC"),
+                    reconciliation=self.reconciliation)
         return pd.DataFrame(data, columns=columns, copy=False)
 
 
@@ -217,7 +222,7 @@ class Router:
         forecast = self.cache.path(entity, model)
         if forecast is None:
             forecast = model.forecast(self._future(entity, entry, model, rows, steps, horizon, request))
-        answer.fill(rows, forecast, steps - 1, entry.champion, entry.status, entry.origin)
+        answer.fill(rows, forecast, steps - 1, entry.champion, entry.status, entry.origin, model)
 
     def _future(self, entity: str, entry, model: ForecastModel, rows: np.ndarray, steps: np.ndarray, horizon: int,
                 request: _Request) -> pd.DataFrame:

@@ -37,7 +37,8 @@ RESULT_SCHEMA = pa.schema([
     ("entity_id", pa.string()), ("status", pa.string()), ("champion", pa.string()), ("reason", pa.string()),
     ("error", pa.string()), ("n_obs", pa.int64()), ("windows", pa.int64()), ("forecast_origin", TS),
     ("fit_seconds", pa.float64()), ("params", pa.string()), ("metrics", pa.string()), ("backtests", pa.string()),
-    ("forecast", pa.string()), ("notes", pa.string()), ("model", pa.binary()), ("scores", pa.string())])
+    ("forecast", pa.string()), ("notes", pa.string()), ("model", pa.binary()), ("scores", pa.string()),
+    ("paths", pa.string())])
 RESULT_COLUMNS = RESULT_SCHEMA.names
 
 
@@ -60,6 +61,8 @@ class TrainSpec:
     tuned_by: Optional[str] = None          # the `manymodels tune` run whose values are in `hyperparameters`
     search: Optional[CandidateSearch] = None    # the per-entity search (tuning.per_entity)
     trained: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # panel-wide networks by model
+    # Entities of a hierarchy: their champion's backtest forecasts are kept, to reconcile by (`paths`).
+    keep_paths: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -74,7 +77,8 @@ class TrainSpec:
                    step=config.backtest.step, metric=config.backtest.metric,
                    max_history=config.history_steps, ensemble_size=ensemble_size, select=config.backtest.select,
                    model=config.model_spec(), fail_fast=config.training.fail_fast, hyperparameters=params,
-                   sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config))
+                   sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config),
+                   keep_paths=frozenset(config.hierarchy.tree.nodes))
 
     @property
     def min_train(self) -> int:
@@ -136,7 +140,21 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
         model = _first_fitting(order, spec, summary, backtests.chosen, history, notes)
     name = model.name
     source = "entity search" if name in backtests.searches else spec.sources.get(name, "defaults")
-    return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source)
+    paths = _champion_paths(model, folds, backtests) if str(rows["entity_id"].iloc[0]) in spec.keep_paths else None
+    return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source,
+                   paths=paths)
+
+
+def _champion_paths(model: ForecastModel, folds: list, backtests) -> Optional[dict[str, list]]:
+    """The champion's forecast and the actuals of each backtest window (an ensemble's: its
+    members' mean, as it was scored), for reconciling a hierarchy by its backtests."""
+    members = model.member_names if isinstance(model, EnsembleModel) else (model.name,)
+    windows = [f for f in folds if all((m, f.window) in backtests.forecasts for m in members)]
+    if not windows:
+        return None
+    forecasts = [EnsembleModel.combine([backtests.forecasts[(m, f.window)] for m in members]).mean for f in windows]
+    return {"origins": [f.origin.isoformat() for f in windows], "forecast": [p.tolist() for p in forecasts],
+            "actual": [f.actual.tolist() for f in windows]}
 
 
 def _first_fitting(order: list[str], spec: TrainSpec, summary: dict, chosen: dict, history: pd.DataFrame,
@@ -212,11 +230,12 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
     except Exception:  # noqa: BLE001 - nothing left to forecast from (e.g. no observed value)
         return {"status": FAILED, "champion": None, "reason": "no fallback possible", "error": error,
                 "n_obs": int(rows["y"].notna().sum()), "windows": 0, "forecast_origin": None, "params": "{}",
-                "metrics": "{}", "backtests": "[]", "forecast": None, "notes": "[]", "model": None, "scores": "{}"}
+                "metrics": "{}", "backtests": "[]", "forecast": None, "notes": "[]", "model": None, "scores": "{}",
+                "paths": None}
 
 
 def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None,
-            params_from="defaults"):
+            params_from="defaults", paths=None):
     forecast: Forecast = model.forecast(future)
     frame = forecast.to_frame(future["ds"])
     # Epoch nanoseconds whatever unit the gold timestamps came in with.
@@ -232,7 +251,7 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
                              **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
             "metrics": _json(summary), "backtests": _json(backtests), "forecast": _json(columnar),
             "notes": _json(notes + candidate_errors), "model": model.to_bytes(),
-            "scores": _json(summary.get(model.name, {}))}
+            "scores": _json(summary.get(model.name, {})), "paths": None if paths is None else _json(paths)}
 
 
 def _json(value: Any) -> str:

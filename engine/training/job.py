@@ -26,6 +26,7 @@ from engine.faults import crash_point
 from engine.lake import GOLD_SERIES, DeltaRsLake, latest_gold_version, observed_before
 from engine.models import model_costs
 from engine.training.entity import FAILED, OK, TrainSpec
+from engine.training.reconcile import TreeReport, reconcile_results
 from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
 from engine.training.tuned_params import tuned_params
@@ -53,6 +54,7 @@ class TrainReport:
     tuning_run: Optional[str] = None            # the `manymodels tune` run whose parameters were used
     global_nn: Optional[GlobalReport] = None    # the panel-wide network, when global_nn is a candidate
     global_nn_error: Optional[str] = None       # why it could not be trained (the candidate then fails)
+    hierarchy: list[TreeReport] = field(default_factory=list)    # each reconciled tree (hierarchy.parents)
 
     @property
     def entities(self) -> int:
@@ -146,6 +148,12 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         runner.release(results)
         raise
 
+    trained, trees = results, []        # the backend's frame, released once written
+    if config.hierarchy.parents:
+        t0 = time.perf_counter()
+        results, trees = reconcile_results(runner, trained, config)
+        timings["reconcile"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     context = RunContext(run_id, version, spec.model.levels, datetime.now(timezone.utc))
     written = {}
@@ -155,11 +163,11 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         crash_point(f"before-write:{table}")
         written[table] = runner.lake.replace_run(table, rows, schema, KEYS[table], run_id)
         crash_point(f"after-write:{table}")
-    runner.release(results)
+    runner.release(trained)
     timings["write"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     return TrainReport(run_id, version, runner.name, plan, summary, written, timings, tuned.run_id if tuned else None,
-                       global_report, global_error)
+                       global_report, global_error, trees)
 
 
 def _crash_point_on(tick: Optional[Callable[[int], None]]) -> Callable[[int], None]:

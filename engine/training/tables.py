@@ -51,7 +51,7 @@ class RunContext:
             return pa.schema([("entity_id", pa.string()), ("ds", TS), ("yhat", pa.float64()),
                             ("yhat_lower", pa.float64()), ("yhat_upper", pa.float64()), *bands,
                             ("model", pa.string()), ("status", pa.string()), ("run_id", pa.string()),
-                            ("forecast_origin", TS)])
+                            ("forecast_origin", TS), ("reconciliation", pa.string())])
         raise ValueError(f"Unknown training table: {table!r}")
 
     def rows(self, table: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
@@ -87,7 +87,8 @@ class RunContext:
             parts.append(frame.assign(entity_id=result["entity_id"], model=result["champion"],
                                       status=result["status"], forecast_origin=result["forecast_origin"],
                                       yhat_lower=frame[f"yhat_lower_{widest}"],
-                                      yhat_upper=frame[f"yhat_upper_{widest}"]))
+                                      yhat_upper=frame[f"yhat_upper_{widest}"],
+                                      reconciliation=frame.get("reconciliation")))
         if not parts:
             return pd.DataFrame()
         return pd.concat(parts, ignore_index=True).assign(run_id=self.run_id)

@@ -1,0 +1,128 @@
+"""The training stage's reconciliation: each declared tree's forecasts made to add up, in place.
+
+After every entity is trained on its own, the entities of `hierarchy.parents` are gathered on
+the driver (their result rows only), each tree is reconciled (engine.hierarchy: the method chosen
+by the champions' backtests), and their result rows are rewritten: the forecast becomes the
+reconciled one (bounds moved with the mean, floored at zero for nonnegative series, a
+`reconciliation` column naming the method), and the model's envelope records the same
+adjustment, so the routing model serves exactly what gold.forecasts publishes.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from engine.backends.base import Backend
+from engine.config import Config
+from engine.hierarchy import Backtest, Reconciled, Tree, reconcile
+from engine.models.base import read_envelope
+from engine.training.entity import OK, forecast_frame
+from engine.training.tasks import TASK_RESULT_SCHEMA
+
+NODE_SCHEMA = pa.schema([("entity_id", pa.string()), ("status", pa.string()), ("forecast", pa.string()),
+                         ("model", pa.binary()), ("paths", pa.string())])
+
+
+@dataclass
+class TreeReport:
+    root: str
+    entities: int
+    method: str = ""                      # empty: not reconciled (`skipped` says why)
+    scores: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    skipped: str = ""
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"hierarchy {self.root} ({self.entities} entities): not reconciled, {self.skipped}"
+        scores = ", ".join(f"{m} {s:.3f}" for m, s in sorted(self.scores.items(), key=lambda kv: kv[1]))
+        line = f"hierarchy {self.root} ({self.entities} entities): reconciled by {self.method}"
+        return line + (f" (backtest RMSE relative to unreconciled: {scores})" if scores else f" ({self.note})")
+
+
+def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, list[TreeReport]]:
+    """`results` (TASK_RESULT_SCHEMA rows) with every tree of the config's hierarchy reconciled."""
+    tree = config.hierarchy.tree
+    wanted = set(tree.nodes)
+
+    def nodes_only(batch: pd.DataFrame) -> pd.DataFrame:
+        return batch.loc[batch["entity_id"].isin(wanted), NODE_SCHEMA.names]
+
+    rows = runner.to_pandas(runner.map_batches(results, nodes_only, NODE_SCHEMA)).set_index("entity_id")
+    replaced: dict[str, tuple[str, bytes]] = {}
+    reports = [_reconcile_tree(tree, root, rows, config, replaced) for root in tree.roots()]
+    if not replaced:
+        return results, reports
+
+    def rewritten(batch: pd.DataFrame) -> pd.DataFrame:
+        hit = batch["entity_id"].isin(replaced.keys())
+        if hit.any():
+            batch = batch.copy()
+            batch.loc[hit, "forecast"] = [replaced[e][0] for e in batch.loc[hit, "entity_id"]]
+            batch.loc[hit, "model"] = pd.Series([replaced[e][1] for e in batch.loc[hit, "entity_id"]],
+                                                index=batch.index[hit], dtype=object)
+        return batch
+
+    return runner.map_batches(results, rewritten, TASK_RESULT_SCHEMA), reports
+
+
+def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
+                    replaced: dict[str, tuple[str, bytes]]) -> TreeReport:
+    summing = tree.summing(root)
+    report = TreeReport(root, len(summing.nodes))
+    unusable = [n for n in summing.nodes if n not in rows.index or rows.loc[n, "status"] != OK
+                or not isinstance(rows.loc[n, "forecast"], str)]
+    if unusable:
+        report.skipped = (f"{len(unusable)} of its entities have no backtested forecast "
+                          f"({', '.join(unusable[:5])}{' ...' if len(unusable) > 5 else ''}); each keeps its own")
+        return report
+    frames = [forecast_frame(rows.loc[n]) for n in summing.nodes]
+    if any(not f["ds"].equals(frames[0]["ds"]) for f in frames):
+        report.skipped = "its entities' forecasts do not cover the same timestamps (different training ends)"
+        return report
+    envelopes = [read_envelope(rows.loc[n, "model"]) for n in summing.nodes]
+    nonnegative = all(e.get("floor") is not None for e in envelopes)
+    base = np.vstack([f["yhat"].to_numpy() for f in frames])
+    result = reconcile(summing, base, _common_windows(rows, summing.nodes, base.shape[1]), config.hierarchy.methods,
+                       nonnegative)
+    report.method, report.scores, report.failures, report.note = (result.method, result.scores, result.failures,
+                                                                  result.note or "")
+    for i, node in enumerate(summing.nodes):
+        replaced[node] = _adjusted(frames[i], envelopes[i], result, result.mean[i] - base[i])
+    return report
+
+
+def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> list[Backtest]:
+    """The backtest windows every node has (by origin), as node x step arrays."""
+    paths = [json.loads(rows.loc[n, "paths"]) if isinstance(rows.loc[n, "paths"], str) else None for n in nodes]
+    if any(p is None for p in paths):
+        return []
+    origins = sorted(set.intersection(*(set(p["origins"]) for p in paths)))
+    windows = []
+    for origin in origins:
+        at = [p["origins"].index(origin) for p in paths]
+        forecast = np.array([p["forecast"][i] for p, i in zip(paths, at)], dtype="float64")
+        actual = np.array([p["actual"][i] for p, i in zip(paths, at)], dtype="float64")
+        if forecast.shape[1] == horizon:
+            windows.append(Backtest(forecast, actual))
+    return windows
+
+
+def _adjusted(frame: pd.DataFrame, envelope: dict, result: Reconciled, delta: np.ndarray) -> tuple[str, bytes]:
+    """The node's forecast JSON and model bytes with the reconciliation's `delta` applied."""
+    floor = envelope.get("floor")
+    out = {"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist()}
+    for column in frame.columns:
+        if column.startswith("yhat"):
+            values = frame[column].to_numpy() + delta
+            out[column] = (np.maximum(values, floor) if floor is not None else values).tolist()
+    out["reconciliation"] = [result.method] * len(frame)
+    envelope = {**envelope, "adjustment": {"method": result.method, "delta": delta.tolist()}}
+    return json.dumps(out), zlib.compress(json.dumps(envelope).encode("utf-8"), 6)

@@ -1,0 +1,104 @@
+"""A three-level hierarchy (feeders -> substations -> system) through training on the local and
+Spark backends: published forecasts add up exactly, and the routing model serves what is published."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.backends import backend_for
+from engine.errors import ConfigError
+from engine.lake import DeltaRsLake
+from engine.medallion.pipeline import ingest
+from engine.routing.bundle import write_bundle
+from engine.routing.pyfunc import save_routing_model
+from engine.training.job import train
+from engine.training.tables import MODELS
+from tests.conftest import make_config, run_forecasts
+
+PARENTS = {"system": ["north", "south"], "north": ["f1", "f2"], "south": ["f3", "f4"]}
+HORIZON = 24
+
+
+def write_feeders(folder) -> None:
+    """Four feeders' hourly load (daily cycles of their own, noise) and the sums above them."""
+    rng = np.random.default_rng(21)
+    t = np.arange(24 * 28)
+    ds = pd.date_range("2024-01-01", periods=len(t), freq="h", tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    feeders = {f"f{i}": 50 + 10 * i + 15 * np.sin(2 * np.pi * (t + 3 * i) / 24) + rng.normal(0, 3, len(t))
+               for i in range(1, 5)}
+    load = {**feeders, "north": feeders["f1"] + feeders["f2"], "south": feeders["f3"] + feeders["f4"]}
+    load["system"] = load["north"] + load["south"]
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.concat(pd.DataFrame({"entity_id": name, "ds": ds, "y": y}) for name, y in load.items()).to_csv(
+        folder / "load.csv", index=False)
+
+
+SETTINGS = dict(horizon=HORIZON, backtest={"windows": 3, "step": HORIZON, "metric": "mase"},
+                models=["seasonal_naive", "theta", "ets"], training={"workers": 2})
+
+
+@pytest.fixture(scope="module")
+def hierarchy_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hierarchy")
+    write_feeders(root / "in")
+    SETTINGS["source"] = {"kind": "csv", "path": str(root / "in")}
+    config = make_config(root / "lake", **SETTINGS, hierarchy={"parents": PARENTS})
+    ingest(config, backend_for(config, "local"))
+    return config
+
+
+def assert_adds_up(forecasts: pd.DataFrame) -> None:
+    wide = {c: forecasts.pivot(index="ds", columns="entity_id", values=c) for c in ("yhat", "yhat_lower_80")}
+    yhat = wide["yhat"]
+    for parent, children in PARENTS.items():
+        np.testing.assert_allclose(yhat[parent], yhat[children].sum(axis=1), rtol=1e-9)
+    assert (wide["yhat_lower_80"] <= yhat + 1e-9).all().all()
+
+
+@pytest.mark.spark
+def test_a_three_level_hierarchy_is_published_coherent_on_both_backends_and_served_as_published(
+        hierarchy_config, spark, tmp_path):
+    config = hierarchy_config
+    alone = train(make_config(config.lake.root, **SETTINGS), backend="local", run_id="tree-alone")
+    assert not alone.hierarchy
+    with pytest.raises(AssertionError):      # each entity forecast on its own does not add up
+        assert_adds_up(run_forecasts(config, "tree-alone"))
+    local = train(config, backend="local", run_id="tree-local")
+    published = run_forecasts(config, "tree-local")
+    assert len(published) == 7 * HORIZON and set(published["entity_id"]) == {*PARENTS, "f1", "f2", "f3", "f4"}
+    assert_adds_up(published)
+    (tree,) = local.hierarchy
+    assert tree.root == "system" and tree.entities == 7 and tree.method in tree.scores
+    assert tree.method == min(tree.scores, key=tree.scores.get)
+    assert tree.describe().startswith(f"hierarchy system (7 entities): reconciled by {tree.method} (backtest RMSE")
+    assert (published["reconciliation"] == tree.method).all()
+    models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "tree-local")])
+
+    spark_report = train(config, backend="spark", run_id="tree-spark", spark=spark)
+    on_spark = run_forecasts(config, "tree-spark")
+    assert spark_report.hierarchy[0].method == tree.method
+    pd.testing.assert_frame_equal(on_spark.drop(columns="run_id"), published.drop(columns="run_id"))
+
+    # The routing model, loaded by MLflow, serves the reconciled forecasts and says so.
+    write_bundle(models, tmp_path / "bundle", run_id="tree-local", freq=config.series.freq,
+                 levels=tuple(config.training.levels), horizon=HORIZON, max_steps=0, shard_size=3)
+    save_routing_model(tmp_path / "bundle", tmp_path / "model", cache_size=8)
+    router = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    request = published[["entity_id", "ds"]].assign(ds=published["ds"].dt.tz_localize(None))
+    served = router.predict(request)
+    for column in ("yhat", "yhat_lower_80", "yhat_upper_95"):
+        # To float32's precision: statsforecast computes parts of a restored ETS/Theta forecast in it.
+        np.testing.assert_allclose(served[column].to_numpy(), published[column].to_numpy(), rtol=1e-5)
+    assert (served["reconciliation"] == tree.method).all()
+    # Past the published horizon the entity's own forecast is served, and not called reconciled.
+    later = pd.DataFrame({"entity_id": ["f1"], "ds": [request["ds"].max() + pd.Timedelta(hours=HORIZON)]})
+    assert router.predict(later)["reconciliation"].isna().all()
+
+
+def test_a_hierarchy_naming_an_entity_gold_lacks_stops_training_in_one_line(hierarchy_config):
+    config = make_config(hierarchy_config.lake.root, **{**SETTINGS, "models": ["seasonal_naive"], "hierarchy": {
+        "parents": {**PARENTS, "system": ["north", "south", "east"]}}})
+    with pytest.raises(ConfigError, match="hierarchy.parents' names 1 entity not in gold.series: 'east'"):
+        train(config, backend="local", run_id="tree-unknown")
