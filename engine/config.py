@@ -28,6 +28,7 @@ BACKENDS = BACKEND_NAMES     # engine.backends: the registry
 METRICS = ("mae", "rmse", "smape", "mase", "pinball")
 SELECTIONS = ("best", "combine")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
+INTERVALS = ("model", "conformal")
 LOAD_SOURCES = ("gefcom2012",)      # electric load: never below zero, whatever a model extrapolates
 
 
@@ -307,6 +308,8 @@ class TrainingConfig:
     max_history: Optional[int] = None      # steps (default: 12 weeks of sub-daily data, 20 years monthly)
     long_history: Optional[int] = None     # steps a long-memory model fits (default: 3 years sub-daily)
     levels: list[int] = field(default_factory=lambda: [80, 95])
+    # model: each model's own bands; conformal: from the champion's backtest errors per step
+    intervals: str = "model"
     ensemble_size: Optional[int] = None      # default: 3 (2 at monthly and longer steps, where they are combined)
     seed: int = 0
     workers: int = 0
@@ -322,6 +325,8 @@ class TrainingConfig:
         _check(bool(self.levels) and all(0 < lvl < 100 for lvl in self.levels), "training.levels",
                "must list interval levels in percent, each between 0 and 100 (e.g. [80, 95])")
         _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
+        _check(self.intervals in INTERVALS, "training.intervals",
+               f"must be one of {', '.join(INTERVALS)}, got {self.intervals!r}")
         _check(self.ensemble_size is None or self.ensemble_size >= 2, "training.ensemble_size", "must be >= 2")
         _check(self.workers >= 0, "training.workers", "must be >= 0 (0: one per CPU core)")
         _check(bool(self.tuned_params.strip()), "training.tuned_params",

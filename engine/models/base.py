@@ -78,6 +78,17 @@ class Forecast:
         return Forecast(np.maximum(self.mean, floor),
                         {lvl: (np.maximum(lo, floor), np.maximum(hi, floor)) for lvl, (lo, hi) in self.bounds.items()})
 
+    def with_widths(self, half: dict[int, np.ndarray]) -> "Forecast":
+        """Each level's band as the mean plus or minus `half[level]` over its first steps (later
+        steps keep the model's own band)."""
+        bounds = dict(self.bounds)
+        for level, width in half.items():
+            lower, upper = (b.copy() for b in self.bounds[level])
+            steps = min(len(width), len(self.mean))
+            lower[:steps], upper[:steps] = self.mean[:steps] - width[:steps], self.mean[:steps] + width[:steps]
+            bounds[level] = (lower, upper)
+        return Forecast(self.mean, bounds)
+
     def shifted(self, delta: np.ndarray) -> "Forecast":
         """The mean and every bound moved by `delta` over their first steps (the rest as they are):
         a reconciled forecast keeps each entity's own interval widths around the coherent mean."""
@@ -182,6 +193,8 @@ class ForecastModel(ABC):
         self.floor_: Optional[float] = None     # forecasts and bounds are clipped here (nonnegative series)
         # {"method", "delta"}: what hierarchical reconciliation added to each of the first steps
         self.adjustment_: Optional[dict[str, Any]] = None
+        # {level: half-widths of the first steps}: conformal bands around the mean (training.intervals)
+        self.intervals_: Optional[dict[str, list[float]]] = None
         self.fitted_ = False
 
     @classmethod
@@ -239,6 +252,8 @@ class ForecastModel(ABC):
             fc = self._forecast(future.reset_index(drop=True), len(future))
         if len(fc.mean) != len(future) or not np.isfinite(fc.mean).all():
             raise ModelError(f"{self.name}: produced a non-finite forecast")
+        if self.intervals_:
+            fc = fc.with_widths({int(lvl): np.asarray(w, dtype="float64") for lvl, w in self.intervals_.items()})
         if self.floor_ is not None:
             fc = fc.clipped(self.floor_)
         if self.adjustment_:
@@ -278,17 +293,19 @@ class ForecastModel(ABC):
         envelope = {"format": FORMAT, "version": FORMAT_VERSION, "model": self.name,
                     "implementation": self.implementation, "spec": self.spec.to_dict(),
                     "hyper": self.hyper, "exogenous": list(self.exogenous_), "seen": to_state(self.seen_),
-                    "floor": self.floor_, "adjustment": self.adjustment_, "state": self._state()}
+                    "floor": self.floor_, "adjustment": self.adjustment_, "intervals": self.intervals_,
+                    "state": self._state()}
         return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
     @classmethod
     def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any],
                 hyper: Optional[Mapping[str, Any]] = None, seen: Optional[dict[str, list]] = None,
-                floor: Optional[float] = None, adjustment: Optional[dict[str, Any]] = None) -> "ForecastModel":
+                floor: Optional[float] = None, adjustment: Optional[dict[str, Any]] = None,
+                intervals: Optional[dict[str, list[float]]] = None) -> "ForecastModel":
         model = cls(spec, hyper)
         model.exogenous_ = tuple(exogenous)
         model.seen_ = from_state(seen)
-        model.floor_, model.adjustment_ = floor, adjustment
+        model.floor_, model.adjustment_, model.intervals_ = floor, adjustment, intervals
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model._restore(state)

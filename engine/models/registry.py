@@ -90,7 +90,8 @@ def load_model(blob: bytes) -> ForecastModel:
                        envelope.get("hyper"),   # models written before hyperparameters existed: defaults
                        envelope.get("seen"),    # and before regressor ranges: none to check
                        envelope.get("floor"),   # and before nonnegative series: not clipped, as fitted
-                       envelope.get("adjustment"))    # and before hierarchies: not reconciled
+                       envelope.get("adjustment"),    # and before hierarchies: not reconciled
+                       envelope.get("intervals"))     # and before conformal bands: the model's own
 
 
 def serving_requirements(envelope: Mapping[str, Any]) -> set[str]:

@@ -28,6 +28,7 @@ from engine.models import FALLBACK_MODEL, Forecast, ForecastModel, ModelSpec, ma
 from engine.models.ensemble import EnsembleModel
 from engine.training.backtest import (CandidateSearch, add_ensemble, backtest_candidates, backtest_folds, describe,
                                       ranked, summarize, usable_windows)
+from engine.training import conformal
 from engine.training.history import prepare
 from engine.training.search import EntitySearch
 
@@ -63,6 +64,7 @@ class TrainSpec:
     trained: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # panel-wide networks by model
     # Entities of a hierarchy: their champion's backtest forecasts are kept, to reconcile by (`paths`).
     keep_paths: frozenset[str] = frozenset()
+    intervals: str = "model"    # "conformal": bands from the champion's backtest errors (engine.training.conformal)
 
     @classmethod
     def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -78,7 +80,7 @@ class TrainSpec:
                    max_history=config.history_steps, ensemble_size=ensemble_size, select=config.backtest.select,
                    model=config.model_spec(), fail_fast=config.training.fail_fast, hyperparameters=params,
                    sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config),
-                   keep_paths=frozenset(config.hierarchy.tree.nodes))
+                   keep_paths=frozenset(config.hierarchy.tree.nodes), intervals=config.training.intervals)
 
     @property
     def min_train(self) -> int:
@@ -140,21 +142,31 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
         model = _first_fitting(order, spec, summary, backtests.chosen, history, notes)
     name = model.name
     source = "entity search" if name in backtests.searches else spec.sources.get(name, "defaults")
-    paths = _champion_paths(model, folds, backtests) if str(rows["entity_id"].iloc[0]) in spec.keep_paths else None
+    windows_of, forecasts = _champion_backtests(model, folds, backtests)
+    scores = dict(summary.get(name, {}))
+    if spec.intervals == "conformal" and windows_of:
+        errors = np.array([f.actual for f in windows_of]) - forecasts
+        model.intervals_ = {str(lvl): w.tolist() for lvl, w in conformal.widths(errors, spec.model.levels).items()}
+        if len(windows_of) > 1:     # what the published bands are judged by: held-out windows
+            scores.update(conformal.held_out_scores(np.array([f.actual for f in windows_of]), forecasts,
+                                                    np.array([f.scale for f in windows_of]), spec.model.levels,
+                                                    model.floor_))
+        scores["intervals"] = "conformal"
+    paths = None
+    if str(rows["entity_id"].iloc[0]) in spec.keep_paths and windows_of:
+        paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
+                 "actual": [f.actual.tolist() for f in windows_of]}
     return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source,
-                   paths=paths)
+                   paths=paths, scores=scores)
 
 
-def _champion_paths(model: ForecastModel, folds: list, backtests) -> Optional[dict[str, list]]:
-    """The champion's forecast and the actuals of each backtest window (an ensemble's: its
-    members' mean, as it was scored), for reconciling a hierarchy by its backtests."""
+def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[list, np.ndarray]:
+    """The backtest windows the champion was scored on and its forecast of each (an ensemble's:
+    its members' mean, as it was scored): for conformal bands and for reconciling a hierarchy."""
     members = model.member_names if isinstance(model, EnsembleModel) else (model.name,)
     windows = [f for f in folds if all((m, f.window) in backtests.forecasts for m in members)]
-    if not windows:
-        return None
     forecasts = [EnsembleModel.combine([backtests.forecasts[(m, f.window)] for m in members]).mean for f in windows]
-    return {"origins": [f.origin.isoformat() for f in windows], "forecast": [p.tolist() for p in forecasts],
-            "actual": [f.actual.tolist() for f in windows]}
+    return windows, np.array(forecasts)
 
 
 def _first_fitting(order: list[str], spec: TrainSpec, summary: dict, chosen: dict, history: pd.DataFrame,
@@ -235,7 +247,7 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
 
 
 def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None,
-            params_from="defaults", paths=None):
+            params_from="defaults", paths=None, scores=None):
     forecast: Forecast = model.forecast(future)
     frame = forecast.to_frame(future["ds"])
     # Epoch nanoseconds whatever unit the gold timestamps came in with.
@@ -251,7 +263,8 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
                              **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
             "metrics": _json(summary), "backtests": _json(backtests), "forecast": _json(columnar),
             "notes": _json(notes + candidate_errors), "model": model.to_bytes(),
-            "scores": _json(summary.get(model.name, {})), "paths": None if paths is None else _json(paths)}
+            "scores": _json(summary.get(model.name, {}) if scores is None else scores),
+            "paths": None if paths is None else _json(paths)}
 
 
 def _json(value: Any) -> str:

@@ -46,7 +46,7 @@ class RunContext:
                             ("error", pa.string()), ("n_obs", pa.int64()), ("windows", pa.int64()),
                             ("fit_seconds", pa.float64()), ("attempt", pa.int64()), ("params", pa.string()),
                             ("metrics", pa.string()), ("notes", pa.string()), ("forecast_origin", TS),
-                            ("trained_at", TS), ("model", pa.binary())])
+                            ("trained_at", TS), ("model", pa.binary()), ("scores", pa.string())])
         if table == FORECASTS:
             return pa.schema([("entity_id", pa.string()), ("ds", TS), ("yhat", pa.float64()),
                             ("yhat_lower", pa.float64()), ("yhat_upper", pa.float64()), *bands,
