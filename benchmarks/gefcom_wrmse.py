@@ -15,8 +15,15 @@ hour within +-7 days of the same date in the earlier years of its history), `per
 hour repeats the same hour of the last observed week) and `actual` (the realized temperatures of
 `temperature_solution.csv`, the bound a perfect weather forecast would reach). Only `normal` uses
 no information from after the origin besides the calendar; it is the one the target is judged on.
-Holidays come from the calendar (2008-07-04 is Independence Day) in all three. Appends rows to
-benchmarks/results/gefcom_wrmse.csv.
+Holidays come from the calendar (2008-07-04 is Independence Day) in all three.
+
+When the config declares a hierarchy (zone 21 = zones 1-20), the served forecasts are the
+reconciled ones; the same forecasts without the reconciliation's adjustment are scored beside
+them. The quantiles (each level's bounds and the point forecast as the median) are scored by the
+GEFCom2014 probabilistic track's pinball loss, averaged over quantiles and hours, against the same
+quantiles of a seasonal naive forecast (the same hour a week before the origin, repeated) with
+empirical errors (the quantiles of that forecast's errors over the last eight weeks, per entity).
+Appends rows to benchmarks/results/gefcom_wrmse.csv.
 """
 from __future__ import annotations
 
@@ -81,6 +88,52 @@ def wrmse(error: np.ndarray, weight: np.ndarray) -> float:
     return float(np.sqrt(np.sum(weight * error ** 2) / np.sum(weight)))
 
 
+def quantile_columns(levels) -> dict[float, str]:
+    """Quantile -> the answer's column holding it (the point forecast is the median)."""
+    out = {0.5: "yhat"}
+    for level in levels:
+        out[0.5 - level / 200] = f"yhat_lower_{level}"
+        out[0.5 + level / 200] = f"yhat_upper_{level}"
+    return dict(sorted(out.items()))
+
+
+def pinball(actual: np.ndarray, quantiles: dict[float, np.ndarray]) -> float:
+    """The pinball loss averaged over quantiles and hours (GEFCom2014's probabilistic score)."""
+    losses = [np.mean(np.maximum(q * (actual - path), (q - 1) * (actual - path))) for q, path in quantiles.items()]
+    return float(np.mean(losses))
+
+
+def naive_quantiles(gold: pd.DataFrame, origins: dict, scored: pd.DataFrame, qs) -> dict[float, np.ndarray]:
+    """Seasonal naive with empirical errors, at the scored rows: the last observed week repeated,
+    plus each quantile of the 168-step-ahead naive errors of the last eight weeks of history."""
+    out = {q: np.empty(len(scored)) for q in qs}
+    for entity, history in gold.groupby("entity_id"):
+        y = history.set_index("ds")["y"].sort_index()
+        y = y[y.index <= origins[entity]].dropna()
+        week = y.iloc[-168:].to_numpy()
+        errors = (y.iloc[-168 * 9:] - y.shift(168).iloc[-168 * 9:]).dropna().iloc[-168 * 8:].to_numpy()
+        rows = np.flatnonzero((scored["entity_id"] == entity).to_numpy())
+        steps = ((scored["ds"].iloc[rows] - origins[entity]) / pd.Timedelta(hours=1)).astype(int).to_numpy()
+        point = week[(steps - 1) % 168]
+        for q in qs:
+            out[q][rows] = point + np.quantile(errors, q)
+    return out
+
+
+def unreconciled(router, forecast: pd.DataFrame) -> np.ndarray:
+    """The served point forecasts without the hierarchy's adjustment (as each entity forecast alone)."""
+    yhat = forecast["yhat"].to_numpy(dtype=float).copy()
+    for entity, rows in forecast.groupby("entity_id").indices.items():
+        model = router.cache.get(entity)
+        if not model.reconciled_steps:
+            continue
+        origin = router.bundle.index[entity].origin
+        steps = ((forecast["ds"].iloc[rows] - origin) / pd.Timedelta(hours=1)).astype(int).to_numpy()
+        inside = steps <= model.reconciled_steps
+        yhat[rows[inside]] -= np.asarray(model.adjustment_["delta"])[steps[inside] - 1]
+    return yhat
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/nightly.yaml")
@@ -125,23 +178,34 @@ def main() -> None:
             requests.append(future)
         forecast = model.predict(pd.concat(requests, ignore_index=True))
         forecast["ds"] = pd.to_datetime(forecast["ds"], utc=True)     # the model answers ISO strings
-        scored = truth.merge(forecast[["entity_id", "ds", "yhat", "model"]], on=["entity_id", "ds"], how="left")
+        forecast["alone"] = unreconciled(router, forecast)
+        bands = quantile_columns(router.meta.levels)
+        scored = truth.merge(forecast[["entity_id", "ds", "model", "alone", *bands.values()]],
+                             on=["entity_id", "ds"], how="left")
         if scored["yhat"].isna().any():
             raise SystemExit(f"no forecast for {scored['yhat'].isna().sum()} competition hours")
         weight = scored["weight"].to_numpy(dtype=float)
-        engine = wrmse(scored["load"].to_numpy() - scored["yhat"].to_numpy(), weight)
-        vanilla = wrmse(scored["load"].to_numpy() - scored["benchmark"].to_numpy(), weight)
+        load = scored["load"].to_numpy(dtype=float)
+        engine = wrmse(load - scored["yhat"].to_numpy(), weight)
+        alone = wrmse(load - scored["alone"].to_numpy(), weight)
+        vanilla = wrmse(load - scored["benchmark"].to_numpy(), weight)
+        origins = {e: router.bundle.index[e].origin for e in scored["entity_id"].unique()}
+        quantile_loss = pinball(load, {q: scored[c].to_numpy(dtype=float) for q, c in bands.items()})
+        naive_loss = pinball(load, naive_quantiles(gold, origins, scored, list(bands)))
         zones = scored[scored["entity_id"] != "zone_21"]
         zone_weight = zones["weight"].to_numpy(float)
         zone_engine = wrmse((zones["load"] - zones["yhat"]).to_numpy(), zone_weight)
         zone_vanilla = wrmse((zones["load"] - zones["benchmark"]).to_numpy(), zone_weight)
         scores[assumption] = (engine, vanilla)
         say(f"temperature {assumption:11s}: engine WRMSE {engine:,.0f} vs vanilla benchmark {vanilla:,.0f} "
-            f"({engine / vanilla - 1:+.1%}); zones only {zone_engine:,.0f} vs {zone_vanilla:,.0f}; "
-            f"{len(scored)} hours")
+            f"({engine / vanilla - 1:+.1%}); unreconciled {alone:,.0f} ({alone / vanilla - 1:+.1%}); "
+            f"zones only {zone_engine:,.0f} vs {zone_vanilla:,.0f}; {len(scored)} hours")
+        say(f"{'':23s}pinball loss of {len(bands)} quantiles {quantile_loss:,.0f} vs seasonal naive with empirical "
+            f"errors {naive_loss:,.0f} ({quantile_loss / naive_loss - 1:+.1%})")
         rows.append({"assumption": assumption, "model_uri": model_uri, "run_id": router.meta.run_id,
                      "hours": len(scored), "engine_wrmse": round(engine, 1), "benchmark_wrmse": round(vanilla, 1),
-                     "ratio": round(engine / vanilla, 4)})
+                     "ratio": round(engine / vanilla, 4), "unreconciled_wrmse": round(alone, 1),
+                     "pinball": round(quantile_loss, 1), "naive_pinball": round(naive_loss, 1)})
     engine, vanilla = scores["normal"]
     say(f"\ntarget (>= 20% below the benchmark, normal-weather temperatures): "
         f"{'met' if engine <= 0.8 * vanilla else 'NOT met'} ({1 - engine / vanilla:.1%} below)")
