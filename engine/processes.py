@@ -52,14 +52,17 @@ def _wait_for(pid: int) -> None:
     try:
         handle = os.pidfd_open(pid)
     except (AttributeError, OSError):
-        while _alive(pid):
+        while alive(pid):
             time.sleep(0.5)
     else:
         select.select([handle], [], [])
     os._exit(1)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (one we may not signal counts as running)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from engine.errors import Exit, ManymodelsError
 from engine.lake import DeltaRsLake
+from engine.processes import alive
 
 LEASE = "_manymodels/lease"
 SCHEMA = pa.schema([("holder_id", pa.string()), ("holder", pa.string()), ("acquired_at", pa.timestamp("us", "UTC")),
@@ -81,7 +82,7 @@ class LakeLease:
             return True
         holder = json.loads(row["holder"])
         # A holder on this host whose process is gone was killed: its lease is void now.
-        return holder.get("host") == self.holder["host"] and not _alive(int(holder.get("pid", -1)))
+        return holder.get("host") == self.holder["host"] and not alive(int(holder.get("pid", -1)))
 
     def __enter__(self) -> "LakeLease":
         deadline = time.monotonic() + self.timeout
@@ -156,13 +157,3 @@ def holder_of(lake) -> Optional[str]:
     return describe(row)
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
