@@ -142,20 +142,15 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
         model = _first_fitting(order, spec, summary, backtests.chosen, history, notes)
     name = model.name
     source = "entity search" if name in backtests.searches else spec.sources.get(name, "defaults")
-    windows_of, forecasts = _champion_backtests(model, folds, backtests)
-    scores = dict(summary.get(name, {}))
-    if spec.intervals == "conformal" and windows_of:
-        errors = np.array([f.actual for f in windows_of]) - forecasts
-        model.intervals_ = {str(lvl): w.tolist() for lvl, w in conformal.widths(errors, spec.model.levels).items()}
-        if len(windows_of) > 1:     # what the published bands are judged by: held-out windows
-            scores.update(conformal.held_out_scores(np.array([f.actual for f in windows_of]), forecasts,
-                                                    np.array([f.scale for f in windows_of]), spec.model.levels,
-                                                    model.floor_))
-        scores["intervals"] = "conformal"
-    paths = None
-    if str(rows["entity_id"].iloc[0]) in spec.keep_paths and windows_of:
-        paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
-                 "actual": [f.actual.tolist() for f in windows_of]}
+    scores, paths = dict(summary.get(name, {})), None
+    keep_paths = str(rows["entity_id"].iloc[0]) in spec.keep_paths
+    if spec.intervals == "conformal" or keep_paths:
+        windows_of, forecasts = _champion_backtests(model, folds, backtests)
+        if spec.intervals == "conformal" and windows_of:
+            scores.update(_conformal(model, windows_of, forecasts, spec))
+        if keep_paths and windows_of:
+            paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
+                     "actual": [f.actual.tolist() for f in windows_of]}
     return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source,
                    paths=paths, scores=scores)
 
@@ -167,6 +162,19 @@ def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[l
     windows = [f for f in folds if all((m, f.window) in backtests.forecasts for m in members)]
     forecasts = [EnsembleModel.combine([backtests.forecasts[(m, f.window)] for m in members]).mean for f in windows]
     return windows, np.array(forecasts)
+
+
+def _conformal(model: ForecastModel, windows: list, forecasts: np.ndarray, spec: TrainSpec) -> dict[str, Any]:
+    """Give `model` conformal bands from its backtest errors; the scores its published bands are
+    judged by (on held-out windows, when there are two or more)."""
+    actual = np.array([f.actual for f in windows])
+    widths = conformal.widths(actual - forecasts, spec.model.levels)
+    model.intervals_ = {str(level): half.tolist() for level, half in widths.items()}
+    scores: dict[str, Any] = {"intervals": "conformal"}
+    if len(windows) > 1:
+        scores.update(conformal.held_out_scores(actual, forecasts, np.array([f.scale for f in windows]),
+                                                spec.model.levels, model.floor_))
+    return scores
 
 
 def _first_fitting(order: list[str], spec: TrainSpec, summary: dict, chosen: dict, history: pd.DataFrame,
