@@ -22,6 +22,10 @@ from engine.errors import ConfigError
 # weights and with the shrunk covariance of the backtest errors, and ERM (regularized towards
 # bottom-up, fitted on the backtest errors).
 RECONCILERS = ("bottom_up", "top_down", "ols", "mint_shrink", "erm")
+# Methods that solve with node x node matrices (MinT, ERM) are left out of larger trees: their
+# memory grows with the square of the nodes (20,000 feeders: gigabytes). Bottom-up and top-down scale.
+DENSE = ("ols", "mint_shrink", "erm")
+MAX_DENSE_NODES = 2000
 
 
 class HierarchyError(ConfigError):
@@ -119,6 +123,10 @@ def reconcile(summing: Summing, base: np.ndarray, backtests: Sequence[Backtest],
     bottom values instead)."""
     scores, failures = {}, {}
     for method in methods:
+        if method in DENSE and len(summing.nodes) > MAX_DENSE_NODES:
+            failures[method] = (f"the tree has {len(summing.nodes):,} entities; "
+                                f"{method} is used up to {MAX_DENSE_NODES:,}")
+            continue
         if not backtests:
             failures[method] = "no backtest window to score it on"
             continue

@@ -83,3 +83,13 @@ def test_without_backtests_the_tree_is_built_bottom_up_and_says_so():
     assert result.method == "bottom_up" and "no backtest window" in result.note
     np.testing.assert_allclose(result.mean[3:], base[3:])
     assert set(result.failures) == set(RECONCILERS) and not result.scores
+
+
+def test_large_trees_leave_out_the_methods_that_need_node_by_node_matrices(monkeypatch):
+    import engine.hierarchy as hierarchy
+    monkeypatch.setattr(hierarchy, "MAX_DENSE_NODES", 5)     # the 7-node tree counts as large
+    summing, base, _ = coherent_panel(0, 5.0)
+    windows = [Backtest(*coherent_panel(w + 1, 5.0)[1:]) for w in range(3)]
+    result = reconcile(summing, base, windows, list(RECONCILERS), nonnegative=True)
+    assert set(result.scores) == {"bottom_up", "top_down"} and result.method in result.scores
+    assert result.failures["mint_shrink"] == "the tree has 7 entities; mint_shrink is used up to 5"
