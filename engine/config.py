@@ -28,7 +28,7 @@ BACKENDS = BACKEND_NAMES     # engine.backends: the registry
 METRICS = ("mae", "rmse", "smape", "mase", "pinball")
 SELECTIONS = ("best", "combine")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
-INTERVALS = ("model", "conformal")
+INTERVALS = ("model", "conformal", "auto")
 LOAD_SOURCES = ("gefcom2012",)      # electric load: never below zero, whatever a model extrapolates
 
 
@@ -308,7 +308,8 @@ class TrainingConfig:
     max_history: Optional[int] = None      # steps (default: 12 weeks of sub-daily data, 20 years monthly)
     long_history: Optional[int] = None     # steps a long-memory model fits (default: 3 years sub-daily)
     levels: list[int] = field(default_factory=lambda: [80, 95])
-    # model: each model's own bands; conformal: from the champion's backtest errors per step
+    # model: each model's own bands; conformal: from the champion's backtest errors per step;
+    # auto: conformal for the entities whose champion's own bands score worse on held-out windows
     intervals: str = "model"
     ensemble_size: Optional[int] = None      # default: 3 (2 at monthly and longer steps, where they are combined)
     seed: int = 0

@@ -64,7 +64,7 @@ class TrainSpec:
     trained: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # panel-wide networks by model
     # Entities of a hierarchy: their champion's backtest forecasts are kept, to reconcile by (`paths`).
     keep_paths: frozenset[str] = frozenset()
-    intervals: str = "model"    # "conformal": bands from the champion's backtest errors (engine.training.conformal)
+    intervals: str = "model"    # conformal/auto: bands from the champion's backtest errors (training.conformal)
 
     @classmethod
     def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -144,10 +144,10 @@ def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
     source = "entity search" if name in backtests.searches else spec.sources.get(name, "defaults")
     scores, paths = dict(summary.get(name, {})), None
     keep_paths = str(rows["entity_id"].iloc[0]) in spec.keep_paths
-    if spec.intervals == "conformal" or keep_paths:
+    if spec.intervals != "model" or keep_paths:
         windows_of, forecasts = _champion_backtests(model, folds, backtests)
-        if spec.intervals == "conformal" and windows_of:
-            scores.update(_conformal(model, windows_of, forecasts, spec))
+        if spec.intervals != "model" and windows_of:
+            scores.update(_conformal(model, windows_of, forecasts, spec, scores))
         if keep_paths and windows_of:
             paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
                      "actual": [f.actual.tolist() for f in windows_of]}
@@ -164,17 +164,21 @@ def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[l
     return windows, np.array(forecasts)
 
 
-def _conformal(model: ForecastModel, windows: list, forecasts: np.ndarray, spec: TrainSpec) -> dict[str, Any]:
+def _conformal(model: ForecastModel, windows: list, forecasts: np.ndarray, spec: TrainSpec,
+               own: dict[str, Any]) -> dict[str, Any]:
     """Give `model` conformal bands from its backtest errors; the scores its published bands are
-    judged by (on held-out windows, when there are two or more)."""
+    judged by (on held-out windows, when there are two or more). With `training.intervals: auto`
+    only when those beat the model's own bands' backtest pinball loss (`own`)."""
     actual = np.array([f.actual for f in windows])
+    held_out = {}
+    if len(windows) > 1:
+        held_out = conformal.held_out_scores(actual, forecasts, np.array([f.scale for f in windows]),
+                                             spec.model.levels, model.floor_)
+    if spec.intervals == "auto" and not held_out.get("pinball", np.inf) < own.get("pinball", np.inf):
+        return {"intervals": "model"}
     widths = conformal.widths(actual - forecasts, spec.model.levels)
     model.intervals_ = {str(level): half.tolist() for level, half in widths.items()}
-    scores: dict[str, Any] = {"intervals": "conformal"}
-    if len(windows) > 1:
-        scores.update(conformal.held_out_scores(actual, forecasts, np.array([f.scale for f in windows]),
-                                                spec.model.levels, model.floor_))
-    return scores
+    return {**held_out, "intervals": "conformal"}
 
 
 def _first_fitting(order: list[str], spec: TrainSpec, summary: dict, chosen: dict, history: pd.DataFrame,

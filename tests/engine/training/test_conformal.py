@@ -50,5 +50,20 @@ def test_a_misspecified_model_gets_calibrated_bands_that_travel_with_it():
     np.testing.assert_allclose(published["yhat_upper_95"] - published["yhat"], half[:len(published)], rtol=1e-9)
     future = pd.DataFrame({"ds": published["ds"]})
     np.testing.assert_allclose(model.forecast(future).bounds[95][0], published["yhat_lower_95"], rtol=1e-9)
-    with pytest.raises(ConfigError, match="training.intervals.*model, conformal"):
+    with pytest.raises(ConfigError, match="training.intervals.*model, conformal, auto"):
         small_config(training={"intervals": "bootstrap"})
+
+
+def test_auto_takes_conformal_bands_only_where_they_score_better_on_held_out_windows():
+    t = np.arange(24 * 35)
+    rng = np.random.default_rng(3)
+    loud_by_day = rng.normal(0, 1, len(t)) * (2 + 20 * (np.sin(2 * np.pi * t / 24) > 0.5))
+    gaussian = np.random.default_rng(0).normal(0, 10, len(t))     # what ETS assumes: its own bands win
+    spec = dataclasses.replace(spec_for(["ets"], levels=[80, 95]), windows=6)
+    for noise, expected in ((loud_by_day, "conformal"), (gaussian, "model")):
+        rows = entity("feeder", 500 + 60 * np.sin(2 * np.pi * t / 24) + noise)
+        auto = train_entity(rows, dataclasses.replace(spec, intervals="auto")).iloc[0]
+        assert json.loads(auto["scores"])["intervals"] == expected
+        chosen = train_entity(rows, dataclasses.replace(spec, intervals=expected)).iloc[0]
+        assert auto["forecast"] == chosen["forecast"]          # exactly the bands of the mode it chose
+        assert (load_model(auto["model"]).intervals_ is None) == (expected == "model")
