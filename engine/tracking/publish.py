@@ -60,26 +60,17 @@ class PublishReport:
         return self.children / max(self.seconds.get("children", 0.0), 1e-9)
 
 
-def aggregate_metric(models: pd.DataFrame, metric: str) -> float:
-    """Mean backtest `metric` of each entity's champion, over entities trained normally."""
-    values = []
-    for row in models[models["status"] == OK].itertuples():
-        value = json.loads(row.metrics or "{}").get(row.champion, {}).get(metric)
-        if value is not None and np.isfinite(value):
-            values.append(value)
-    return float(np.mean(values)) if values else float("inf")
-
-
-def champion_score(models: pd.DataFrame, key: str) -> float:
-    """Mean of the champions' `key` as published (`scores`: conformal bands scored on held-out
-    windows), over entities trained normally; rows written before `scores` read their metrics."""
+def aggregate_metric(models: pd.DataFrame, metric: str, missing: float = float("inf")) -> float:
+    """Mean `metric` of each entity's champion as published (`scores`: conformal bands are judged on
+    held-out windows), over entities trained normally; rows written before `scores` existed read
+    the champion's backtest metrics. `missing` when no entity has it."""
     values = []
     for row in models[models["status"] == OK].itertuples():
         scores = json.loads(row.scores) if isinstance(getattr(row, "scores", None), str) else None
-        value = (scores or json.loads(row.metrics or "{}").get(row.champion, {})).get(key)
+        value = (scores or json.loads(row.metrics or "{}").get(row.champion, {})).get(metric)
         if value is not None and np.isfinite(value):
             values.append(value)
-    return float(np.mean(values)) if values else float("nan")
+    return float(np.mean(values)) if values else missing
 
 
 def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float]] = None,
@@ -307,7 +298,8 @@ def _log_parent(client: MlflowClient, parent: str, config: Config, models: pd.Da
     figures = {"entities": len(models), **{f"status.{s}": int(n) for s, n in statuses.items()},
                **{f"champions.{c}": int(n) for c, n in models["champion"].dropna().value_counts().items()},
                f"aggregate.{config.backtest.metric}": aggregate,
-               **{f"coverage.{lvl}": champion_score(models, f"coverage_{lvl}") for lvl in config.training.levels},
+               **{f"coverage.{lvl}": aggregate_metric(models, f"coverage_{lvl}", float("nan"))
+                  for lvl in config.training.levels},
                "fit_seconds.total": float(models["fit_seconds"].sum()),
                **{f"seconds.{k}": float(v) for k, v in train_seconds.items()}}
     log_batch(client, parent, params=params)
