@@ -197,7 +197,8 @@ def score_stream(config: Config, model_uri: Optional[str] = None, once: bool = F
             report.scored += totals["scored"]
             report.rejected += totals["rejected"]
             report.per_batch.append({"batch_id": batch_id, "scored": totals["scored"],
-                                     "rejected": totals["rejected"], "seconds": seconds})
+                                     "rejected": totals["rejected"], "seconds": seconds,
+                                     "model_version": champion.version})
             echo(f"batch {batch_id}: {totals['scored']} rows scored, {totals['rejected']} rejected "
                  f"({seconds:.1f}s)")
 

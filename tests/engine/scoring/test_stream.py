@@ -103,3 +103,25 @@ def test_a_request_table_is_scored_exactly_once_across_a_kill_9_and_bad_rows_are
     assert forecasts["yhat"].tolist() == pytest.approx(direct["yhat"].tolist(), rel=1e-12)
     assert (forecasts["run_id"] == report.run_id).all() and forecasts["status"].notna().all()
     assert str(forecasts["ds"].dt.tz) == "UTC"
+
+    # A stream left running follows the registry alias: the champion promoted between two
+    # micro-batches scores the next one (here a new version of the same model, put back after).
+    client = open_client(config.mlflow.tracking_uri)
+    name = config.mlflow.registered_model
+    current = client.get_model_version_by_alias(name, "champion")
+    promoted = client.create_model_version(name, current.source, run_id=current.run_id).version
+    later = _requests(config, report)[2].assign(request_id=lambda f: "later-" + f["request_id"])
+    for half in (later.iloc[:2], later.iloc[2:]):
+        lake.write(STREAMING["requests"], half, mode="append")
+
+    def promote_after_the_first(line: str) -> None:
+        if line.startswith("batch 3:") and "rows scored" in line:
+            client.set_registered_model_alias(name, "champion", promoted)
+    try:
+        followed = score_stream(config, once=True, spark=spark, echo=promote_after_the_first)
+    finally:
+        client.set_registered_model_alias(name, "champion", current.version)
+        client.delete_model_version(name, promoted)
+    assert [(b["batch_id"], b["model_version"]) for b in followed.per_batch] == [(3, current.version),
+                                                                                (4, promoted)]
+    assert len(lake.read(STREAMING["forecasts"])) == len(answered) + len(later)
