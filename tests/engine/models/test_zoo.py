@@ -192,6 +192,26 @@ def test_tempreg_learns_a_u_shaped_temperature_response_and_needs_temperature():
         make_model("tempreg", without).fit(history)
 
 
+def test_tempreg_bands_cover_a_forecast_made_with_normal_weather():
+    """Weather that swings around its season by 8 degrees: a forecast given each hour's normal
+    temperature misses by the swing, and the default bands allow for it; known_weather's do not."""
+    rng = np.random.default_rng(8)
+    ds = pd.date_range("2021-01-01", periods=24 * 365 * 3, freq="h", tz="UTC")
+    season = 60 + 25 * np.sin(2 * np.pi * (ds.dayofyear.to_numpy() - 100) / 365)
+    swing = np.repeat(rng.normal(0, 8, len(ds) // 24), 24)        # whole days hotter or colder than normal
+    temperature = season + swing + rng.normal(0, 1, len(ds))
+    y = 1000 + 0.8 * (temperature - 62) ** 2 + 100 * (ds.hour.to_numpy() >= 8) + rng.normal(0, 10, len(ds))
+    frame = pd.DataFrame({"ds": ds, "y": y, "temperature": temperature})
+    history, ahead = frame.iloc[:-24 * 28], frame.iloc[-24 * 28:]
+    future = ahead.drop(columns="y").assign(temperature=season[-24 * 28:])       # normal weather
+    coverage = {}
+    for bands in ("normal_weather", "known_weather"):
+        forecast = make_model("tempreg", HOURLY_SPEC, {"bands": bands}).fit(history).forecast(future)
+        lower, upper = forecast.bounds[80]
+        coverage[bands] = np.mean((ahead["y"].to_numpy() >= lower) & (ahead["y"].to_numpy() <= upper))
+    assert abs(coverage["normal_weather"] - 0.80) < 0.08 and coverage["known_weather"] < 0.5
+
+
 def test_short_memory_models_fit_only_the_last_max_history_steps():
     frame = hourly(24 * 60)
     spec = ModelSpec(freq="h", season_lengths=(24, 168), exogenous=("temperature",), max_history=24 * 21)
