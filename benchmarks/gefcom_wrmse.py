@@ -88,24 +88,29 @@ def wrmse(error: np.ndarray, weight: np.ndarray) -> float:
     return float(np.sqrt(np.sum(weight * error ** 2) / np.sum(weight)))
 
 
-def quantile_columns(levels) -> dict[float, str]:
-    """Quantile -> the answer's column holding it (the point forecast is the median)."""
-    out = {0.5: "yhat"}
-    for level in levels:
-        out[0.5 - level / 200] = f"yhat_lower_{level}"
-        out[0.5 + level / 200] = f"yhat_upper_{level}"
-    return dict(sorted(out.items()))
+def band_columns(levels) -> list[str]:
+    return [f"yhat_{side}_{level}" for level in levels for side in ("lower", "upper")]
 
 
-def pinball(actual: np.ndarray, quantiles: dict[float, np.ndarray]) -> float:
-    """The pinball loss averaged over quantiles and hours (GEFCom2014's probabilistic score)."""
-    losses = [np.mean(np.maximum(q * (actual - path), (q - 1) * (actual - path))) for q, path in quantiles.items()]
-    return float(np.mean(losses))
+def served_quantiles(scored: pd.DataFrame, levels):
+    """The served point forecast (the median) and bands as one Forecast over the scored hours."""
+    from engine.models.base import Forecast
+    column = {c: scored[c].to_numpy(dtype=float) for c in ["yhat", *band_columns(levels)]}
+    return Forecast(column["yhat"], {lvl: (column[f"yhat_lower_{lvl}"], column[f"yhat_upper_{lvl}"]) for lvl in levels})
 
 
-def naive_quantiles(gold: pd.DataFrame, origins: dict, scored: pd.DataFrame, qs) -> dict[float, np.ndarray]:
+def pinball(actual: np.ndarray, forecast) -> float:
+    """The pinball loss averaged over quantiles and hours (GEFCom2014's probabilistic score): the
+    engine's backtest metric (engine.training.metrics), unscaled."""
+    from engine.training.metrics import window_metrics
+    return window_metrics(actual, forecast, 1.0)["pinball"]
+
+
+def naive_quantiles(gold: pd.DataFrame, origins: dict, scored: pd.DataFrame, levels):
     """Seasonal naive with empirical errors, at the scored rows: the last observed week repeated,
     plus each quantile of the 168-step-ahead naive errors of the last eight weeks of history."""
+    from engine.models.base import Forecast
+    qs = [0.5, *(q for lvl in levels for q in (0.5 - lvl / 200, 0.5 + lvl / 200))]
     out = {q: np.empty(len(scored)) for q in qs}
     for entity, history in gold.groupby("entity_id"):
         y = history.set_index("ds")["y"].sort_index()
@@ -117,7 +122,7 @@ def naive_quantiles(gold: pd.DataFrame, origins: dict, scored: pd.DataFrame, qs)
         point = week[(steps - 1) % 168]
         for q in qs:
             out[q][rows] = point + np.quantile(errors, q)
-    return out
+    return Forecast(out[0.5], {lvl: (out[0.5 - lvl / 200], out[0.5 + lvl / 200]) for lvl in levels})
 
 
 def unreconciled(router, forecast: pd.DataFrame) -> np.ndarray:
@@ -179,8 +184,8 @@ def main() -> None:
         forecast = model.predict(pd.concat(requests, ignore_index=True))
         forecast["ds"] = pd.to_datetime(forecast["ds"], utc=True)     # the model answers ISO strings
         forecast["alone"] = unreconciled(router, forecast)
-        bands = quantile_columns(router.meta.levels)
-        scored = truth.merge(forecast[["entity_id", "ds", "model", "alone", *bands.values()]],
+        levels = router.meta.levels
+        scored = truth.merge(forecast[["entity_id", "ds", "model", "alone", "yhat", *band_columns(levels)]],
                              on=["entity_id", "ds"], how="left")
         if scored["yhat"].isna().any():
             raise SystemExit(f"no forecast for {scored['yhat'].isna().sum()} competition hours")
@@ -190,8 +195,8 @@ def main() -> None:
         alone = wrmse(load - scored["alone"].to_numpy(), weight)
         vanilla = wrmse(load - scored["benchmark"].to_numpy(), weight)
         origins = {e: router.bundle.index[e].origin for e in scored["entity_id"].unique()}
-        quantile_loss = pinball(load, {q: scored[c].to_numpy(dtype=float) for q, c in bands.items()})
-        naive_loss = pinball(load, naive_quantiles(gold, origins, scored, list(bands)))
+        quantile_loss = pinball(load, served_quantiles(scored, levels))
+        naive_loss = pinball(load, naive_quantiles(gold, origins, scored, levels))
         zones = scored[scored["entity_id"] != "zone_21"]
         zone_weight = zones["weight"].to_numpy(float)
         zone_engine = wrmse((zones["load"] - zones["yhat"]).to_numpy(), zone_weight)
@@ -200,8 +205,8 @@ def main() -> None:
         say(f"temperature {assumption:11s}: engine WRMSE {engine:,.0f} vs vanilla benchmark {vanilla:,.0f} "
             f"({engine / vanilla - 1:+.1%}); unreconciled {alone:,.0f} ({alone / vanilla - 1:+.1%}); "
             f"zones only {zone_engine:,.0f} vs {zone_vanilla:,.0f}; {len(scored)} hours")
-        say(f"{'':23s}pinball loss of {len(bands)} quantiles {quantile_loss:,.0f} vs seasonal naive with empirical "
-            f"errors {naive_loss:,.0f} ({quantile_loss / naive_loss - 1:+.1%})")
+        say(f"{'':23s}pinball loss of {1 + 2 * len(levels)} quantiles {quantile_loss:,.0f} vs seasonal naive with "
+            f"empirical errors {naive_loss:,.0f} ({quantile_loss / naive_loss - 1:+.1%})")
         rows.append({"assumption": assumption, "model_uri": model_uri, "run_id": router.meta.run_id,
                      "hours": len(scored), "engine_wrmse": round(engine, 1), "benchmark_wrmse": round(vanilla, 1),
                      "ratio": round(engine / vanilla, 4), "unreconciled_wrmse": round(alone, 1),

@@ -295,7 +295,7 @@ class ForecastModel(ABC):
                     "hyper": self.hyper, "exogenous": list(self.exogenous_), "seen": to_state(self.seen_),
                     "floor": self.floor_, "adjustment": self.adjustment_, "intervals": self.intervals_,
                     "state": self._state()}
-        return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
+        return write_envelope(envelope)
 
     @classmethod
     def restore(cls, spec: ModelSpec, exogenous: list[str], state: dict[str, Any],
@@ -324,6 +324,11 @@ def read_envelope(blob: bytes) -> dict[str, Any]:
         raise ModelError(f"model was written by a newer manymodels (format version {envelope['version']}); "
                          "upgrade manymodels to read it")
     return envelope
+
+
+def write_envelope(envelope: dict[str, Any]) -> bytes:
+    """The stored form of a model envelope (`read_envelope` reads it back)."""
+    return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
 
 def _json_default(value: Any) -> Any:

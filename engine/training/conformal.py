@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.models.base import Forecast
+from engine.training.metrics import window_metrics
+
 MIN_POOL = 50
 
 
@@ -35,18 +38,13 @@ def held_out_scores(actual: np.ndarray, mean: np.ndarray, scales: np.ndarray, le
                     floor: float | None) -> dict[str, float]:
     """Coverage of each level and the pinball loss (scaled per window like MASE) of conformal
     bands, each window scored with widths from the other windows (`actual`, `mean`: windows x steps)."""
-    coverage = {level: [] for level in levels}
-    losses = []
+    keys = [f"coverage_{level}" for level in levels] + ["pinball"]
+    scored = []
     for w in range(len(actual)):
-        others = np.delete(actual - mean, w, axis=0)
-        half = widths(others, levels)
-        paths = [(0.5, mean[w])]
-        for level in levels:
-            lower, upper = mean[w] - half[level], mean[w] + half[level]
-            if floor is not None:
-                lower, upper = np.maximum(lower, floor), np.maximum(upper, floor)
-            coverage[level].append(np.mean((actual[w] >= lower) & (actual[w] <= upper)))
-            paths += [(0.5 - level / 200, lower), (0.5 + level / 200, upper)]
-        losses.append(np.mean([np.mean(np.maximum(q * (actual[w] - p), (q - 1) * (actual[w] - p)))
-                               for q, p in paths]) / scales[w])
-    return {**{f"coverage_{lvl}": float(np.mean(c)) for lvl, c in coverage.items()}, "pinball": float(np.mean(losses))}
+        half = widths(np.delete(actual - mean, w, axis=0), levels)
+        bands = Forecast(mean[w], {level: (mean[w] - half[level], mean[w] + half[level]) for level in levels})
+        if floor is not None:
+            bands = bands.clipped(floor)
+        metrics = window_metrics(actual[w], bands, scales[w])
+        scored.append([metrics[k] for k in keys])
+    return dict(zip(keys, np.mean(scored, axis=0).astype(float).tolist()))

@@ -262,9 +262,6 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
             params_from="defaults", paths=None, scores=None):
     forecast: Forecast = model.forecast(future)
     frame = forecast.to_frame(future["ds"])
-    # Epoch nanoseconds whatever unit the gold timestamps came in with.
-    columnar = {"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist(),
-                **{c: frame[c].tolist() for c in frame.columns if c != "ds"}}
     candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
     if model.floor_inferred:
         notes = [*notes, "nonnegative: the history was never negative, so no forecast or bound goes below 0 "
@@ -273,7 +270,7 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
             "windows": windows, "forecast_origin": history["ds"].iloc[-1],
             "params": _json({**model.logged_params(), "params_from": params_from,
                              **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
-            "metrics": _json(summary), "backtests": _json(backtests), "forecast": _json(columnar),
+            "metrics": _json(summary), "backtests": _json(backtests), "forecast": forecast_json(frame),
             "notes": _json(notes + candidate_errors), "model": model.to_bytes(),
             "scores": _json(summary.get(model.name, {}) if scores is None else scores),
             "paths": None if paths is None else _json(paths)}
@@ -289,6 +286,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (tuple, set)):
         return list(value)
     return str(value)
+
+
+def forecast_json(frame: pd.DataFrame) -> str:
+    """Forecast rows as a result row stores them: columns of values, `ds` in epoch nanoseconds
+    whatever unit the gold timestamps came in with (`forecast_frame` reads them back)."""
+    return _json({"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist(),
+                  **{c: frame[c].tolist() for c in frame.columns if c != "ds"}})
 
 
 def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:

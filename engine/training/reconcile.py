@@ -10,7 +10,6 @@ adjustment, so the routing model serves exactly what gold.forecasts publishes.
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +20,8 @@ import pyarrow as pa
 from engine.backends.base import Backend
 from engine.config import Config
 from engine.hierarchy import Backtest, Reconciled, Tree, reconcile
-from engine.models.base import read_envelope
-from engine.training.entity import OK, forecast_frame
+from engine.models.base import read_envelope, write_envelope
+from engine.training.entity import OK, forecast_frame, forecast_json
 from engine.training.tasks import TASK_RESULT_SCHEMA
 
 NODE_SCHEMA = pa.schema([("entity_id", pa.string()), ("status", pa.string()), ("forecast", pa.string()),
@@ -118,11 +117,10 @@ def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> list[
 def _adjusted(frame: pd.DataFrame, envelope: dict, result: Reconciled, delta: np.ndarray) -> tuple[str, bytes]:
     """The node's forecast JSON and model bytes with the reconciliation's `delta` applied."""
     floor = envelope.get("floor")
-    out = {"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist()}
-    for column in frame.columns:
-        if column.startswith("yhat"):
-            values = frame[column].to_numpy() + delta
-            out[column] = (np.maximum(values, floor) if floor is not None else values).tolist()
-    out["reconciliation"] = [result.method] * len(frame)
+    out = frame.copy()
+    for column in (c for c in frame.columns if c.startswith("yhat")):
+        values = frame[column].to_numpy() + delta
+        out[column] = np.maximum(values, floor) if floor is not None else values
+    out["reconciliation"] = result.method
     envelope = {**envelope, "adjustment": {"method": result.method, "delta": delta.tolist()}}
-    return json.dumps(out), zlib.compress(json.dumps(envelope).encode("utf-8"), 6)
+    return forecast_json(out), write_envelope(envelope)
