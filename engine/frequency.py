@@ -85,8 +85,20 @@ class Frequency:
     def grid(self, first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
         return pd.date_range(first, last, freq=self.offset, name="ds")
 
+    @cached_property
+    def _step_ns(self) -> int:
+        """A fixed step's length in nanoseconds (0 for calendar steps)."""
+        return 0 if self.months else self.fixed.value
+
     def on_grid(self, ds) -> np.ndarray:
-        """Which stamps lie on this frequency's grid."""
+        """Which stamps lie on this frequency's grid (UTC stamps, or nanoseconds since 1970)."""
+        ns = _utc_nanoseconds(ds)
+        if ns is not None and self._step_ns:
+            # Fixed steps: arithmetic on the epoch (a Thursday), what floor() does, without pandas.
+            ok = (ns % min(self._step_ns, _DAY_NS) == 0) & (ns != _NAT)
+            if self._step_ns > _DAY_NS:
+                ok &= (ns // _DAY_NS + 3) % 7 == self.offset.weekday
+            return ok
         ds = pd.DatetimeIndex(ds)
         if not self.months and self.fixed < _DAY:
             return np.asarray(ds == ds.floor(self.alias))
@@ -101,13 +113,16 @@ class Frequency:
         return ok & day_ok & ((np.asarray(ds.month) - first_month) % self.months == 0)
 
     def steps(self, origin: "pd.Timestamp | pd.DatetimeIndex", ds) -> np.ndarray:
-        """Whole grid steps from `origin` (one, or one per stamp) to each stamp (for stamps on the grid)."""
-        ds = pd.DatetimeIndex(ds)
+        """Whole grid steps from `origin` (one, or one per stamp) to each stamp (for stamps on the grid).
+        Both may also be given as nanoseconds since 1970 (UTC)."""
         if self.months:
+            origin, ds = _as_utc(origin), pd.DatetimeIndex(_as_utc(ds))
             months = (np.asarray(ds.year) - origin.year) * 12 + (np.asarray(ds.month) - origin.month)
             return months // self.months
-        offsets = np.asarray((ds - origin).asi8, dtype="int64")
-        return offsets // self.fixed.value
+        start, ns = _utc_nanoseconds(origin), _utc_nanoseconds(ds)
+        if start is None or ns is None:      # stamps in another time zone: pandas aligns them
+            return np.asarray((pd.DatetimeIndex(ds) - origin).asi8, dtype="int64") // self._step_ns
+        return (ns - start) // self._step_ns
 
     def normalize(self, ds: pd.Series) -> pd.Series:
         """UTC stamps put on the grid where they name the same period a different way.
@@ -164,6 +179,34 @@ class Frequency:
         stamps = pd.DatetimeIndex(frame["ds"])
         apart = (self.steps(stamps[0], stamps[1:]) - self.steps(stamps[0], stamps[:-1]))[same]
         return bool(np.median(apart) == 1)
+
+
+_DAY_NS = _DAY.value
+_NAT = np.iinfo("int64").min
+
+
+def _utc_nanoseconds(stamps) -> Optional[np.ndarray]:
+    """Nanoseconds since 1970 of UTC or naive stamps (a timestamp, index, column or int64 array
+    of them); None for stamps in another time zone, whose calendar pandas must work out."""
+    if isinstance(stamps, (int, np.integer)):
+        return int(stamps)
+    if isinstance(stamps, pd.Timestamp):
+        return stamps.value if stamps.tz is None or str(stamps.tz) == "UTC" else None
+    if isinstance(stamps, np.ndarray) and stamps.dtype.kind in "iM":
+        return stamps.view("int64") if stamps.dtype.kind == "M" else stamps.astype("int64", copy=False)
+    index = pd.DatetimeIndex(stamps)
+    if index.tz is not None and str(index.tz) != "UTC":
+        return None
+    return index.as_unit("ns").asi8
+
+
+def _as_utc(stamps):
+    """Nanoseconds since 1970 as UTC timestamps; timestamps as they are."""
+    if isinstance(stamps, (int, np.integer)):
+        return pd.Timestamp(int(stamps), tz="UTC")
+    if isinstance(stamps, np.ndarray) and stamps.dtype.kind == "i":
+        return pd.DatetimeIndex(stamps.view("datetime64[ns]")).tz_localize("UTC")
+    return stamps
 
 
 def describe_spacing(ds: pd.Series, entity: pd.Series) -> str:

@@ -26,6 +26,7 @@ from engine.frequency import frequency
 from engine.models import Forecast, ForecastModel, load_model
 from engine.normalize import entity_id, from_epoch
 from engine.routing.bundle import Bundle
+from engine.routing.frames import frame_of
 
 REQUIRED = ("entity_id", "ds")
 
@@ -89,7 +90,7 @@ class ModelCache:
 
 # Paths longer than this many steps are not kept (memory: 8 bytes x 5 series x steps per entity).
 _LONGEST_PATH = 4096
-_EPOCH_AS_NANOSECONDS = pd.Timestamp("1970-01-02", tz="UTC")
+_EPOCH_AS_NANOSECONDS = pd.Timestamp("1970-01-02", tz="UTC").value
 
 
 class _Answer:
@@ -116,33 +117,40 @@ class _Answer:
             reconciled = rows[pick < model.reconciled_steps]
             self.reconciliation[reconciled] = model.adjustment_["method"]
 
-    def frame(self, columns: list[str], entities: np.ndarray, ds: pd.DatetimeIndex, run_id: str,
+    def frame(self, columns: list[str], entities: np.ndarray, ds: np.ndarray, run_id: str,
               as_text: bool) -> pd.DataFrame:
-        """The answer; `as_text`: timestamps as ISO 8601 UTC strings (what MLflow clients read)."""
+        """The answer (`ds`: nanoseconds since 1970); `as_text`: timestamps as ISO 8601 UTC strings
+        (what MLflow clients read)."""
         lower, upper = self.bands[self.widest]
-        data = {"entity_id": entities, "ds": iso_utc(ds.asi8) if as_text else ds, "yhat": self.yhat,
+        origin = self.origin.view("int64")
+        data = {"entity_id": entities, "ds": iso_utc(ds) if as_text else _utc(ds), "yhat": self.yhat,
                 "yhat_lower": lower, "yhat_upper": upper}
         for level in self.levels:
             data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = self.bands[level]
-        origin = self.origin.view("int64")
-        data.update(model=self.model, status=self.status, run_id=run_id,
-                    forecast_origin=iso_utc(origin) if as_text else pd.DatetimeIndex(self.origin).tz_localize("UTC"),
-                    reconciliation=self.reconciliation)
-        return pd.DataFrame(data, columns=columns, copy=False)
+        if as_text and (origin == origin[0]).all():     # one entity, or entities trained together
+            origin_text = np.full(len(origin), iso_utc(origin[:1])[0], dtype=object)
+        else:
+            origin_text = iso_utc(origin) if as_text else _utc(origin)
+        data.update(model=self.model, status=self.status, run_id=np.full(len(ds), run_id, dtype=object),
+                    forecast_origin=origin_text, reconciliation=self.reconciliation)
+        return frame_of({c: data[c] for c in columns})
 
 
 def iso_utc(nanoseconds: np.ndarray) -> np.ndarray:
     """'2008-07-01T00:00:00Z' for each UTC instant (what strftime writes, at numpy's speed)."""
     seconds = np.asarray(nanoseconds, dtype="int64").view("datetime64[ns]").astype("datetime64[s]")
-    return np.char.add(np.datetime_as_string(seconds, unit="s"), "Z").astype(object)
+    return np.datetime_as_string(seconds, unit="s", timezone="UTC").astype(object)
 
 
 @dataclass(frozen=True)
 class _Request:
-    """A validated request as arrays: normalized ids, UTC stamps, regressors sent (as floats)."""
+    """A validated request as arrays: normalized ids (and each distinct one's code), UTC stamps as
+    nanoseconds since 1970, regressors sent (as floats)."""
 
     entities: np.ndarray
-    ds: pd.DatetimeIndex
+    codes: np.ndarray
+    names: np.ndarray
+    ds: np.ndarray
     exogenous: dict[str, np.ndarray]
 
     def __len__(self) -> int:
@@ -162,10 +170,10 @@ class Router:
         """The forecast rows for `request`, in its order (`timestamps_as_text`: `ds` and
         `forecast_origin` as ISO 8601 UTC strings)."""
         request = self._validated(request)
-        codes, names = pd.factorize(request.entities)
+        codes, names = request.codes, request.names
         # Grid steps and grid checks for every row at once (each row from its entity's origin).
-        origins = np.array([self.bundle.index[name].origin.value for name in names], dtype="int64")[codes]
-        steps = self.freq.steps(pd.DatetimeIndex(origins.view("datetime64[ns]")).tz_localize("UTC"), request.ds)
+        origins = np.array([self.bundle.index[name].origin.value for name in names], dtype="int64")
+        steps = self.freq.steps(origins[0] if len(names) == 1 else origins[codes], request.ds)
         on_grid = self.freq.on_grid(request.ds)
         answer = _Answer(len(request), self.meta.levels)
         if len(names) == 1:                         # the common online case: one entity
@@ -189,33 +197,33 @@ class Router:
         if self.max_rows and len(request) > self.max_rows:
             raise RequestError(f"request has {len(request):,} rows; this endpoint answers at most {self.max_rows:,} "
                                "per request (manymodels serve --max-rows): split it")
-        entities = _normalized_ids(request["entity_id"])     # as ingest stored them
-        if pd.isna(entities).any():
-            raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(pd.isna(entities))}")
-        unknown = sorted(set(entities) - self.bundle.index.keys())
+        entities, codes, names = _normalized_ids(request["entity_id"])     # as ingest stored them
+        if (codes < 0).any():
+            raise RequestError(f"column 'entity_id' is empty in row(s) {_rows(codes < 0)}")
+        unknown = sorted(set(names) - self.bundle.index.keys())
         if unknown:
             raise RequestError(f"unknown entity {_listing(unknown)}: the routing model (run {self.meta.run_id}) "
                                f"has {self.meta.entities} entities, e.g. {self.bundle.first_entity()!r}")
         exogenous = {c: _numbers(request[c], c) for c in self.meta.exogenous if c in request.columns}
-        return _Request(entities, _timestamps(request["ds"]), exogenous)
+        return _Request(entities, codes, names, _timestamps(request["ds"]), exogenous)
 
     def _forecast_entity(self, entity: str, rows: np.ndarray, steps: np.ndarray, on_grid: np.ndarray,
                          request: _Request, answer: _Answer) -> None:
         """Forecast `entity` at the request's `rows` (`steps`: grid steps after the entity's
         training end; `on_grid`: whether each stamp is on the grid) into `answer`."""
         entry = self.bundle.index[entity]
-        ds = request.ds[rows]
         if (steps < 1).any():
-            first = ds[steps < 1].min()
+            first = _utc(request.ds[rows][steps < 1].min())
             raise RequestError(f"entity {entity!r}: ds {first.isoformat()} is not after the training end "
                                f"{entry.origin.isoformat()}; ask for timestamps after it")
         if not on_grid.all():
-            odd = ds[~on_grid][0]
+            odd = _utc(request.ds[rows][~on_grid][0])
             raise RequestError(f"entity {entity!r}: ds {odd.isoformat()} is off the series grid ({self.freq.label}: "
                                f"{', '.join(t.isoformat() for t in self.freq.after(entry.origin, 2))}, ...)")
         horizon = int(steps.max())
         if horizon > self.meta.max_steps:
-            raise RequestError(f"entity {entity!r}: ds {ds.max().isoformat()} is {horizon} steps after the "
+            raise RequestError(f"entity {entity!r}: ds {_utc(request.ds[rows].max()).isoformat()} is {horizon} steps "
+                               "after the "
                                f"training end; this model answers up to {self.meta.max_steps} steps "
                                "(routing.max_steps)")
         model = self.cache.get(entity)
@@ -255,30 +263,82 @@ class Router:
                 f"the order entity_id, ds, {', '.join(self.meta.exogenous)}")
 
 
-def _normalized_ids(values: pd.Series) -> np.ndarray:
-    """Ids as ingest stored them (engine.normalize.entity_id), each distinct value normalized once;
-    missing values stay missing."""
+def _normalized_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids as ingest stored them (engine.normalize.entity_id), each distinct value normalized once,
+    with each row's code into the distinct normalized ids (-1 and None where the id is missing)."""
     codes, uniques = pd.factorize(values.to_numpy())
-    normalized = np.array([entity_id(v) for v in uniques] + [None], dtype=object)
-    return normalized[codes]      # code -1 (a missing id) picks the trailing None
+    normalized = [entity_id(v) for v in uniques]
+    if len(set(normalized)) < len(normalized):       # spellings of one id ("7" and 7): one code each
+        codes_of, names = pd.factorize(np.array(normalized, dtype=object))
+        codes, normalized = np.where(codes < 0, -1, codes_of[codes]), list(names)
+    names = np.array(normalized + [None], dtype=object)
+    return names[codes], codes, names[:-1]      # code -1 (a missing id) picks the trailing None
 
 
-def _timestamps(values: pd.Series) -> pd.DatetimeIndex:
-    """UTC timestamps from datetimes, ISO strings or epoch numbers; naive values are taken as UTC."""
-    try:
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            parsed = from_epoch(values)
-        else:
-            parsed = pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError) as exc:
-        raise RequestError(f"column 'ds' must hold timestamps such as '2008-07-01T00:00:00Z' ({exc})") from None
-    if parsed.isna().any():
-        raise RequestError(f"column 'ds' is empty in row(s) {_rows(parsed.isna())}")
+def _timestamps(values: pd.Series) -> np.ndarray:
+    """UTC timestamps (as nanoseconds since 1970) from datetimes, ISO strings or epoch numbers;
+    naive values are taken as UTC."""
+    parsed = _iso_seconds(values.to_numpy()) if values.dtype == object else None
+    if parsed is None:
+        try:
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                stamps = from_epoch(values)
+            else:
+                stamps = pd.to_datetime(values, utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise RequestError(f"column 'ds' must hold timestamps such as '2008-07-01T00:00:00Z' ({exc})") from None
+        parsed = pd.DatetimeIndex(stamps).as_unit("ns").asi8
+    missing = parsed == _NAT
+    if missing.any():
+        raise RequestError(f"column 'ds' is empty in row(s) {_rows(missing)}")
     if (parsed < _EPOCH_AS_NANOSECONDS).any():
         # MLflow's schema cast reads an integer as nanoseconds since 1970 before this code sees it.
-        raise RequestError(f"column 'ds' holds {parsed.min().isoformat()}, which is an integer epoch read as "
+        raise RequestError(f"column 'ds' holds {_utc(parsed.min()).isoformat()}, which is an integer epoch read as "
                            "nanoseconds; send ISO 8601 strings such as '2008-07-01T00:00:00Z'")
-    return pd.DatetimeIndex(parsed).as_unit("ns")
+    return parsed
+
+
+_NAT = np.iinfo("int64").min
+# Where 'YYYY-MM-DDTHH:MM:SS' has digits, and the separators it has elsewhere ('T' or ' ' at 10).
+_DIGITS = np.array([i for i in range(19) if i not in (4, 7, 10, 13, 16)])
+_SEPARATORS = {4: "-", 7: "-", 10: "T ", 13: ":", 16: ":"}
+
+
+def _iso_seconds(values: np.ndarray) -> Optional[np.ndarray]:
+    """Nanoseconds since 1970 for text stamps that are all 'YYYY-MM-DDTHH:MM:SS' (or with a space
+    for the 'T'), naive or ending in 'Z': what MLflow clients send, parsed at numpy's speed. None
+    for anything else (pandas parses that, with its error messages)."""
+    text = values.astype(str)
+    if text.dtype.itemsize // 4 not in (19, 20):
+        return None
+    chars = text.view(np.uint32).reshape(len(text), -1)
+    digits = chars[:, _DIGITS]
+    if not ((digits >= ord("0")) & (digits <= ord("9"))).all():
+        return None
+    for at, allowed in _SEPARATORS.items():
+        if not _one_of(chars[:, at], allowed):
+            return None
+    if chars.shape[1] == 20 and not _one_of(chars[:, 19], "Z\0"):
+        return None
+    try:
+        return text.astype("U19").astype("datetime64[ns]").view("int64")
+    except ValueError:          # e.g. hour 25: pandas says so
+        return None
+
+
+def _one_of(codes: np.ndarray, characters: str) -> bool:
+    """Whether every code point is one of `characters`."""
+    ok = codes == ord(characters[0])
+    for character in characters[1:]:
+        ok |= codes == ord(character)
+    return bool(ok.all())
+
+
+def _utc(nanoseconds) -> "pd.Timestamp | pd.DatetimeIndex":
+    """UTC timestamps from nanoseconds since 1970 (one, or an array of them)."""
+    if np.ndim(nanoseconds) == 0:
+        return pd.Timestamp(int(nanoseconds), tz="UTC")
+    return pd.DatetimeIndex(np.asarray(nanoseconds, dtype="int64").view("datetime64[ns]")).tz_localize("UTC")
 
 
 def _numbers(values: pd.Series, column: str) -> np.ndarray:

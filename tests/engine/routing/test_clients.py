@@ -201,6 +201,37 @@ def test_every_rest_format_through_mlflow_models_serve(served):
         assert status == 400 and "entity 'a': column 'temperature' holds 550" in answer["message"]
 
 
+def test_manymodels_serve_checks_each_request_once_and_answers_as_mlflow_does(served):
+    """`manymodels serve` hands parsed tables straight to the router (engine.routing.server.CheckedOnce):
+    every REST format, good and bad, gets the same status and bytes as MLflow's full path, except
+    that a missing column is named by the router's message instead of the signature's."""
+    from mlflow.pyfunc import scoring_server
+
+    from engine.routing.server import CheckedOnce
+    path, histories = served
+    model = mlflow.pyfunc.load_model(str(path))
+    once, schema = CheckedOnce(model), model.metadata.get_input_schema()
+    assert once.router is not None
+    request = gold_rows(histories).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    cases = {**bodies(request), **{f"bad {name}": body for name, body in bodies(
+        request.assign(temperature=lambda f: f["temperature"] * 10)).items()},
+        "unknown entity": bodies(request.assign(entity_id="ghost"))["dataframe_records"],
+        "no ds": bodies(request.drop(columns="ds"))["dataframe_split"]}
+    for name, (body, content_type) in cases.items():
+        answers = []
+        for served_model in (model, once):
+            try:
+                answer = scoring_server.invocations(body, content_type, served_model, schema)
+                answers.append((answer.status, answer.response))
+            except mlflow.exceptions.MlflowException as exc:
+                answers.append((exc.get_http_status_code(), exc.message))
+        if name == "no ds":
+            assert answers[0][0] == answers[1][0] == 400 and "lacks column(s) ['ds']" in answers[1][1]
+        else:
+            assert answers[0] == answers[1], name
+        assert (answers[0][0] == 200) == (name in bodies(request)), (name, answers[0])
+
+
 def test_the_model_serves_from_the_environment_mlflow_builds_from_its_own_requirements(served, tmp_path):
     """`--env-manager virtualenv`: a fresh venv with only requirements.txt (no manymodels, no
     Spark), the engine from the model's code_paths; the same numbers as in process."""
