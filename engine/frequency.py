@@ -95,7 +95,7 @@ class Frequency:
         ns = _utc_nanoseconds(ds)
         if ns is not None and self._step_ns:
             # Fixed steps: arithmetic on the epoch (a Thursday), what floor() does, without pandas.
-            ok = (ns % min(self._step_ns, _DAY_NS) == 0) & (ns != _NAT)
+            ok = (ns % min(self._step_ns, _DAY_NS) == 0) & (ns != NAT)
             if self._step_ns > _DAY_NS:
                 ok &= (ns // _DAY_NS + 3) % 7 == self.offset.weekday
             return ok
@@ -116,7 +116,7 @@ class Frequency:
         """Whole grid steps from `origin` (one, or one per stamp) to each stamp (for stamps on the grid).
         Both may also be given as nanoseconds since 1970 (UTC)."""
         if self.months:
-            origin, ds = _as_utc(origin), pd.DatetimeIndex(_as_utc(ds))
+            origin, ds = as_utc(origin), pd.DatetimeIndex(as_utc(ds))
             months = (np.asarray(ds.year) - origin.year) * 12 + (np.asarray(ds.month) - origin.month)
             return months // self.months
         start, ns = _utc_nanoseconds(origin), _utc_nanoseconds(ds)
@@ -182,7 +182,7 @@ class Frequency:
 
 
 _DAY_NS = _DAY.value
-_NAT = np.iinfo("int64").min
+NAT = np.iinfo("int64").min      # NaT as nanoseconds since 1970
 
 
 def _utc_nanoseconds(stamps) -> Optional[np.ndarray]:
@@ -200,8 +200,8 @@ def _utc_nanoseconds(stamps) -> Optional[np.ndarray]:
     return index.as_unit("ns").asi8
 
 
-def _as_utc(stamps):
-    """Nanoseconds since 1970 as UTC timestamps; timestamps as they are."""
+def as_utc(stamps):
+    """Nanoseconds since 1970 (one, or an array of them) as UTC timestamps; timestamps as they are."""
     if isinstance(stamps, (int, np.integer)):
         return pd.Timestamp(int(stamps), tz="UTC")
     if isinstance(stamps, np.ndarray) and stamps.dtype.kind == "i":

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ManymodelsError
-from engine.frequency import frequency
+from engine.frequency import NAT, as_utc, frequency
 from engine.models import Forecast, ForecastModel, load_model
 from engine.normalize import entity_id, from_epoch
 from engine.routing.bundle import Bundle
@@ -123,14 +123,14 @@ class _Answer:
         (what MLflow clients read)."""
         lower, upper = self.bands[self.widest]
         origin = self.origin.view("int64")
-        data = {"entity_id": entities, "ds": iso_utc(ds) if as_text else _utc(ds), "yhat": self.yhat,
+        data = {"entity_id": entities, "ds": iso_utc(ds) if as_text else as_utc(ds), "yhat": self.yhat,
                 "yhat_lower": lower, "yhat_upper": upper}
         for level in self.levels:
             data[f"yhat_lower_{level}"], data[f"yhat_upper_{level}"] = self.bands[level]
         if as_text and (origin == origin[0]).all():     # one entity, or entities trained together
             origin_text = np.full(len(origin), iso_utc(origin[:1])[0], dtype=object)
         else:
-            origin_text = iso_utc(origin) if as_text else _utc(origin)
+            origin_text = iso_utc(origin) if as_text else as_utc(origin)
         data.update(model=self.model, status=self.status, run_id=np.full(len(ds), run_id, dtype=object),
                     forecast_origin=origin_text, reconciliation=self.reconciliation)
         return frame_of({c: data[c] for c in columns})
@@ -173,7 +173,7 @@ class Router:
         codes, names = request.codes, request.names
         # Grid steps and grid checks for every row at once (each row from its entity's origin).
         origins = np.array([self.bundle.index[name].origin.value for name in names], dtype="int64")
-        steps = self.freq.steps(origins[0] if len(names) == 1 else origins[codes], request.ds)
+        steps = self.freq.steps(origins[codes], request.ds)
         on_grid = self.freq.on_grid(request.ds)
         answer = _Answer(len(request), self.meta.levels)
         if len(names) == 1:                         # the common online case: one entity
@@ -213,19 +213,18 @@ class Router:
         training end; `on_grid`: whether each stamp is on the grid) into `answer`."""
         entry = self.bundle.index[entity]
         if (steps < 1).any():
-            first = _utc(request.ds[rows][steps < 1].min())
+            first = as_utc(request.ds[rows][steps < 1].min())
             raise RequestError(f"entity {entity!r}: ds {first.isoformat()} is not after the training end "
                                f"{entry.origin.isoformat()}; ask for timestamps after it")
         if not on_grid.all():
-            odd = _utc(request.ds[rows][~on_grid][0])
+            odd = as_utc(request.ds[rows][~on_grid][0])
             raise RequestError(f"entity {entity!r}: ds {odd.isoformat()} is off the series grid ({self.freq.label}: "
                                f"{', '.join(t.isoformat() for t in self.freq.after(entry.origin, 2))}, ...)")
         horizon = int(steps.max())
         if horizon > self.meta.max_steps:
-            raise RequestError(f"entity {entity!r}: ds {_utc(request.ds[rows].max()).isoformat()} is {horizon} steps "
-                               "after the "
-                               f"training end; this model answers up to {self.meta.max_steps} steps "
-                               "(routing.max_steps)")
+            last = as_utc(request.ds[rows].max())
+            raise RequestError(f"entity {entity!r}: ds {last.isoformat()} is {horizon} steps after the training "
+                               f"end; this model answers up to {self.meta.max_steps} steps (routing.max_steps)")
         model = self.cache.get(entity)
         forecast = self.cache.path(entity, model)
         if forecast is None:
@@ -288,17 +287,16 @@ def _timestamps(values: pd.Series) -> np.ndarray:
         except (ValueError, TypeError) as exc:
             raise RequestError(f"column 'ds' must hold timestamps such as '2008-07-01T00:00:00Z' ({exc})") from None
         parsed = pd.DatetimeIndex(stamps).as_unit("ns").asi8
-    missing = parsed == _NAT
+    missing = parsed == NAT
     if missing.any():
         raise RequestError(f"column 'ds' is empty in row(s) {_rows(missing)}")
     if (parsed < _EPOCH_AS_NANOSECONDS).any():
         # MLflow's schema cast reads an integer as nanoseconds since 1970 before this code sees it.
-        raise RequestError(f"column 'ds' holds {_utc(parsed.min()).isoformat()}, which is an integer epoch read as "
+        raise RequestError(f"column 'ds' holds {as_utc(parsed.min()).isoformat()}, which is an integer epoch read as "
                            "nanoseconds; send ISO 8601 strings such as '2008-07-01T00:00:00Z'")
     return parsed
 
 
-_NAT = np.iinfo("int64").min
 # Where 'YYYY-MM-DDTHH:MM:SS' has digits, and the separators it has elsewhere ('T' or ' ' at 10).
 _DIGITS = np.array([i for i in range(19) if i not in (4, 7, 10, 13, 16)])
 _SEPARATORS = {4: "-", 7: "-", 10: "T ", 13: ":", 16: ":"}
@@ -332,13 +330,6 @@ def _one_of(codes: np.ndarray, characters: str) -> bool:
     for character in characters[1:]:
         ok |= codes == ord(character)
     return bool(ok.all())
-
-
-def _utc(nanoseconds) -> "pd.Timestamp | pd.DatetimeIndex":
-    """UTC timestamps from nanoseconds since 1970 (one, or an array of them)."""
-    if np.ndim(nanoseconds) == 0:
-        return pd.Timestamp(int(nanoseconds), tz="UTC")
-    return pd.DatetimeIndex(np.asarray(nanoseconds, dtype="int64").view("datetime64[ns]")).tz_localize("UTC")
 
 
 def _numbers(values: pd.Series, column: str) -> np.ndarray:

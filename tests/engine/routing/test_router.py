@@ -141,14 +141,15 @@ def test_bad_requests_name_the_entity_or_column(fitted, case, message):
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("stamps", [
-    ["2024-03-10T07:00:00", "2024-03-10 08:00:00"],           # numpy's fast path: naive, T or space
-    ["2024-03-10T07:00:00Z", "2024-03-10T08:00:00Z"],         # ... and Zulu
-    ["2024-03-10T07:00:00Z", "2024-03-10T09:00:00+01:00"],    # an offset: pandas
-    ["2024-03-10T07:00", "2024-03-10"],                        # shorter forms: pandas
+@pytest.mark.parametrize("stamps, fast", [
+    (["2024-03-10T07:00:00", "2024-03-10 08:00:00"], True),           # numpy's fast path: naive, T or space
+    (["2024-03-10T07:00:00Z", "2024-03-10T08:00:00Z"], True),         # ... and Zulu
+    (["2024-03-10T07:00:00Z", "2024-03-10T09:00:00+01:00"], False),   # an offset: pandas
+    (["2024-03-10T07:00", "2024-03-10"], False),                       # shorter forms: pandas
 ])
-def test_text_timestamps_read_like_pandas_reads_them(stamps):
-    from engine.routing.router import _timestamps
+def test_text_timestamps_read_like_pandas_reads_them(stamps, fast):
+    from engine.routing.router import _iso_seconds, _timestamps
+    assert (_iso_seconds(np.array(stamps, dtype=object)) is not None) == fast
     want = pd.to_datetime(pd.Series(stamps), utc=True, format="ISO8601").dt.as_unit("ns").astype("int64")
     np.testing.assert_array_equal(_timestamps(pd.Series(stamps, dtype=object)), want.to_numpy())
 
@@ -161,11 +162,13 @@ def test_text_that_is_not_a_timestamp_is_refused(stamps):
 
 
 def test_answer_frames_are_what_pandas_builds():
-    from engine.routing.frames import frame_of
+    from engine.routing.frames import _from_blocks, frame_of
     columns = {"entity_id": np.array(["a", "b"], dtype=object), "yhat": np.array([1.5, np.nan]),
                "status": np.array(["ok", None], dtype=object), "yhat_upper": np.array([2.0, 3.0])}
     fast = frame_of(columns)
     pd.testing.assert_frame_equal(fast, pd.DataFrame(columns))
+    # The block-built path itself, which frame_of would quietly fall back from if it broke.
+    pd.testing.assert_frame_equal(_from_blocks(list(columns), list(columns.values())), pd.DataFrame(columns))
     assert fast["yhat"].dtype == np.float64 and list(fast.columns) == list(columns)
     mixed = {**columns, "ds": pd.DatetimeIndex(["2024-01-01", "2024-01-02"], tz="UTC")}
     pd.testing.assert_frame_equal(frame_of(mixed), pd.DataFrame(mixed))
