@@ -23,6 +23,7 @@ import pandas as pd
 from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, z_score
 
 TEMPERATURE, HOLIDAY = "temperature", "is_holiday"
+_CALENDAR = 180      # intercept, years, 11 months, 167 week hours
 
 
 class TempRegModel(ForecastModel):
@@ -63,22 +64,39 @@ class TempRegModel(ForecastModel):
         if self.hyper["bands"] == "normal_weather":
             ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
             normal = pd.Series(temp).groupby([ds.month, ds.hour]).transform("mean").to_numpy()
-            design = self._design(history.assign(**{TEMPERATURE: normal}))
+            self._put_temperature(design, ds.hour.to_numpy(), ds.month.to_numpy(), normal)
         residuals = y - design @ beta
         self.sigma_ = float(np.sqrt(np.mean(residuals ** 2)))
 
     def _design(self, frame: pd.DataFrame) -> np.ndarray:
+        """The regression's columns, in a stored model's order: 1, years, months 2..12, the week's
+        hours 2..168, then per power of temperature its 24 by-hour and 12 by-month columns, then the
+        24 holiday-by-hour columns. Filled in place: one-hot blocks as `np.hstack` of dense pieces
+        cost more than the fit's normal equations on years of hours."""
         ds = pd.DatetimeIndex(pd.to_datetime(frame["ds"], utc=True))
         hour, month, weekday = ds.hour.to_numpy(), ds.month.to_numpy(), ds.dayofweek.to_numpy()
-        temp = (frame[TEMPERATURE].to_numpy(dtype="float64") - self.temp_center_) / self.temp_scale_
-        years = (ds.as_unit("ns").asi8 - self.origin_) / (365.25 * 86400e9)
-        hours, months = np.eye(24)[hour], np.eye(12)[month - 1]
-        columns = [np.ones(len(ds))[:, None], years[:, None], months[:, 1:], np.eye(168)[weekday * 24 + hour][:, 1:]]
-        for power in range(1, self.hyper["degree"] + 1):
-            columns += [hours * temp[:, None] ** power, months * temp[:, None] ** power]
+        rows = np.arange(len(ds))
+        design = np.zeros((len(ds), _CALENDAR + 36 * self.hyper["degree"] + 24 * self.holiday_))
+        design[:, 0] = 1.0
+        design[:, 1] = (ds.as_unit("ns").asi8 - self.origin_) / (365.25 * 86400e9)
+        later = month > 1
+        design[rows[later], month[later]] = 1.0                       # columns 2..12: months 2..12
+        slot = weekday * 24 + hour
+        design[rows[slot > 0], 12 + slot[slot > 0]] = 1.0              # columns 13..179: week hours 1..167
+        self._put_temperature(design, hour, month, frame[TEMPERATURE].to_numpy(dtype="float64"))
         if self.holiday_:
-            columns.append(hours * frame[HOLIDAY].to_numpy(dtype="float64")[:, None])
-        return np.hstack(columns)
+            design[rows, design.shape[1] - 24 + hour] = frame[HOLIDAY].to_numpy(dtype="float64")
+        return design
+
+    def _put_temperature(self, design: np.ndarray, hour: np.ndarray, month: np.ndarray,
+                         temperature: np.ndarray) -> None:
+        """(Re)write the temperature columns of `design` (same rows: same hours and months)."""
+        rows = np.arange(len(hour))
+        temp = (temperature - self.temp_center_) / self.temp_scale_
+        for power in range(1, self.hyper["degree"] + 1):
+            column, value = _CALENDAR + 36 * (power - 1), temp ** power
+            design[rows, column + hour] = value
+            design[rows, column + 23 + month] = value
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
         mean = self._design(future) @ self.beta_
