@@ -292,9 +292,23 @@ class BacktestConfig:
     # best: the candidate with the best backtest is the champion; combine: the equal-weight mean of
     # the training.ensemble_size best is (default: combine at monthly and longer steps, best below).
     select: Optional[str] = None
+    # Fit each candidate afresh at every window (true), at the first only (false), or at every k-th (k);
+    # the windows between re-run the last fit's parameters over their longer history without
+    # re-estimating them (statsforecast's cross_validation `refit`), for the models that can.
+    # Default: false below daily steps (a window adds a week to months of history; fits cost most
+    # there), true at daily and longer steps.
+    refit: Any = None
+
+    @property
+    def refit_every(self) -> int:
+        """Windows between fits: 1 refits every window, 0 fits only the first."""
+        return 0 if self.refit is False else int(self.refit)
 
     def __post_init__(self) -> None:
         _check(self.windows >= 1, "backtest.windows", "must be >= 1")
+        _check(self.refit is None or isinstance(self.refit, bool) or (isinstance(self.refit, int) and self.refit >= 1),
+               "backtest.refit",
+               f"must be true, false or a number of windows >= 1, got {self.refit!r}")
         _check(self.select in (None, *SELECTIONS), "backtest.select",
                f"must be one of {', '.join(SELECTIONS)}, got {self.select!r}")
         _check(self.step is None or self.step >= 1, "backtest.step", "must be >= 1")
@@ -479,7 +493,7 @@ class Config:
         set_(self, "series", given(self.series, season_lengths=list(freq.seasons)))
         if self.horizon is None:
             set_(self, "horizon", freq.horizon)
-        set_(self, "backtest", given(self.backtest, step=self.horizon, select=freq.select))
+        set_(self, "backtest", given(self.backtest, step=self.horizon, select=freq.select, refit=not freq.sub_daily))
         if self.models is None:
             set_(self, "models", list(freq.models))
         set_(self, "quality", given(self.quality, outlier_window=freq.outlier_window,

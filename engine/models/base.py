@@ -174,6 +174,7 @@ class ForecastModel(ABC):
     needs_torch: ClassVar[bool] = False             # trains with torch (the gpu extra)
     needs_trained_network: ClassVar[bool] = False   # applies a network trained on the whole panel first
     combines_candidates: ClassVar[bool] = False     # built from the other candidates' backtests
+    refreshable: ClassVar[bool] = False     # `refreshed` re-runs its states on a new window without re-estimating
     # (fixed seconds, seconds per 1,000 history rows) of one fit and forecast on one core, from
     # benchmarks/model_cost.py on hourly data; the partition planner's estimate before a run.
     cost: ClassVar[tuple[float, float]] = (0.5, 1.0)
@@ -214,11 +215,7 @@ class ForecastModel(ABC):
         return resolved
 
     def fit(self, history: pd.DataFrame) -> "ForecastModel":
-        if not self.long_history and 0 < self.spec.max_history < len(history):
-            history = history.iloc[-self.spec.max_history:]
-        y = history["y"].to_numpy(dtype="float64")
-        if len(y) == 0 or not np.isfinite(y).all():
-            raise ModelError(f"{self.name}: history must be non-empty and free of NaN/inf")
+        history, y = self._window(history)
         if self.uses_exogenous:
             self.exogenous_ = tuple(c for c in self.spec.exogenous
                                     if c in history and history[c].notna().all())
@@ -228,11 +225,41 @@ class ForecastModel(ABC):
             # "always" filters statsmodels installs at import jump ahead of this one.)
             warnings.simplefilter("ignore")
             self._fit(history.reset_index(drop=True), y)
+        self._fitted_on(history, y)
+        return self
+
+    def refreshed(self, history: pd.DataFrame) -> "ForecastModel":
+        """A copy with this fit's parameters applied to `history` (the same series, further on),
+        states re-run without re-estimating anything: what backtests between refits use
+        (`backtest.refit`, statsforecast's cross_validation(refit=False)); for `refreshable` models."""
+        if not self.refreshable or not self.fitted_:
+            raise ModelError(f"{self.name}: only a fitted model whose parameters can be re-applied is refreshed")
+        history, y = self._window(history)
+        if any(c not in history or history[c].isna().any() for c in self.exogenous_):
+            raise ModelError(f"{self.name}: the new history lacks exogenous column(s) it was fitted with")
+        state = {**self._state(), **self._history_state(history.reset_index(drop=True), y)}
+        model = type(self).restore(self.spec, list(self.exogenous_), state, self.hyper)
+        model._fitted_on(history, y)
+        return model
+
+    def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+        """The entries of `_state()` that hold the fitted window (for `refreshed`)."""
+        raise NotImplementedError(f"{self.name} cannot be refreshed")
+
+    def _window(self, history: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """The rows this model fits (the recent `max_history` unless it is a long-history model)."""
+        if not self.long_history and 0 < self.spec.max_history < len(history):
+            history = history.iloc[-self.spec.max_history:]
+        y = history["y"].to_numpy(dtype="float64")
+        if len(y) == 0 or not np.isfinite(y).all():
+            raise ModelError(f"{self.name}: history must be non-empty and free of NaN/inf")
+        return history, y
+
+    def _fitted_on(self, history: pd.DataFrame, y: np.ndarray) -> None:
         self.seen_ = seen_in(history, self.exogenous_)
         nonnegative = self.spec.nonnegative
         self.floor_ = 0.0 if nonnegative or (nonnegative is None and y.min() >= 0) else None
         self.fitted_ = True
-        return self
 
     @property
     def floor_inferred(self) -> bool:

@@ -79,6 +79,7 @@ class LibraryModel(ForecastModel):
 
     implementation = 2        # statsforecast; 1 was statsmodels (engine.models.statsmodels_zoo)
     serves_with = ("statsforecast",)
+    refreshable = True
     kept: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
@@ -102,6 +103,9 @@ class LibraryModel(ForecastModel):
 
     def _state(self) -> dict[str, Any]:
         return {"fit": plain({k: self.fitted_model_[k] for k in self.kept}), "y": self.y_}
+
+    def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+        return {"y": y}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.y_ = np.asarray(state["y"], dtype="float64")

@@ -40,6 +40,9 @@ class TempRegModel(ForecastModel):
     cost = (0.5, 1.0)
     uses_exogenous = True
     long_history = True
+    # Between backtest refits its coefficients (years of hours) are kept: its forecast of later hours
+    # needs only their calendar and temperature, nothing of the rows added since.
+    refreshable = True
     hyperparameters = {
         "degree": Hyperparameter(3, "highest power of temperature, by hour and by month", low=1, high=4,
                                  integer=True),
@@ -108,6 +111,9 @@ class TempRegModel(ForecastModel):
 
     def params(self) -> dict[str, Any]:
         return {"coefficients": len(self.beta_), "holiday": self.holiday_, "sigma": round(self.sigma_, 6)}
+
+    def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
+        return {}
 
     def _state(self) -> dict[str, Any]:
         return {"beta": self.beta_, "origin": self.origin_, "temp_center": self.temp_center_,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol
 import numpy as np
 import pandas as pd
 
-from engine.models import Forecast, make_model
+from engine.models import Forecast, ForecastModel, ModelError, make_model
 from engine.models.ensemble import EnsembleModel
 from engine.training.history import future_rows
 from engine.training.metrics import mase_scale, window_metrics
@@ -90,21 +90,36 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
                        check_time: CheckTime = None) -> tuple[list[dict], dict[int, Forecast]]:
     """One candidate with hyperparameters `params` over the `folds`: a record per window (metrics
     or the error) and the forecasts by window. `check_time()` may raise to end a search trial."""
-    records, forecasts = [], {}
+    records, forecasts, model = [], {}, None
     for fold in folds:
         record = fold.record(name)
         try:
-            forecast = make_model(name, spec.model, params, spec.trained).fit(fold.train).forecast(fold.test)
+            model = _fold_model(name, params, fold, spec, model)
+            forecast = model.forecast(fold.test)
             forecasts[fold.window] = forecast
             record.update(window_metrics(fold.actual, forecast, fold.scale))
         except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
             if spec.fail_fast:
                 raise
             record["error"] = describe(exc)
+            model = None
         records.append(record)
         if check_time:
             check_time()
     return records, forecasts
+
+
+def _fold_model(name: str, params: Optional[Mapping[str, Any]], fold: Fold, spec: "TrainSpec",
+                last: Optional[ForecastModel]) -> ForecastModel:
+    """The model a window forecasts with: fitted on the window's history, or, between refits
+    (`spec.refit_every`), the last window's fit re-run over it with its parameters fixed."""
+    due = spec.refit_every and fold.window % spec.refit_every == 0
+    if last is not None and last.refreshable and not due:
+        try:
+            return last.refreshed(fold.train)
+        except ModelError:
+            pass        # e.g. a fixed-parameter filter that no longer runs on the new window: fit it
+    return make_model(name, spec.model, params, spec.trained).fit(fold.train)
 
 
 @dataclass

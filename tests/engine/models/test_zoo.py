@@ -233,3 +233,38 @@ def test_statsforecast_loads_without_its_distributed_backends_and_stays_importab
             "import statsforecast; from statsforecast import StatsForecast; print(StatsForecast.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "StatsForecast", out.stderr[-2000:]
+
+
+REFRESHABLE = sorted(name for name, cls in MODEL_CLASSES.items() if cls.refreshable)
+
+
+def test_the_models_refreshed_between_backtest_refits_are_those_whose_fit_can_be_rerun():
+    assert REFRESHABLE == ["ces", "ets", "tempreg", "theta"]
+
+
+@pytest.mark.parametrize("name", REFRESHABLE)
+def test_a_refreshed_model_keeps_its_parameters_and_forecasts_from_the_new_history(name):
+    """Refreshed on its own history it is the fit itself; on a later history its states follow the
+    new rows (a level shift) with the parameters unchanged, as statsforecast's `forward` does."""
+    frame = hourly(24 * 28)
+    frame.loc[frame.index[-48:], "y"] += 300.0          # the last two days jump
+    early, late = frame.iloc[:-48], frame
+    future = hourly(24 * 29).iloc[-24:].drop(columns="y")
+    fitted = make_model(name, HOURLY_SPEC).fit(early)
+    np.testing.assert_allclose(fitted.refreshed(early).forecast(future).mean, fitted.forecast(future).mean)
+    refreshed = fitted.refreshed(late)
+    if name == "tempreg":       # coefficients kept: its forecast needs only the calendar and temperature
+        np.testing.assert_array_equal(refreshed.beta_, fitted.beta_)
+        np.testing.assert_allclose(refreshed.forecast(future).mean, fitted.forecast(future).mean)
+    else:
+        assert json.dumps(refreshed._state()["fit"]) == json.dumps(fitted._state()["fit"])
+        level = refreshed.forecast(future).mean.mean() - fitted.forecast(future).mean.mean()
+        assert level > 100.0, f"{name}: the refreshed forecast ignores the new rows ({level:.1f})"
+        np.testing.assert_allclose(load_model(refreshed.to_bytes()).forecast(future).mean,
+                                   refreshed.forecast(future).mean)
+
+
+def test_models_that_cannot_be_refreshed_say_so():
+    fitted = make_model("arima", HOURLY_SPEC).fit(hourly(24 * 21))
+    with pytest.raises(ModelError, match="arima: only a fitted model whose parameters can be re-applied"):
+        fitted.refreshed(hourly(24 * 22))
