@@ -2,11 +2,13 @@
 statsforecast implementations against the statsmodels ones they replaced, side by side.
 
     python benchmarks/model_cost.py [--repeats 5] [--days 90] [--short-days 14] [--zones 20]
+                                    [--skip-costs] [--before arima_joint ...]
 
 1. Every candidate: fit + a 168-step forecast on `--repeats` synthetic series, at `--days` and
    `--short-days` of history; seconds = fixed + per_krow x rows/1000 through the two points are
    each model's declared `cost` (engine/models/*.py), the partition planner's estimate.
-2. Before/after (ets, arima, theta, mstl vs their `*_statsmodels` versions): on the same
+2. Before/after (ets, arima, theta, mstl vs their `*_statsmodels` versions, and arima vs
+   `arima_joint`, its joint estimate before the two-step one): on the same
    synthetic series and on `--zones` GEFCom2012 zones (the last 90 days + 1 week without a gap),
    seconds per fit + forecast, and the MASE of the 168-step forecast of the held-out week
    (scaled by the in-sample daily seasonal naive). Prints the median seconds, the speed-up and
@@ -33,7 +35,10 @@ from engine.sources.synthetic import synthetic_panel  # noqa: E402
 from engine.training.metrics import mase_scale  # noqa: E402
 
 HORIZON = 168
-PAIRS = ("ets", "arima", "theta", "mstl")
+# (after, before): statsforecast against the statsmodels fits it replaced, and arima's two-step
+# estimate (regression, then ARIMA errors) against the joint one it replaced.
+PAIRS = (("ets", "ets_statsmodels"), ("arima", "arima_statsmodels"), ("arima", "arima_joint"),
+         ("theta", "theta_statsmodels"), ("mstl", "mstl_statsmodels"))
 
 
 def main() -> None:
@@ -43,6 +48,8 @@ def main() -> None:
     parser.add_argument("--short-days", type=int, default=14)
     parser.add_argument("--zones", type=int, default=20, help="GEFCom2012 zones in the before/after (0: none)")
     parser.add_argument("--skip-costs", action="store_true", help="only the before/after comparison")
+    parser.add_argument("--before", nargs="+", choices=[b for _, b in PAIRS], default=[b for _, b in PAIRS],
+                        help="the before/after pairs to run, by their 'before' model (default: all)")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
     threadpool_limits(1)
@@ -56,7 +63,7 @@ def main() -> None:
     panels = {"synthetic": synthetic}
     if args.zones:
         panels["gefcom2012"] = gefcom_zones(rows + HORIZON, args.zones)
-    before_after(panels, rows, spec)
+    before_after(panels, rows, spec, [(a, b) for a, b in PAIRS if b in args.before])
 
 
 def costs(panel: pd.DataFrame, rows: int, short: int, spec: ModelSpec, repeats: int) -> None:
@@ -77,23 +84,25 @@ def costs(panel: pd.DataFrame, rows: int, short: int, spec: ModelSpec, repeats: 
     say(f"results: {record('model_cost', results)}")
 
 
-def before_after(panels: dict[str, pd.DataFrame], rows: int, spec: ModelSpec) -> None:
+def before_after(panels: dict[str, pd.DataFrame], rows: int, spec: ModelSpec,
+                 pairs: list[tuple[str, str]]) -> None:
     results = []
-    say(f"\nstatsforecast (after) vs statsmodels (before): fit + {HORIZON}-step forecast on {rows} rows, one core")
-    say(f"  {'panel':11s} {'model':7s} {'series':>6s} {'before s':>9s} {'after s':>8s} {'speed-up':>8s} "
+    say(f"\nafter vs before (statsmodels, or arima's joint estimate): fit + {HORIZON}-step forecast on {rows} rows, "
+        "one core")
+    say(f"  {'panel':11s} {'model':7s} {'before':17s} {'series':>6s} {'before s':>9s} {'after s':>8s} {'speed-up':>8s} "
         f"{'MASE before':>11s} {'MASE after':>10s} {'MASE ratio':>10s}")
     for panel_name, panel in panels.items():
-        for name in PAIRS:
-            before, after = fits(f"{name}_statsmodels", panel, rows, spec), fits(name, panel, rows, spec)
+        for name, previous in pairs:
+            before, after = fits(previous, panel, rows, spec), fits(name, panel, rows, spec)
             ratios = [a / b for (_, a), (_, b) in zip(after, before) if np.isfinite(a) and np.isfinite(b) and b > 0]
-            row = {"panel": panel_name, "model": name, "series": len(after), "rows": rows, "horizon": HORIZON,
+            row = {"panel": panel_name, "model": name, "before": previous, "series": len(after), "rows": rows, "horizon": HORIZON,
                    "before_seconds": round(med(s for s, _ in before), 4),
                    "after_seconds": round(med(s for s, _ in after), 4),
                    "before_mase": round(med(m for _, m in before), 4), "after_mase": round(med(m for _, m in after), 4),
                    "median_mase_ratio": round(med(ratios), 4) if ratios else float("nan")}
             row["speedup"] = round(row["before_seconds"] / row["after_seconds"], 2)
             results.append(row)
-            say(f"  {panel_name:11s} {name:7s} {row['series']:6d} {row['before_seconds']:9.3f} "
+            say(f"  {panel_name:11s} {name:7s} {previous:17s} {row['series']:6d} {row['before_seconds']:9.3f} "
                 f"{row['after_seconds']:8.3f} {row['speedup']:7.1f}x {row['before_mase']:11.3f} "
                 f"{row['after_mase']:10.3f} {row['median_mase_ratio']:10.3f}")
     say(f"results: {record('model_cost_pairs', results)}")

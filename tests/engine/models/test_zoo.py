@@ -132,6 +132,24 @@ def test_models_stored_by_the_statsmodels_implementation_still_load_and_serve(na
         load_model(zlib.compress(json.dumps(envelope).encode()))
 
 
+def test_arima_models_stored_by_the_joint_estimate_still_load_and_serve_and_the_two_steps_agree():
+    frame = hourly(24 * 21 + 48)
+    history, future = frame.iloc[:-48], frame.iloc[-48:].drop(columns="y")
+    joint = make_model("arima_joint", HOURLY_SPEC).fit(history)
+    envelope = json.loads(zlib.decompress(joint.to_bytes()))
+    assert envelope["implementation"] == 2
+    envelope["model"] = "arima"                 # what the joint implementation stored as `arima`
+    restored = load_model(zlib.compress(json.dumps(envelope).encode()))
+    assert restored.name == "arima_joint"
+    np.testing.assert_allclose(restored.forecast(future).mean, joint.forecast(future).mean, rtol=1e-9)
+    # The regression first, then its residuals' ARIMA: the same order, close forecasts.
+    two_steps = make_model("arima", HOURLY_SPEC).fit(history)
+    assert two_steps.order_ == joint.order_
+    truth = frame["y"].to_numpy()[-48:]
+    error = {m: np.sqrt(np.mean((m.forecast(future).mean - truth) ** 2)) for m in (two_steps, joint)}
+    assert error[two_steps] < 1.1 * error[joint]
+
+
 def test_seasonal_naive_repeats_the_last_week_and_widens_each_week():
     frame = hourly(24 * 14)
     model = make_model("seasonal_naive", HOURLY_SPEC).fit(frame)
