@@ -12,6 +12,8 @@ import pandas as pd
 
 from engine.errors import ManymodelsError
 
+DAY_NS = 86_400 * 10**9
+
 if TYPE_CHECKING:
     from engine.training.entity import TrainSpec
 
@@ -85,10 +87,12 @@ def same_dates_earlier_years(values: pd.Series, ds: pd.DatetimeIndex, days: int 
     first = values.index[0]
     if ds[0] - first < pd.Timedelta(days=365 + days):
         return np.full(len(ds), np.nan)
-    samples = []
-    for years in range(1, int((ds[-1] - first).days // 365) + 1):
-        for shift in range(-days, days + 1):
-            samples.append(values.reindex(ds - pd.Timedelta(days=365 * years - shift)).to_numpy(dtype="float64"))
-    stacked = np.vstack(samples)
+    years = range(1, int((ds[-1] - first).days // 365) + 1)
+    back = np.array([365 * y - shift for y in years for shift in range(-days, days + 1)], dtype="int64") * DAY_NS
+    # Every (year, shift) sample at once: exact stamp lookups in the sorted history, as a reindex does.
+    stamps = pd.DatetimeIndex(values.index).as_unit("ns").asi8
+    targets = pd.DatetimeIndex(ds).as_unit("ns").asi8[None, :] - back[:, None]
+    at = np.minimum(np.searchsorted(stamps, targets), len(stamps) - 1)
+    stacked = np.where(stamps[at] == targets, values.to_numpy(dtype="float64")[at], np.nan)
     counts = np.isfinite(stacked).sum(axis=0)
     return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
