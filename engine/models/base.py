@@ -229,9 +229,11 @@ class ForecastModel(ABC):
         return self
 
     def refreshed(self, history: pd.DataFrame) -> "ForecastModel":
-        """A copy with this fit's parameters applied to `history` (the same series, further on),
-        states re-run without re-estimating anything: what backtests between refits use
-        (`backtest.refit`, statsforecast's cross_validation(refit=False)); for `refreshable` models."""
+        """This fit carried over to `history` (the same series, further on) without its search:
+        what backtests between refits use (`backtest.refit`, statsforecast's cross_validation
+        `refit`), for `refreshable` models. State-space models re-run their states with their
+        parameters fixed (statsforecast's `forward`), tempreg keeps its coefficients, arima keeps
+        its order and re-estimates its coefficients (see each model's `refreshable`)."""
         if not self.refreshable or not self.fitted_:
             raise ModelError(f"{self.name}: only a fitted model whose parameters can be re-applied is refreshed")
         history, y = self._window(history)

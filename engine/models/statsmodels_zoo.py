@@ -91,6 +91,8 @@ class StatsmodelsETS(ForecastModel):
 class StatsmodelsArima(ArimaModel):
     """The same harmonic regression and order search; the chosen order estimated by SARIMAX."""
 
+    refreshable = False     # reads models stored before statsforecast; refitted at every window
+
     name = "arima_statsmodels"
     implementation = 1
     reads = ("arima", 1)

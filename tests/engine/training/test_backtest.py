@@ -15,14 +15,15 @@ from tests.engine.training.test_entity import entity, spec_for
 
 def fitted_parameters(name, refit):
     """Per window: the parameters of the model the window forecast with."""
-    spec = dataclasses.replace(spec_for(["ets", "arima"]), windows=4, refit_every=refit)
+    spec = dataclasses.replace(spec_for(["ets", "arima", "arima_joint"]), windows=4, refit_every=refit)
     rng = np.random.default_rng(4)
     y = 200 + 40 * np.sin(np.arange(24 * 35) * 2 * np.pi / 24) + np.cumsum(rng.normal(0, 3, 24 * 35))
     history, _, _ = prepare(entity("e", y), spec)
     model, out = None, []
     for fold in backtest_folds(history, spec, 4):
         model = _fold_model(name, {}, fold, spec, model)
-        out.append(json.dumps(model._state()["fit"]) if name == "ets" else json.dumps(model._estimates()["coef"]))
+        out.append(json.dumps(model._state()["fit"]) if name == "ets" else
+                   json.dumps([model.order_, model._estimates()["coef"]]))
     records, forecasts = backtest_candidate(name, {}, backtest_folds(history, spec, 4), spec)
     assert [r["error"] for r in records] == [None] * 4 and sorted(forecasts) == [0, 1, 2, 3]
     return out
@@ -36,8 +37,14 @@ def test_candidates_are_fitted_every_refit_windows_and_rerun_with_those_paramete
 
 
 def test_a_model_whose_fit_cannot_be_rerun_is_fitted_at_every_window():
-    coefficients = fitted_parameters("arima", 0)
+    coefficients = fitted_parameters("arima_joint", 0)
     assert len(set(coefficients)) == 4
+
+
+def test_arima_keeps_its_order_between_refits_and_estimates_its_coefficients_again():
+    windows = [json.loads(w) for w in fitted_parameters("arima", 0)]
+    assert len({json.dumps(order) for order, _ in windows}) == 1
+    assert len({json.dumps(coef) for _, coef in windows}) == 4
 
 
 def test_backtest_refit_defaults_to_the_first_window_below_daily_steps_and_checks_its_value():
