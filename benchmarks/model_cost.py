@@ -95,7 +95,8 @@ def before_after(panels: dict[str, pd.DataFrame], rows: int, spec: ModelSpec,
         for name, previous in pairs:
             before, after = fits(previous, panel, rows, spec), fits(name, panel, rows, spec)
             ratios = [a / b for (_, a), (_, b) in zip(after, before) if np.isfinite(a) and np.isfinite(b) and b > 0]
-            row = {"panel": panel_name, "model": name, "before": previous, "series": len(after), "rows": rows, "horizon": HORIZON,
+            row = {"panel": panel_name, "model": name, "before": previous, "series": len(after), "rows": rows,
+                   "horizon": HORIZON,
                    "before_seconds": round(med(s for s, _ in before), 4),
                    "after_seconds": round(med(s for s, _ in after), 4),
                    "before_mase": round(med(m for _, m in before), 4), "after_mase": round(med(m for _, m in after), 4),
