@@ -293,8 +293,9 @@ class BacktestConfig:
     # the training.ensemble_size best is (default: combine at monthly and longer steps, best below).
     select: Optional[str] = None
     # Fit each candidate afresh at every window (true), at the first only (false), or at every k-th (k);
-    # the windows between re-run the last fit's parameters over their longer history without
-    # re-estimating them (statsforecast's cross_validation `refit`), for the models that can.
+    # the windows between carry the last fit over to their longer history without its search
+    # (statsforecast's cross_validation `refit`: parameters fixed; arima re-estimates its
+    # coefficients for the order it found), for the models that can.
     # Default: false below daily steps (a window adds a week to months of history; fits cost most
     # there), true at daily and longer steps.
     refit: Any = None

@@ -95,9 +95,9 @@ class Frequency:
         ns = _utc_nanoseconds(ds)
         if ns is not None and self._step_ns:
             # Fixed steps: arithmetic on the epoch (a Thursday), what floor() does, without pandas.
-            ok = (ns % min(self._step_ns, _DAY_NS) == 0) & (ns != NAT)
-            if self._step_ns > _DAY_NS:
-                ok &= (ns // _DAY_NS + 3) % 7 == self.offset.weekday
+            ok = (ns % min(self._step_ns, DAY_NS) == 0) & (ns != NAT)
+            if self._step_ns > DAY_NS:
+                ok &= (ns // DAY_NS + 3) % 7 == self.offset.weekday
             return ok
         ds = pd.DatetimeIndex(ds)
         if not self.months and self.fixed < _DAY:
@@ -181,7 +181,7 @@ class Frequency:
         return bool(np.median(apart) == 1)
 
 
-_DAY_NS = _DAY.value
+DAY_NS = _DAY.value
 NAT = np.iinfo("int64").min      # NaT as nanoseconds since 1970
 
 

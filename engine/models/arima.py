@@ -10,11 +10,11 @@ the exogenous regressors, and the errors follow an ARIMA(p, d, q):
 * the regression coefficients by least squares, and the chosen order of its residuals by
   statsforecast's `Arima` (conditional sum of squares to start, exact likelihood to finish).
 
-Estimating the two in turn instead of jointly is 4.1x faster per fit on 90 days of 20 GEFCom2012
-zones (the likelihood's numerical gradient no longer spans ~20 Fourier coefficients), with a median
-MASE ratio of 0.978 on the held-out week (6.0x and 1.000 on synthetic load;
-`python benchmarks/model_cost.py --skip-costs --before arima_joint`). `arima_joint` is the joint estimate (models stored
-as arima implementation 2 load with it).
+Estimating the two in turn instead of jointly is 3.8-4.3x faster per fit on 90 days of 20
+GEFCom2012 zones (the likelihood's numerical gradient no longer spans ~20 Fourier coefficients),
+with a median MASE ratio of 0.993 on the held-out week (5.7-6.0x and 1.000 on synthetic load;
+`python benchmarks/model_cost.py --skip-costs --before arima_joint`). `arima_joint` is the joint
+estimate (models stored as arima implementation 2 load with it).
 """
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ class ForecastModel(ABC):
     needs_torch: ClassVar[bool] = False             # trains with torch (the gpu extra)
     needs_trained_network: ClassVar[bool] = False   # applies a network trained on the whole panel first
     combines_candidates: ClassVar[bool] = False     # built from the other candidates' backtests
-    refreshable: ClassVar[bool] = False     # `refreshed` re-runs its states on a new window without re-estimating
+    refreshable: ClassVar[bool] = False     # `refreshed` carries its fit to a later window without the fit's search
     # (fixed seconds, seconds per 1,000 history rows) of one fit and forecast on one core, from
     # benchmarks/model_cost.py on hourly data; the partition planner's estimate before a run.
     cost: ClassVar[tuple[float, float]] = (0.5, 1.0)

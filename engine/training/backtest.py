@@ -112,13 +112,13 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
 def _fold_model(name: str, params: Optional[Mapping[str, Any]], fold: Fold, spec: "TrainSpec",
                 last: Optional[ForecastModel]) -> ForecastModel:
     """The model a window forecasts with: fitted on the window's history, or, between refits
-    (`spec.refit_every`), the last window's fit re-run over it with its parameters fixed."""
+    (`spec.refit_every`), the last window's fit carried over to it (`ForecastModel.refreshed`)."""
     due = spec.refit_every and fold.window % spec.refit_every == 0
     if last is not None and last.refreshable and not due:
         try:
             return last.refreshed(fold.train)
         except ModelError:
-            pass        # e.g. a fixed-parameter filter that no longer runs on the new window: fit it
+            pass        # e.g. a fixed-parameter filter or arima's re-estimate fails on the new window: fit it
     return make_model(name, spec.model, params, spec.trained).fit(fold.train)
 
 

@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 
 from engine.errors import ManymodelsError
-
-DAY_NS = 86_400 * 10**9
+from engine.frequency import DAY_NS
 
 if TYPE_CHECKING:
     from engine.training.entity import TrainSpec
