@@ -11,6 +11,7 @@ is built; they are never part of the config, a log line or an error message.
 from __future__ import annotations
 
 import os
+import shutil
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -265,6 +266,16 @@ class LakeStore:
         with storage_errors(self):
             self._object_store().put(name, data)
         return self.rs_path(name)
+
+    def delete_prefix(self, name: str) -> None:
+        """Delete every object under the folder `name` (nothing there is fine)."""
+        if self.is_local:
+            shutil.rmtree(self.rs_path(name), ignore_errors=True)
+            return
+        with storage_errors(self):
+            store = self._object_store()
+            for chunk in store.list(name.rstrip("/") + "/"):
+                store.delete([meta["path"] for meta in chunk])
 
     def check(self) -> None:
         """One cheap request that fails fast, with a message that says what to fix, when the store

@@ -2,19 +2,27 @@
 `applyInPandas` with exactly one planned bucket per task, searches on SparkTrials."""
 from __future__ import annotations
 
+import io
 import shutil
 import threading
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from engine.backends.base import Backend, GroupFn
 from engine.lake import SparkLake, bronze_table, observed_before
 from engine.medallion.schemas import spark_ddl
 from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
 from partitions.plan import PartitionPlan
+
+STAGE_ROWS = 1_000_000     # above this many rows a driver-side frame reaches Spark as staged Parquet files
+SCHEMA_SAMPLE = 1_000      # rows createDataFrame infers the staged frame's column types from
+STAGING = "_staging"       # folder under the lake root for those files, deleted after each use
 
 
 class SparkBackend(Backend):
@@ -79,7 +87,37 @@ class SparkBackend(Backend):
         return self.lake.overwrite(table, frame, schema, clustered_by)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
-        return self.lake.insert_new(table, self.from_pandas(frame), keys)
+        with self._on_spark(frame) as rows:
+            return self.lake.insert_new(table, rows, keys)
+
+    @contextmanager
+    def _on_spark(self, frame: pd.DataFrame):
+        """`frame` as a Spark DataFrame while the block runs. `createDataFrame` ships every row
+        through the driver's JVM and keeps them there (a 6.7M-row bronze batch ran the default 1 GB
+        driver out of heap), so a large frame goes as Parquet files under the lake's `_staging/`
+        (on the lake's own store: no shared disk needed), which the executors read and which are
+        deleted afterwards. Either way the columns have the types `createDataFrame` gives them."""
+        if len(frame) <= STAGE_ROWS or self.lake is None:
+            yield self.from_pandas(frame)
+            return
+        from pyspark.sql import functions as F
+        frame = _strings_for_empty_columns(frame)
+        schema = self.from_pandas(frame.head(SCHEMA_SAMPLE)).schema
+        folder = f"{STAGING}/{uuid.uuid4().hex}"
+        store = self.lake.store
+        try:
+            for part, start in enumerate(range(0, len(frame), STAGE_ROWS)):
+                chunk = pa.Table.from_pandas(frame.iloc[start:start + STAGE_ROWS], preserve_index=False)
+                buffer = io.BytesIO()
+                # Spark reads microsecond timestamps (pandas' nanoseconds it refuses).
+                pq.write_table(chunk, buffer, coerce_timestamps="us", allow_truncated_timestamps=True)
+                store.put_object(f"{folder}/part-{part:05d}.parquet", buffer.getvalue())
+            staged = self.spark.read.parquet(store.spark_path(folder))
+            # Naive timestamps read back as TIMESTAMP_NTZ; the cast reads them in the session's
+            # time zone, as createDataFrame does.
+            yield staged.select(*(F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields))
+        finally:
+            store.delete_prefix(folder)
 
     def summarize(self, frame, flags: Sequence[str]) -> dict:
         from pyspark.sql import functions as F
