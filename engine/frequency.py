@@ -171,7 +171,8 @@ class Frequency:
         normalized = self.normalize(ds)
         if self.on_grid(normalized).mean() < 0.5:
             return False
-        frame = pd.DataFrame({"entity": entity.to_numpy(), "ds": normalized.to_numpy()}).drop_duplicates()
+        # .array keeps the stamps' dtype (to_numpy would box every tz-aware stamp as an object).
+        frame = pd.DataFrame({"entity": entity.to_numpy(), "ds": pd.Series(normalized).array}).drop_duplicates()
         frame = frame.sort_values(["entity", "ds"])
         same = frame["entity"].to_numpy()[1:] == frame["entity"].to_numpy()[:-1]
         if not same.any():

@@ -19,9 +19,13 @@ _UNITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"))
 
 
 def entity_ids(values: pd.Series) -> pd.Series:
-    """Ids as normalized strings (missing values stay missing)."""
-    text = values.astype("string").str.strip()
-    return text.map(lambda v: unicodedata.normalize("NFC", v), na_action="ignore")
+    """Ids as normalized strings (missing values stay missing). Each distinct value is cleaned
+    once: a batch has millions of rows but only as many ids as entities."""
+    codes, uniques = pd.factorize(values)
+    cleaned = pd.Series(uniques, dtype=object).astype("string").str.strip()
+    cleaned = cleaned.map(lambda v: unicodedata.normalize("NFC", v), na_action="ignore")
+    table = np.append(cleaned.to_numpy(dtype=object, na_value=pd.NA), pd.NA)     # code -1 (missing) -> NA
+    return pd.Series(table[codes], index=values.index, dtype=object)
 
 
 def entity_id(value: object) -> str:

@@ -83,7 +83,8 @@ class BatchParser:
     freq: Optional[Frequency] = None     # puts the same period's stamps on one grid point (month end/start)
 
     def __call__(self, bronze_rows: pd.DataFrame) -> pd.DataFrame:
-        rows = bronze_rows.sort_values("_row")
+        order = bronze_rows["_row"]
+        rows = bronze_rows if order.is_monotonic_increasing else bronze_rows.sort_values("_row")
         # Columns another file added to the bronze table are all-null here: not part of this batch.
         raw = rows.drop(columns=list(BRONZE_META)).dropna(axis=1, how="all").reset_index(drop=True)
         parsed = self.parse(raw)

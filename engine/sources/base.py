@@ -112,6 +112,13 @@ def parse_timestamps(values: pd.Series, column: str) -> pd.Series:
         if parsed.isna().any():
             raise BatchRejected(f"column '{column}' is empty in {row_labels(np.flatnonzero(parsed.isna()))}")
         return parsed.astype("datetime64[us, UTC]")
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values):
+        # Already timestamps (a Parquet timestamp column): no round trip through text.
+        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        missing = np.flatnonzero(parsed.isna().to_numpy())
+        if len(missing):
+            raise BatchRejected(f"column '{column}' is empty in {row_labels(missing)}")
+        return parsed.astype("datetime64[us, UTC]")
     text = values.astype("string").str.strip()
     aware = text.str.contains(_TZ_SUFFIX, na=False)
     if aware.any() and not aware.all():

@@ -33,3 +33,22 @@ def test_monthly_totals_follow_the_annual_temperature_cycle():
         # Heating and cooling give every account a season of several percent of its level.
         profile = one.groupby(months)["y"].mean()
         assert (profile.max() - profile.min()) / profile.mean() > 0.03
+
+
+def test_timestamp_columns_parse_as_their_text_does_without_a_round_trip_through_text():
+    """A Parquet source hands over timestamps, not text: naive ones are UTC, offsets are honoured,
+    exactly as the same stamps written as text parse; a missing one rejects the batch."""
+    import pandas as pd
+    import pytest
+
+    from engine.sources.base import BatchRejected, parse_timestamps, row_labels
+
+    naive = pd.Series(pd.date_range("2024-03-30 22:00", periods=5, freq="h"))
+    aware = naive.dt.tz_localize("Europe/Berlin", nonexistent="shift_forward")
+    for stamps in (naive, aware, aware.dt.tz_convert("UTC")):
+        text = stamps.map(lambda t: t.isoformat())
+        parsed = parse_timestamps(stamps, "ds")
+        assert str(parsed.dtype) == "datetime64[us, UTC]"
+        pd.testing.assert_series_equal(parsed, parse_timestamps(text, "ds"))
+    with pytest.raises(BatchRejected, match=f"column 'ds' is empty in {row_labels([2])}$"):
+        parse_timestamps(naive.where(naive.index != 2), "ds")
