@@ -191,12 +191,15 @@ def _recorded_costs(lake: DeltaRsLake) -> Optional[dict[str, tuple[int, float]]]
     """`(n_obs, fit_seconds)` per entity from the most recent run in gold.models, if any."""
     if not lake.exists(MODELS):
         return None
-    models = lake.read(MODELS, columns=["run_id", "entity_id", "n_obs", "fit_seconds", "trained_at"])
-    if models.empty:
+    # Two narrow reads: gold.models holds a row per entity per night, so reading every night's
+    # entity ids to keep one night's grows with the lake's age.
+    runs = lake.read(MODELS, columns=["run_id", "trained_at"])
+    if runs.empty:
         return None
-    last = models.loc[models["trained_at"].idxmax(), "run_id"]
-    latest = models[models["run_id"] == last]
-    return {r.entity_id: (int(r.n_obs), float(r.fit_seconds)) for r in latest.itertuples()}
+    last = runs.loc[runs["trained_at"].idxmax(), "run_id"]
+    latest = lake.read(MODELS, columns=["entity_id", "n_obs", "fit_seconds"], filters=[("run_id", "=", last)])
+    return dict(zip(latest["entity_id"], zip(latest["n_obs"].astype(int).tolist(),
+                                              latest["fit_seconds"].astype(float).tolist())))
 
 
 def _check_failures(summary: pd.DataFrame, max_rate: float) -> None:

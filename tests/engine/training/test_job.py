@@ -73,6 +73,13 @@ def test_rerunning_a_run_id_replaces_its_rows_and_other_runs_stay(lake_config):
     assert rows[MODELS].to_dict() == {"run-a": 5, "run-b": 5}
     assert rows[BACKTESTS].to_dict() == {"run-a": 50, "run-b": 50}
     assert rows[FORECASTS].to_dict() == {"run-b": 5 * 24}
+    # The next plan's costs are the latest run's, read without every earlier night's rows.
+    from engine.training.job import _recorded_costs
+    models = DeltaRsLake(lake_config.lake).read(MODELS)
+    latest = models[models["run_id"] == "run-b"]
+    assert _recorded_costs(DeltaRsLake(lake_config.lake)) == {
+        r.entity_id: (int(r.n_obs), float(r.fit_seconds)) for r in latest.itertuples()}
+    assert latest["fit_seconds"].tolist() != models[models["run_id"] == "run-a"]["fit_seconds"].tolist()
 
 
 @pytest.mark.spark
