@@ -114,18 +114,12 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
                for d in source.datasets}
 
     started = time.perf_counter()
-    batches = source.read()
     driver_lake = DeltaRsLake(config.lake)      # small driver-side checks, without Spark
-    if as_of is not None:
-        batches = _sliced(batches, source, driver_lake, as_of, progress)
-    report.batches = len(batches)
+    since = _previous_night(driver_lake, config.source.kind, as_of) if as_of is not None else None
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(backend)
-    checked = [(batch, rows, *_validate(batch, parsers[batch.dataset], rows, freq if batch.dataset == target.name
-                                        else None))
-               for batch in batches for rows in [_with_metadata(batch, config.source.kind, ingested_at)]]
-    _check_frequency_fits(checked, target.name)
-    for batch, rows, reason, _ in checked:
+
+    def write(batch: RawBatch, rows: pd.DataFrame, reason: Optional[str]) -> None:
         if batch.unreadable and batch.batch_id not in rejected_ids:
             kept = driver_lake.store.put_object(f"{UNREADABLE}/{batch.batch_id}/{Path(batch.file).name}",
                                                 batch.content)
@@ -140,6 +134,37 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
             if new:
                 backend.insert_new(REJECTED, _rejection_row(batch, reason, ingested_at), keys=["_batch_id"])
                 rejected_ids.add(batch.batch_id)
+
+    # One batch in memory at a time: each is checked on the driver, then written. A series.freq
+    # that fits none of the target files is a config mistake, said before anything is written, so
+    # batches are held only until a target batch fits (the first one, unless the data is wrong).
+    held, fitted, misfits, sliced_rows = [], False, [], 0
+    for batch in source.read():
+        if as_of is not None:
+            batch = _sliced(batch, source, since, as_of)
+            if batch is None:
+                continue
+            sliced_rows += len(batch.frame)
+        report.batches += 1
+        rows = _with_metadata(batch, config.source.kind, ingested_at)
+        reason, misfit = _validate(batch, parsers[batch.dataset], rows, freq if batch.dataset == target.name else None)
+        fitted |= batch.dataset == target.name and reason is None
+        if misfit:
+            misfits.append((batch.file, reason))
+        held.append((batch, rows, reason))
+        if fitted:
+            for item in held:
+                write(*item)
+            held = []
+    if as_of is not None:
+        progress(f"as of {as_of.isoformat()}: slice from "
+                 f"{since.isoformat() if since is not None else 'the start'}, {sliced_rows} raw row(s)")
+    if misfits and not fitted:
+        file, reason = misfits[0]
+        more = f" (and {len(misfits) - 1} more file(s) alike)" if len(misfits) > 1 else ""
+        raise ConfigError(f"series.freq does not fit the data: in {file}{more} {reason}")
+    for item in held:
+        write(*item)
     if as_of is not None:
         backend.insert_new(SLICES, _slice_row(config.source.kind, as_of, ingested_at), keys=["source", "as_of"])
     crash_point("after-write:bronze")
@@ -238,22 +263,15 @@ def _gold_is_current(lake: DeltaRsLake, datasets: list[str]) -> bool:
     return all(b is None or b < gold for b in bronze)
 
 
-def _sliced(batches: list[RawBatch], source: Source, lake: DeltaRsLake, as_of: pd.Timestamp,
-            progress) -> list[RawBatch]:
-    """Each batch cut to [previous recorded night, as_of); reference datasets stay whole."""
-    since = _previous_night(lake, source.conf.kind, as_of)
-    out = []
-    for batch in batches:
-        window = source.dataset(batch.dataset).window
-        if window is None or batch.unreadable:
-            out.append(batch)
-            continue
-        rows = window(batch.frame, since, as_of)
-        if len(rows):
-            out.append(RawBatch(batch.dataset, f"{batch.file}@as-of={as_of.isoformat()}", rows))
-    progress(f"as of {as_of.isoformat()}: slice from "
-             f"{since.isoformat() if since is not None else 'the start'}, {sum(len(b.frame) for b in out)} raw row(s)")
-    return out
+def _sliced(batch: RawBatch, source: Source, since: Optional[pd.Timestamp],
+            as_of: pd.Timestamp) -> Optional[RawBatch]:
+    """The batch cut to [previous recorded night, as_of), None when nothing is left; reference
+    datasets (and unreadable files) stay whole."""
+    window = source.dataset(batch.dataset).window
+    if window is None or batch.unreadable:
+        return batch
+    rows = window(batch.frame, since, as_of)
+    return RawBatch(batch.dataset, f"{batch.file}@as-of={as_of.isoformat()}", rows) if len(rows) else None
 
 
 def _previous_night(lake: DeltaRsLake, kind: str, as_of: pd.Timestamp) -> Optional[pd.Timestamp]:
@@ -308,17 +326,6 @@ def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame,
         return str(exc), False
     misfit = freq.mismatch(parsed["ds"], parsed["entity_id"]) if freq is not None else None
     return misfit, misfit is not None
-
-
-def _check_frequency_fits(checked: list, target: str) -> None:
-    """A series.freq that fits none of the target files is a config mistake: say so before writing
-    anything. Files that do not fit while others do are rejected as batches (kept in bronze)."""
-    parsed = [(batch, reason, misfit) for batch, _, reason, misfit in checked
-              if batch.dataset == target and (reason is None or misfit)]
-    if parsed and all(misfit for _, _, misfit in parsed):
-        batch, reason, _ = parsed[0]
-        more = f" (and {len(parsed) - 1} more file(s) alike)" if len(parsed) > 1 else ""
-        raise ConfigError(f"series.freq does not fit the data: in {batch.file}{more} {reason}")
 
 
 def _rejection_row(batch: RawBatch, reason: str, at: pd.Timestamp) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 from engine.config import SourceConfig
 from engine.sources.base import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, RawBatch
@@ -26,14 +27,16 @@ class Source:
     def dataset(self, name: str) -> Dataset:
         return next(d for d in self.datasets if d.name == name)
 
-    def read(self) -> list[RawBatch]:
+    def read(self) -> Iterator[RawBatch]:
+        """The raw batches; files are read one at a time as the caller iterates (a folder of
+        large files never sits in memory at once). A missing path fails here, before any."""
         kind = self.conf.kind
         if kind == "gefcom2012":
             from engine.sources.gefcom2012 import read_gefcom2012
-            return read_gefcom2012()
+            return iter(read_gefcom2012())
         if kind == "synthetic":
             from engine.sources.synthetic import read_synthetic
-            return read_synthetic(self.conf.synthetic)
+            return iter(read_synthetic(self.conf.synthetic))
         from engine.sources.files import read_files
         return read_files(self.conf)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
@@ -55,9 +56,14 @@ def files_datasets(conf: SourceConfig) -> list[Dataset]:
                     window=LongWindow(cols.time))]
 
 
-def read_files(conf: SourceConfig) -> list[RawBatch]:
-    """Every matching file under `source.path` (or the one file), in name order. A file that
-    cannot be read is one unreadable batch (with its reason and bytes), not a failed ingest."""
+def read_files(conf: SourceConfig) -> Iterator[RawBatch]:
+    """Every matching file under `source.path` (or the one file), in name order, each read when
+    the caller gets to it (one file in memory at a time). A file that cannot be read is one
+    unreadable batch (with its reason and bytes), not a failed ingest."""
+    return (_read_one(f, conf.kind) for f in _files(conf))
+
+
+def _files(conf: SourceConfig) -> list[Path]:
     root = Path(conf.path)
     suffixes = (".csv", ".csv.gz") if conf.kind == "csv" else (".parquet",)
     if root.is_dir():
@@ -68,7 +74,7 @@ def read_files(conf: SourceConfig) -> list[RawBatch]:
         files = [root]
     else:
         raise IngestError(f"source.path {root} does not exist; point it at a {suffixes[0]} file or a folder of them")
-    return [_read_one(f, conf.kind) for f in files]
+    return files
 
 
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -175,3 +175,32 @@ def test_fill_gaps_short_linear_long_seasonal_too_long_left_alone():
     too_long = y.copy()
     too_long[4:20] = np.nan
     assert np.isnan(fill_gaps(too_long, season, 10)[4:20]).all()
+
+
+def test_files_are_read_and_written_one_at_a_time_and_a_misfit_before_a_fitting_one_is_kept(tmp_path, monkeypatch):
+    """A folder of large files never sits in memory at once: each file is read, checked and written
+    to bronze before the next is read. A file that does not fit series.freq and comes first is held
+    only until a fitting one shows the config is right, then kept in bronze as a rejected batch."""
+    from engine.sources import files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = pd.DataFrame(messy_rows())
+    for name, meter in (("b.csv", "A"), ("c.csv", "B")):
+        rows[rows["meter"] == meter].to_csv(folder / name, index=False)
+    daily = pd.DataFrame({"meter": "D", "time": pd.date_range("2024-01-01", periods=10, freq="D").strftime("%Y-%m-%d"),
+                          "kw": "1", "temp": "20"})
+    daily.to_csv(folder / "a-daily.csv", index=False)          # first in name order, another frequency
+    config = csv_config(tmp_path, folder)
+    events, read, insert = [], files._frame, LocalBackend.insert_new
+    monkeypatch.setattr(files, "_frame", lambda path, kind: events.append(f"read {path.name}") or read(path, kind))
+    monkeypatch.setattr(LocalBackend, "insert_new", lambda self, table, frame, keys: events.append(
+        f"write {frame['_file'].iloc[0].rsplit('/', 1)[1]}" if table.startswith("bronze/csv") else "reject")
+        or insert(self, table, frame, keys))
+    report, lake = run(config)
+    assert events == ["read a-daily.csv", "read b.csv", "write a-daily.csv", "reject", "write b.csv",
+                      "read c.csv", "write c.csv"]
+    [rejected] = report.rejected
+    assert rejected["file"].endswith("a-daily.csv") and "typically 1 day apart" in rejected["reason"]
+    assert set(lake.read(GOLD_SERIES)["entity_id"]) == {"A", "B"}
+    assert len(lake.read(bronze_table("csv"))) == len(rows) + len(daily)      # raw rows of every file kept
