@@ -25,8 +25,9 @@ from partitions.packing import makespan  # noqa: E402
 
 RESULT = "CELL-RESULT "
 # Raised when the engine changes what a run measures, so the report can prefer comparable runs:
-# 2 = result writes replace a run's files only (replaceWhere) instead of a MERGE over every run's.
-MEASURE_VERSION = 2
+# 2 = result writes replace a run's files only (replaceWhere) instead of a MERGE over every run's;
+# 3 = MLflow child runs in bulk (engine/tracking/bulk.py) and the statsforecast zoo.
+MEASURE_VERSION = 3
 
 
 class MemorySampler(threading.Thread):

@@ -156,7 +156,8 @@ def _num(value: float, digits: int) -> str:
     return "-" if not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, float, float, str, float]:
+def overheads(frame: pd.DataFrame, every_run: pd.DataFrame,
+              version: Optional[int] = None) -> tuple[Overheads, float, float, str, float]:
     """The simulator's overheads and fit-time spread (lognormal p50, sigma), from recorded runs.
 
     Training stage: its wall time minus the makespan of the tasks' fit seconds is a fixed part
@@ -167,10 +168,11 @@ def overheads(frame: pd.DataFrame, every_run: pd.DataFrame) -> tuple[Overheads, 
     panel sizes. The lines use Spark local mode's runs (all matrices), the closest to one Spark
     cluster, of the newest `measure_version` when those spread enough; without any spread,
     everything is charged per task / per entity (an upper bound). The last value is MLflow's
-    part of the driver's seconds per entity (its own line), for the simulation without child runs."""
+    part of the driver's seconds per entity (its own line), for the simulation without child runs.
+    `version`: the measure version whose runs count as the newest (default: the newest recorded)."""
     local = every_run[every_run["backend"] == "local"]
     local = local if len(local) else frame
-    newest = local[local["measure_version"] == local["measure_version"].max()]
+    newest = local[local["measure_version"] == (local["measure_version"].max() if version is None else version)]
     notes = []
 
     def line(x, y, what: str, unit: str) -> tuple[float, float]:
@@ -217,6 +219,46 @@ def simulated(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int]
                      driver_per_entity=costs.driver_per_entity, job_seconds=costs.job_seconds,
                      mlflow_per_entity=mlflow, fit_p50=p50, fit_sigma=sigma, split=split)
     return out
+
+
+BEFORE_AFTER_CORES = (64, 256, 1024)
+BEFORE_AFTER_ENTITIES = 1_000_000
+
+
+def driver_before_after(frame: pd.DataFrame, every_run: pd.DataFrame, cores: Sequence[int] = BEFORE_AFTER_CORES,
+                        entities: int = BEFORE_AFTER_ENTITIES) -> pd.DataFrame:
+    """The simulator with the driver's line of each measure version that has one (runs of Spark
+    local over several panel sizes), everything else as measured now: the same fit seconds, stage
+    and task parts, cost plan, no skew. So the rows differ only in the driver's serial work: what
+    the engine's changes between versions did to a big job's efficiency."""
+    current, p50, sigma, _, _ = overheads(frame, every_run)
+    measured = np.random.default_rng(0).lognormal(np.log(p50), sigma, 20_000)
+    local = every_run[every_run["backend"] == "local"]
+    rows = []
+    for version in sorted(local["measure_version"].unique()):
+        if local.loc[local["measure_version"] == version, "entities"].nunique() < 2:
+            continue                                   # no driver line of its own
+        costs = overheads(frame, every_run, version=int(version))[0]
+        used = replace(current, driver_per_entity=costs.driver_per_entity, job_seconds=costs.job_seconds)
+        for c in cores:
+            result = simulate(measured, entities, c, skew=False, strategy="cost", overheads=used)
+            rows.append({"measure_version": int(version), "driver_ms_per_entity": 1000 * costs.driver_per_entity,
+                         "driver_job_seconds": costs.job_seconds, **result})
+    return pd.DataFrame(rows)
+
+
+def before_after_markdown(table: pd.DataFrame) -> str:
+    if table["measure_version"].nunique() < 2:
+        return ""
+    wide = table.pivot_table(index=["measure_version", "driver_ms_per_entity", "driver_job_seconds"],
+                             columns="cores", values="efficiency").reset_index()
+    cores = [c for c in wide.columns if isinstance(c, (int, np.integer))]
+    lines = ["| measure version | driver ms / entity | driver s / job | "
+             + " | ".join(f"efficiency, {c:,} cores" for c in cores) + " |",
+             "|---|---|---|" + "---|" * len(cores)]
+    for r in wide.itertuples(index=False):
+        lines.append(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | " + " | ".join(f"{v:.1%}" for v in r[3:]) + " |")
+    return "\n".join(lines)
 
 
 def plots(frame: pd.DataFrame, table: pd.DataFrame, sim: pd.DataFrame, out_dir: Path, name: str) -> list[Path]:
@@ -344,6 +386,17 @@ def write_report(name: str, price: float = 0.0, sim_cores: Sequence[int] = SIM_C
              f"({a['split']}). Efficiency of the cost plan without skew falls below 50% at, as measured and "
              f"without MLflow child runs on the driver: "
              f"{flattening}. Full grid: `{sim_path.name}`.", ""]
+    before_after = driver_before_after(frame, every_run)
+    if len(before_after) and before_after["measure_version"].nunique() > 1:
+        ba_path = out_dir / f"cluster_{name}_driver_before_after.csv"
+        before_after.to_csv(ba_path, index=False)
+        text += ["## The driver's serial work, before and after", "",
+                 f"{BEFORE_AFTER_ENTITIES:,} entities, the cost plan without skew, today's fit seconds and stage "
+                 "parts; only the driver's line (session, planning, result writes, MLflow, a fixed part per job "
+                 "plus a part per entity) differs, each from its own measure version's runs over panel sizes "
+                 "(`benchmarks/cluster_cell.py` says what each version changed).", "",
+                 before_after_markdown(before_after), ""]
+        print(before_after_markdown(before_after))
     text += [f"![{p.stem}](plots/{p.name})" for p in paths]
     md = out_dir / f"cluster_{name}.md"
     md.write_text("\n".join(text) + "\n")

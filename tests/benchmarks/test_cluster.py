@@ -81,3 +81,31 @@ def test_the_simulators_overheads_are_recovered_from_runs_with_different_tasks_p
     assert mlflow == pytest.approx(0.02) and p50 == 0.1 and sigma == pytest.approx(np.log(2) / 1.645)
     assert "3 task counts per core (12 newest runs)" in split and "2 panel sizes (12 newest runs)" in split
 
+
+
+def test_the_driver_before_and_after_differs_only_in_each_versions_driver_line():
+    """Two measure versions whose runs carry a known driver line (version 2: 20 s + 30 ms per
+    entity; version 3: 20 s + 2 ms per entity): the table gives those lines back, and with
+    everything else shared, the cheaper driver is the more efficient job on every core count."""
+    from benchmarks.cluster_report import before_after_markdown, driver_before_after
+
+    runs = []
+    for version, per_entity in ((2, 0.030), (3, 0.002)):
+        for entities, tasks_per_core in itertools.product((1000, 10000), (1, 4)):
+            makespan = entities * 0.05 / 2
+            runs.append({"backend": "local", "measure_version": version, "entities": entities,
+                         "tasks": 2 * tasks_per_core, "cores": 2, "simulated_makespan": makespan,
+                         "train_seconds": makespan + 9 + 0.5 * tasks_per_core, "session_seconds": 5.0,
+                         "plan_seconds": 10.0, "write_seconds": 5.0, "mlflow_seconds": per_entity * entities,
+                         "fit_seconds_p50": 0.05, "fit_seconds_p95": 0.1})
+    every = pd.DataFrame(runs)
+    table = driver_before_after(every[every["measure_version"] == 3], every, cores=(64, 1024), entities=100_000)
+    lines = table.set_index(["measure_version", "cores"])
+    assert lines.loc[(2, 64), "driver_ms_per_entity"] == pytest.approx(30)
+    assert lines.loc[(3, 64), "driver_ms_per_entity"] == pytest.approx(2)
+    assert lines.loc[(3, 64), "driver_job_seconds"] == pytest.approx(20)
+    for cores in (64, 1024):
+        assert lines.loc[(2, cores), "makespan_seconds"] == lines.loc[(3, cores), "makespan_seconds"]
+        assert lines.loc[(3, cores), "efficiency"] > lines.loc[(2, cores), "efficiency"]
+    assert lines.loc[(3, 64), "serial_seconds"] == pytest.approx(20 + 100_000 * 0.002)
+    assert "| 3 | 2.0 | 20.0 |" in before_after_markdown(table)
