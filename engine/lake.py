@@ -30,6 +30,12 @@ CLUSTERED_ROW_GROUP = 65_536
 SILVER_SERIES, GOLD_SERIES, GOLD_HOLIDAYS = "silver/series", "gold/series", "gold/holidays"
 
 
+# Ingest's own columns on every bronze row; and, while a batch is parsed in row ranges, the
+# range's index and its group key (batch id and index).
+BRONZE_META = ("_source", "_file", "_batch_id", "_ingested_at", "_row")
+PART, PART_KEY = "_part", "_part_key"
+
+
 def bronze_table(dataset: str) -> str:
     return f"{BRONZE}/{dataset}"
 

@@ -218,9 +218,9 @@ def messy_rows() -> list[dict]:
     return a + rows[48:]
 
 
-def csv_config(tmp_path, folder):
+def csv_config(tmp_path, folder, kind: str = "csv"):
     return make_config(tmp_path / "lake", source={
-        "kind": "csv", "path": str(folder), "exogenous": ["temp"],
+        "kind": kind, "path": str(folder), "exogenous": ["temp"],
         "columns": {"entity": "meter", "time": "time", "target": "kw"}},
         series={"freq": "h", "season_lengths": [24]},
         quality={"outlier_window": 24, "outlier_z": 6.0, "max_fill_gap": 48})

@@ -61,6 +61,16 @@ class Backend(ABC):
     def add_exogenous(self, frame, shared: pd.DataFrame, holidays: Optional[pd.DataFrame]): ...
 
     @abstractmethod
+    def bronze_ranges(self, frame, rows: int):
+        """Bronze rows tagged with their batch's row range of `rows` rows (`PART`, and `PART_KEY`
+        to group by): a big batch parses in many tasks."""
+
+    @abstractmethod
+    def bronze_columns(self, frame) -> dict[str, tuple[str, ...]]:
+        """Each batch's own raw columns: those with a value in some row of the batch (the bronze
+        table also holds, all-null, the columns other files added)."""
+
+    @abstractmethod
     def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int: ...
 
     @abstractmethod

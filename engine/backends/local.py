@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from engine.backends.base import Backend, GroupFn, Shared
 from engine.errors import WorkersLost
-from engine.lake import DeltaRsLake, bronze_table, observed_before
+from engine.lake import BRONZE_META, PART, PART_KEY, DeltaRsLake, bronze_table, observed_before
 from engine.processes import die_with_job
 from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
 from partitions.plan import PartitionPlan
@@ -65,6 +65,15 @@ class PandasBackend(Backend):
 
     def map_batches(self, frame: pd.DataFrame, fn: GroupFn, schema: pa.Schema) -> pd.DataFrame:
         return fn(frame)
+
+    def bronze_ranges(self, frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+        part = (frame["_row"] // rows).astype("int64")
+        return frame.assign(**{PART: part, PART_KEY: frame["_batch_id"] + ":" + part.astype(str)})
+
+    def bronze_columns(self, frame: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+        raw = [c for c in frame.columns if c not in BRONZE_META]
+        present = frame[raw].notna().groupby(frame["_batch_id"]).any()
+        return {str(batch): tuple(c for c in raw if has[c]) for batch, has in present.iterrows()}
 
     def add_exogenous(self, frame: pd.DataFrame, shared: pd.DataFrame, holidays: Optional[pd.DataFrame]):
         out = frame.merge(shared, on="ds", how="left") if len(shared.columns) > 1 else frame

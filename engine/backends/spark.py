@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.backends.base import Backend, GroupFn
-from engine.lake import SparkLake, bronze_table, observed_before
+from engine.lake import BRONZE_META, PART, PART_KEY, SparkLake, bronze_table, observed_before
 from engine.medallion.schemas import spark_ddl
 from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
 from partitions.plan import PartitionPlan
@@ -82,6 +82,19 @@ class SparkBackend(Backend):
             dates = [d.isoformat() for d in holidays["date"]]
             frame = frame.withColumn("is_holiday", F.to_date("ds").cast("string").isin(dates).cast("double"))
         return frame
+
+    def bronze_ranges(self, frame, rows: int):
+        from pyspark.sql import functions as F
+        part = F.floor(F.col("_row") / rows).cast("long")
+        return (frame.withColumn(PART, part)
+                .withColumn(PART_KEY, F.concat_ws(":", F.col("_batch_id"), part.cast("string"))))
+
+    def bronze_columns(self, frame) -> dict[str, tuple[str, ...]]:
+        from pyspark.sql import functions as F
+        raw = [c for c in frame.columns if c not in BRONZE_META]
+        # One pass: per batch, how many rows hold a value in each column.
+        counts = frame.groupBy("_batch_id").agg(*(F.count(F.col(f"`{c}`")).alias(f"n{i}") for i, c in enumerate(raw)))
+        return {row["_batch_id"]: tuple(c for i, c in enumerate(raw) if row[f"n{i}"]) for row in counts.collect()}
 
     def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int:
         return self.lake.overwrite(table, frame, schema, clustered_by)

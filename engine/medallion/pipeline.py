@@ -12,10 +12,10 @@ readers never see half a table.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,8 @@ from engine.config import Config
 from engine.errors import ConfigError
 from engine.faults import crash_point
 from engine.frequency import Frequency
-from engine.lake import (GOLD_HOLIDAYS, GOLD_SERIES, REJECTED, SILVER_SERIES, SLICES, DeltaRsLake, bronze_table,
+from engine.lake import (BRONZE_META, GOLD_HOLIDAYS, GOLD_SERIES, PART, PART_KEY, REJECTED, SILVER_SERIES, SLICES,
+                         DeltaRsLake, bronze_table,
                          observed_before)
 from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudit, GoldPreparer, SilverCleaner,
                                        longest_season)
@@ -34,7 +35,6 @@ from engine.normalize import entity_ids
 from engine.sources import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, RawBatch, Source
 from engine.sources.base import bronze_column
 
-BRONZE_META = ("_source", "_file", "_batch_id", "_ingested_at", "_row")
 UNREADABLE = "bronze/_unreadable"     # raw bytes of files that could not be read, by batch id
 
 
@@ -73,28 +73,45 @@ class IngestReport:
         return lines
 
 
+PARSE_ROWS = 500_000    # a bronze batch is parsed in row ranges of this many rows (one task each)
+_PART_SEQ = 1 << 32     # `_seq` of a range's rows: range index x this + position in the range's output
+
+
 @dataclass(frozen=True)
 class BatchParser:
-    """Wraps a source parser for one bronze batch: strips ingest metadata, parses, stamps
-    `_batch_id`, `_ingested_at` and the row order `_seq` used to pick the latest value."""
+    """Wraps a source parser for one bronze batch, or one range of its rows (`_part`): strips
+    ingest metadata, parses, stamps `_batch_id`, `_ingested_at` and the row order `_seq` used to
+    pick the latest value. Ranges keep a batch of millions of rows from being one task whose
+    output is one Arrow buffer of hundreds of MB (two of those ran local mode's JVM out of direct
+    memory); a target dataset's parser is row-local, so the ranges parse as the whole batch would,
+    and `_seq` orders them as the whole batch's rows."""
 
     parse: Callable[[pd.DataFrame], pd.DataFrame]
     columns: tuple[str, ...]
     freq: Optional[Frequency] = None     # puts the same period's stamps on one grid point (month end/start)
+    # Each batch's own columns (with a value somewhere in the batch), when parsed in ranges.
+    batch_columns: Optional[Mapping[str, tuple[str, ...]]] = None
 
     def __call__(self, bronze_rows: pd.DataFrame) -> pd.DataFrame:
         order = bronze_rows["_row"]
         rows = bronze_rows if order.is_monotonic_increasing else bronze_rows.sort_values("_row")
-        # Columns another file added to the bronze table are all-null here: not part of this batch.
-        raw = rows.drop(columns=list(BRONZE_META)).dropna(axis=1, how="all").reset_index(drop=True)
+        batch = rows["_batch_id"].iloc[0]
+        raw = rows.drop(columns=[c for c in rows.columns if c in (*BRONZE_META, PART, PART_KEY)])
+        if self.batch_columns is None:
+            # Columns another file added to the bronze table are all-null here: not part of this batch.
+            raw = raw.dropna(axis=1, how="all")
+        else:      # a range: a column of the batch may be empty in this range and still belongs to it
+            raw = raw[[c for c in raw.columns if c in self.batch_columns[batch]]]
+        raw = raw.reset_index(drop=True)
         parsed = self.parse(raw)
         if "entity_id" in parsed:     # one spelling of an id everywhere (training and serving read it so too)
             parsed["entity_id"] = entity_ids(parsed["entity_id"]).astype(object)
         if self.freq is not None:
             parsed["ds"] = self.freq.normalize(parsed["ds"])
-        parsed["_batch_id"] = rows["_batch_id"].iloc[0]
+        parsed["_batch_id"] = batch
         parsed["_ingested_at"] = rows["_ingested_at"].iloc[0]
-        parsed["_seq"] = np.arange(len(parsed), dtype="int64")
+        part = int(rows[PART].iloc[0]) if PART in rows else 0
+        parsed["_seq"] = part * _PART_SEQ + np.arange(len(parsed), dtype="int64")
         return parsed[list(self.columns)]
 
 
@@ -197,7 +214,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     holidays = _holidays(backend, calendars, parsers, excluded)
     if holidays is not None:
         backend.overwrite(GOLD_HOLIDAYS, backend.from_pandas(holidays), parsed_calendar_schema())
-    parsed = backend.apply_by(target_rows, "_batch_id", parsers[target.name], schemas[TARGET])
+    parser = replace(parsers[target.name], batch_columns=backend.bronze_columns(target_rows))
+    parsed = backend.apply_by(backend.bronze_ranges(target_rows, PARSE_ROWS), PART_KEY, parser, schemas[TARGET])
     with_exog = backend.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
     cleaner = SilverCleaner(config.series.frequency, tuple(config.source.exogenous), config.quality)
     backend.overwrite(SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,

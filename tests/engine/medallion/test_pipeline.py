@@ -204,3 +204,41 @@ def test_files_are_read_and_written_one_at_a_time_and_a_misfit_before_a_fitting_
     assert rejected["file"].endswith("a-daily.csv") and "typically 1 day apart" in rejected["reason"]
     assert set(lake.read(GOLD_SERIES)["entity_id"]) == {"A", "B"}
     assert len(lake.read(bronze_table("csv"))) == len(rows) + len(daily)      # raw rows of every file kept
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("spark", marks=pytest.mark.spark)])
+def test_a_batch_parsed_in_row_ranges_gives_the_silver_of_the_whole_batch(tmp_path, monkeypatch, kind, request):
+    """A big batch is parsed in row ranges (one task each). With ranges of 7 rows: a duplicate whose
+    later value sits in a later range still wins, a column with no value in a whole range but with
+    values elsewhere in the file is still the file's, and a column only another file has is not
+    this file's: silver equals the one parsed from whole batches."""
+    from engine.backends.spark import SparkBackend
+    from engine.lake import PART
+    from engine.medallion import pipeline
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pd.DataFrame(messy_rows()).to_parquet(folder / "day1.parquet", index=False)
+    hours = pd.date_range("2024-01-02", periods=30, freq="h").strftime("%Y-%m-%d %H:%M")
+    later = pd.DataFrame({"meter": "C", "time": hours, "kw": [f"{50 + i % 7}" for i in range(30)],
+                          "temp": [None] * 10 + ["21"] * 20, "note": "x"})     # no temperature in its first ranges
+    later.to_parquet(folder / "day2.parquet", index=False)
+
+    def silver(ranges: int, lake: str):
+        monkeypatch.setattr(pipeline, "PARSE_ROWS", ranges)
+        config = csv_config(tmp_path / lake, folder, kind="parquet")
+        backend = LocalBackend(config.lake) if kind == "local" else SparkBackend(request.getfixturevalue("spark"),
+                                                                                 config.lake)
+        ingest(config, backend, progress=lambda _: None)
+        bronze = backend.to_pandas(backend.bronze_ranges(backend.read_bronze("parquet", []), ranges))
+        rows = DeltaRsLake(config.lake).read(SILVER_SERIES)
+        return rows.sort_values(["entity_id", "ds"], ignore_index=True), bronze[PART].nunique()
+
+    whole, one_range = silver(10 ** 9, "whole")
+    ranged, ranges = silver(7, "ranged")
+    assert one_range == 1 and ranges == -(-len(messy_rows()) // 7)
+    pd.testing.assert_frame_equal(ranged, whole)
+    a = whole[(whole["entity_id"] == "A") & (whole["ds"] == pd.Timestamp("2024-01-01 20:00", tz="UTC"))]
+    assert a["y"].tolist() == [999.0] and a["flag_duplicate"].tolist() == [True]
+    c = whole[whole["entity_id"] == "C"]
+    assert len(c) == 30 and c["temp"].isna().sum() == 10 and (c["temp"].dropna() == 21).all()
