@@ -173,6 +173,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
             for item in held:
                 write(*item)
             held = []
+        # Let go of this file before the next one is read (the loop variables would keep it alive).
+        batch = rows = None
     if as_of is not None:
         progress(f"as of {as_of.isoformat()}: slice from "
                  f"{since.isoformat() if since is not None else 'the start'}, {sliced_rows} raw row(s)")
