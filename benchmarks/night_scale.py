@@ -96,7 +96,9 @@ def run_cell(config_path: Path) -> dict:
     class Recorded(ConsoleStages):
         """The CLI's stages, keeping each stage's report for its own timings."""
 
-        reports: dict = {}
+        def __init__(self, config, args):
+            super().__init__(config, args)
+            self.reports: dict = {}
 
         def train(self, run_id, gold_version, as_of):
             self.reports["train"] = super().train(run_id, gold_version, as_of)
