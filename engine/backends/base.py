@@ -46,8 +46,9 @@ class Backend(ABC):
     def select(self, frame, columns: Sequence[str]): ...
 
     @abstractmethod
-    def apply_by(self, frame, key: str, fn: GroupFn, schema: pa.Schema):
-        """`fn` on the rows of each `key` value, where the backend runs work; rows of `schema`."""
+    def apply_by(self, frame, key: str, fn: GroupFn, schema: pa.Schema, rows: Optional[int] = None):
+        """`fn` on the rows of each `key` value, where the backend runs work; rows of `schema`.
+        `rows`, the input's row count when known, lets a distributed backend size its tasks."""
 
     @abstractmethod
     def map_groups(self, frame, key: str, fn: GroupFn, schema: pa.Schema):

@@ -56,7 +56,8 @@ class PandasBackend(Backend):
     def select(self, frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         return frame[list(columns)].copy()
 
-    def apply_by(self, frame: pd.DataFrame, key: str, fn: GroupFn, schema: pa.Schema) -> pd.DataFrame:
+    def apply_by(self, frame: pd.DataFrame, key: str, fn: GroupFn, schema: pa.Schema,
+                 rows: Optional[int] = None) -> pd.DataFrame:
         parts = [fn(group) for _, group in frame.groupby(key, sort=True)]
         return _conform([p for p in parts if len(p)], schema)
 

@@ -23,6 +23,7 @@ from partitions.plan import PartitionPlan
 STAGE_ROWS = 1_000_000     # above this many rows a driver-side frame reaches Spark as staged Parquet files
 SCHEMA_SAMPLE = 1_000      # rows createDataFrame infers the staged frame's column types from
 STAGING = "_staging"       # folder under the lake root for those files, deleted after each use
+TASK_ROWS = 1_000_000      # rows per task of a per-entity step whose input size is known
 
 
 class SparkBackend(Backend):
@@ -60,10 +61,16 @@ class SparkBackend(Backend):
     def select(self, frame, columns: Sequence[str]):
         return frame.select(*columns)
 
-    def apply_by(self, frame, key: str, fn: GroupFn, schema: pa.Schema):
+    def apply_by(self, frame, key: str, fn: GroupFn, schema: pa.Schema, rows: Optional[int] = None):
+        # spark.shuffle_partitions suits small panels; 67M gold rows in 4 tasks made partitions
+        # of 17M rows, whose cached blocks ran local mode's 1 GB JVM out of memory. A known size
+        # gets at least one task per TASK_ROWS rows (the groupBy reuses this partitioning).
+        tasks = -(-rows // TASK_ROWS) if rows else 0
+        if tasks > int(self.spark.conf.get("spark.sql.shuffle.partitions")):
+            frame = frame.repartition(tasks, key)
         # A plain function: Spark reads the arity of what it gets, and a callable object's
         # __call__ counts `self`, which would make Spark pass the group key too.
-        return frame.groupBy(key).applyInPandas(lambda rows: fn(rows), spark_ddl(schema))
+        return frame.groupBy(key).applyInPandas(lambda group: fn(group), spark_ddl(schema))
 
     def map_groups(self, frame, key: str, fn: GroupFn, schema: pa.Schema):
         return self.apply_by(frame, key, fn, schema)

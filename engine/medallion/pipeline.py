@@ -233,7 +233,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     started = time.perf_counter()
     preparer = GoldPreparer(tuple(config.source.exogenous), longest_season(config.series.season_lengths),
                             config.quality)
-    gold = backend.persist(backend.apply_by(silver, "entity_id", preparer, gold_schema(config.source.exogenous)))
+    gold = backend.persist(backend.apply_by(silver, "entity_id", preparer, gold_schema(config.source.exogenous),
+                                            rows=report.silver["rows"]))
     try:
         config.check_against_data(backend.lengths(gold))
         report.gold_version = backend.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
