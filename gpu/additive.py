@@ -21,7 +21,7 @@ serving a fitted model does not need torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -31,6 +31,7 @@ ROUNDS = 6                  # reweighting rounds for the Laplace prior on change
 L1_FLOOR = 1e-4             # |delta| floor in the reweighting (scaled units)
 INACTIVE = 1e10             # penalty that zeroes a column an entity cannot use (season too long, no regressor)
 RIDGE = 1e-8                # keeps the trend's normal equations positive definite
+CPU_DESIGN_BYTES = 64 << 20     # design matrices per chunk on a CPU (see _design_budget)
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,13 @@ def layout_from_state(state: dict[str, Any]) -> Layout:
 
 
 def fit_batch(t: np.ndarray, y: np.ndarray, layout: Layout, hyper: dict[str, Any], exog: Optional[np.ndarray] = None,
-              device=None, max_bytes: Optional[int] = None) -> PanelFit:
+              device=None, max_bytes: Optional[int] = None, step: Optional[float] = None) -> PanelFit:
     """Fit every row of `y` (B, T; NaN where unobserved) on the shared grid `t` (T,) in days.
 
     `exog` (B, T, E) are the regressors (NaN where unknown: an entity without any value for a
-    regressor does not use it). Runs on `device` (default: CUDA when available) in float64, in
-    chunks of entities sized to `max_bytes` of design matrix.
+    regressor does not use it). `step` (days) ends each entity's span one step after its last
+    observation: by default the grid's median step. Runs on `device` (default: CUDA when
+    available) in float64, in chunks of entities sized to `max_bytes` of design matrix.
     """
     import torch
     from gpu.device import pick_device
@@ -132,10 +134,12 @@ def fit_batch(t: np.ndarray, y: np.ndarray, layout: Layout, hyper: dict[str, Any
     device = pick_device(device)
     if max_bytes is None:
         max_bytes = _design_budget(device)
+    if step is None:
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
     per_entity = len(t) * layout.width * 8 * 4          # design, weighted design, temporaries
     chunk = max(1, int(max_bytes // per_entity))
-    parts = [_fit_chunk(torch, t, y[i:i + chunk], layout, hyper, None if exog is None else exog[i:i + chunk], device)
-             for i in range(0, len(y), chunk)]
+    parts = [_fit_chunk(torch, t, y[i:i + chunk], layout, hyper, None if exog is None else exog[i:i + chunk], device,
+                        step) for i in range(0, len(y), chunk)]
     return PanelFit(layout, *(np.concatenate([getattr(p, f) for p in parts]) for f in
                               ("beta", "y_scale", "first", "span", "exog_mean", "exog_scale", "sigma", "observed")))
 
@@ -145,10 +149,12 @@ def _design_budget(device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.5)
-    return 1 << 30
+    # On a CPU the batch pays while its designs stay in cache: about 100 entities of two weeks
+    # hourly (benchmarks/gpu_train.py); bigger batches were slower per fit there.
+    return CPU_DESIGN_BYTES
 
 
-def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device) -> PanelFit:
+def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device, step: float) -> PanelFit:
     f64 = dict(dtype=torch.float64, device=device)
     t = torch.as_tensor(t_np, **f64)
     y = torch.as_tensor(y_np, **f64)
@@ -159,7 +165,6 @@ def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device) -> Pan
     big = torch.tensor(float("inf"), **f64)
     first = torch.where(mask, t[None], big).amin(1)
     last = torch.where(mask, t[None], -big).amax(1)
-    step = float(np.median(np.diff(t_np))) if len(t_np) > 1 else 1.0
     span = last - first + step
     # Prophet's scaling: y / max|y|, so that its priors mean the same for every entity.
     y_scale = torch.where(mask, y.abs(), torch.zeros_like(y)).amax(1).clamp_min(1e-12)
@@ -181,12 +186,15 @@ def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device) -> Pan
         mean = scale = torch.zeros((len(y), 0), **f64)
         xs, usable = None, torch.zeros((len(y), 0), dtype=torch.bool, device=device)
 
-    X = design(torch, t, first, span, layout, xs)                           # (B, T, P)
-    Xt = (X * w[:, :, None]).transpose(1, 2)                                # (B, P, T), masked
-    gram = torch.bmm(Xt, X)
-    rhs = torch.bmm(Xt, ys[:, :, None])[:, :, 0]
+    if bool(mask.all()):
+        gram, rhs = _normal_equations_observed(torch, t, first, span, layout, xs, ys)
+    else:
+        X = design(torch, t, first, span, layout, xs)                       # (B, T, P)
+        Xt = (X * w[:, :, None]).transpose(1, 2)                            # (B, P, T), masked
+        gram = torch.bmm(Xt, X)
+        rhs = torch.bmm(Xt, ys[:, :, None])[:, :, 0]
+        del Xt
     yy = (ys ** 2).sum(1)            # ys is 0 where unobserved
-    del Xt
 
     # Per-entity prior precisions (before the noise variance): which columns are active and how tight.
     K = layout.changepoints
@@ -204,9 +212,11 @@ def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device) -> Pan
     def solve(penalty):
         a = gram + penalty[:, :, None] * eye
         chol, info = torch.linalg.cholesky_ex(a)
-        if bool((info > 0).any()):        # rank-deficient design (e.g. a regressor collinear with a season)
-            a = a + eye * (1e-6 * a.diagonal(dim1=1, dim2=2).mean(1))[:, None, None]
-            chol = torch.linalg.cholesky(a)
+        failed = info > 0
+        if bool(failed.any()):        # rank-deficient design (e.g. a regressor collinear with a season)
+            # Only those entities get the jitter: an entity's fit does not depend on its batch.
+            jitter = eye * (1e-6 * a.diagonal(dim1=1, dim2=2).mean(1))[:, None, None]
+            chol = torch.linalg.cholesky(torch.where(failed[:, None, None], a + jitter, a))
         return torch.cholesky_solve(rhs[:, :, None], chol)[:, :, 0]
 
     n = observed.to(torch.float64)
@@ -229,6 +239,29 @@ def _fit_chunk(torch, t_np, y_np, layout: Layout, hyper, exog_np, device) -> Pan
                     as_np(sigma), as_np(observed))
 
 
+def _normal_equations_observed(torch, t, first, span, layout: Layout, xs, ys):
+    """X'X and X'y when every entity is observed at every time of the grid (a training window):
+    then all share their time scale and every column but the regressors, whose block of X'X is
+    computed once for the batch instead of per entity (most of a fit's arithmetic). Each
+    entity's products are the same small GEMMs whatever its batch, so its fit is bit for bit
+    the one it gets alone."""
+    shared = design(torch, t, first[:1], span[:1], replace(layout, regressors=0))[0]     # (T, Q)
+    st = shared.T.contiguous()                                                          # (Q, T)
+    batch, n_exog = len(ys), layout.regressors
+    # y and the regressors side by side, at least two columns: torch computes a one-column
+    # product alone (B = 1) by another kernel than in a batch, which rounds differently.
+    own = torch.cat([ys[:, :, None], *([xs] if n_exog else []), torch.zeros_like(ys[:, :, None])], 2)
+    cross = torch.bmm(st.expand(batch, -1, -1), own)                                    # (B, Q, 2 + E)
+    inner = torch.bmm(own.transpose(1, 2), own)                                         # (B, 2 + E, 2 + E)
+    gram = (st @ shared).expand(batch, -1, -1)
+    rhs = cross[:, :, 0]
+    if n_exog:
+        sx, xx = cross[:, :, 1:1 + n_exog], inner[:, 1:1 + n_exog, 1:1 + n_exog]
+        gram = torch.cat([torch.cat([gram, sx], 2), torch.cat([sx.transpose(1, 2), xx], 2)], 1)
+        rhs = torch.cat([rhs, inner[:, 1:1 + n_exog, 0]], 1)
+    return gram.contiguous(), rhs
+
+
 def forecast(state: dict[str, Any], t: np.ndarray, exog: Optional[np.ndarray] = None) -> np.ndarray:
     """One entity's mean forecast at times `t` (days); `exog` (T, E) its regressors there."""
     layout = layout_from_state(state)
@@ -242,7 +275,10 @@ def forecast(state: dict[str, Any], t: np.ndarray, exog: Optional[np.ndarray] = 
 
 
 def days(ds) -> np.ndarray:
-    """Timestamps as days since the epoch (float64), the time axis of the design."""
+    """Timestamps as days since the epoch (float64), the time axis of the design; naive ones are UTC."""
     import pandas as pd
-    index = pd.DatetimeIndex(pd.to_datetime(ds, utc=True))
+    if isinstance(getattr(ds, "dtype", None), (np.dtype, pd.DatetimeTZDtype)) and ds.dtype.kind == "M":
+        index = pd.DatetimeIndex(ds)            # already instants: no parsing (a fit's hot path)
+    else:
+        index = pd.DatetimeIndex(pd.to_datetime(ds, utc=True))
     return index.as_unit("ns").asi8 / 86400e9

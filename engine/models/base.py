@@ -175,6 +175,7 @@ class ForecastModel(ABC):
     needs_trained_network: ClassVar[bool] = False   # applies a network trained on the whole panel first
     combines_candidates: ClassVar[bool] = False     # built from the other candidates' backtests
     refreshable: ClassVar[bool] = False     # `refreshed` carries its fit to a later window without the fit's search
+    fits_ahead: ClassVar[bool] = False      # `fit_ahead` fits many histories in one batch (engine.training.ahead)
     # (fixed seconds, seconds per 1,000 history rows) of one fit and forecast on one core, from
     # benchmarks/model_cost.py on hourly data; the partition planner's estimate before a run.
     cost: ClassVar[tuple[float, float]] = (0.5, 1.0)
@@ -227,6 +228,18 @@ class ForecastModel(ABC):
             self._fit(history.reset_index(drop=True), y)
         self._fitted_on(history, y)
         return self
+
+    @classmethod
+    def fit_ahead(cls, spec: ModelSpec, params: Optional[Mapping[str, Any]], histories: list[pd.DataFrame],
+                  device=None) -> int:
+        """For `fits_ahead` models: fit `histories` in batches now, so that a later `fit` of one of
+        them gets the same state without fitting alone (how many were fitted)."""
+        raise NotImplementedError(f"{cls.name} does not fit ahead")
+
+    @classmethod
+    def forget_ahead(cls) -> None:
+        """Drop the states fitted ahead that no `fit` took."""
+        return None     # nothing is fitted ahead unless a model overrides `fit_ahead`
 
     def refreshed(self, history: pd.DataFrame) -> "ForecastModel":
         """This fit carried over to `history` (the same series, further on) without its search:

@@ -2,13 +2,16 @@
 other model (its state is plain arrays; forecasting needs numpy only). The math is `gpu.additive`."""
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
-from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelSpec, normal_bounds
+from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec, normal_bounds
 from gpu import additive
 from gpu.device import ENV
 
@@ -27,6 +30,7 @@ class GpuAdditiveModel(ForecastModel):
     cost = (0.004, 0.005)
     needs_torch = True
     uses_exogenous = True
+    fits_ahead = True
     hyperparameters = {
         "changepoint_prior_scale": Hyperparameter(0.05, "trend flexibility: scale of the Laplace prior on "
                                                   "changepoint deltas", low=0.001, high=0.5, log=True),
@@ -40,17 +44,57 @@ class GpuAdditiveModel(ForecastModel):
     }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
+        inputs = self._inputs(history, y)
+        self.state_ = _AHEAD.pop(inputs.key, None)
+        if self.state_ is None:
+            # One series is too small for a GPU to pay off: the CPU unless $MANYMODELS_DEVICE says otherwise.
+            self.state_ = inputs.fit([inputs], os.environ.get(ENV, "cpu"))[0]
+
+    def _inputs(self, history: pd.DataFrame, y: np.ndarray) -> "_Inputs":
         layout = additive.layout_for(self.spec.step_days, self.spec.season_lengths, self.hyper,
                                      len(self.exogenous_))
-        exog = history[list(self.exogenous_)].to_numpy(dtype="float64")[None] if self.exogenous_ else None
-        # One series is too small for a GPU to pay off: the CPU unless $MANYMODELS_DEVICE says otherwise.
-        fit = additive.fit_batch(additive.days(history["ds"]), y[None], layout, self.hyper, exog,
-                                 device=os.environ.get(ENV, "cpu"))
-        self.state_ = fit.state(0)
+        return _Inputs(additive.days(history["ds"]), y, self._regressors(history), layout, self.hyper)
+
+    def _regressors(self, rows: pd.DataFrame) -> Optional[np.ndarray]:
+        """(T, E) values of the exogenous columns (column by column: a list-indexed frame copies)."""
+        if not self.exogenous_:
+            return None
+        return np.column_stack([rows[c].to_numpy(dtype="float64") for c in self.exogenous_])
+
+    @classmethod
+    def fit_ahead(cls, spec: ModelSpec, params: Optional[dict[str, Any]], histories: list[pd.DataFrame],
+                  device=None) -> int:
+        """Fit `histories` now, those with the same time grid in one batched call (on CUDA when
+        present): a later `fit` of one of them, on any instance, takes its state instead of
+        fitting alone, so training's per-entity code gets a batched fit's speed with the same
+        result (`forget_ahead` drops what no fit took). Returns how many were fitted."""
+        groups: dict[tuple, list[_Inputs]] = {}
+        for history in histories:
+            model = cls(spec, params)
+            try:
+                window, y = model._window(history)
+            except ModelError:
+                continue            # the per-entity fit says why
+            model.exogenous_ = tuple(c for c in spec.exogenous if c in window and window[c].notna().all())
+            inputs = model._inputs(window.reset_index(drop=True), y)
+            if inputs.key not in _AHEAD:
+                groups.setdefault(inputs.grid, []).append(inputs)
+        fitted = 0
+        for batch in groups.values():
+            try:
+                states = batch[0].fit(batch, device)
+            except Exception:  # noqa: BLE001 - e.g. a series with under 2 values: each then fits alone, and
+                continue            # the one that cannot fails on its own, as it would without the batch
+            _AHEAD.update((inputs.key, state) for inputs, state in zip(batch, states))
+            fitted += len(batch)
+        return fitted
+
+    @classmethod
+    def forget_ahead(cls) -> None:
+        _AHEAD.clear()
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        exog = future[list(self.exogenous_)].to_numpy(dtype="float64") if self.exogenous_ else None
-        mean = additive.forecast(self.state_, additive.days(future["ds"]), exog)
+        mean = additive.forecast(self.state_, additive.days(future["ds"]), self._regressors(future))
         return Forecast(mean, normal_bounds(mean, np.full(horizon, self.state_["sigma"]), self.spec.levels))
 
     def params(self) -> dict[str, Any]:
@@ -64,6 +108,45 @@ class GpuAdditiveModel(ForecastModel):
     def _restore(self, state: dict[str, Any]) -> None:
         self.state_ = {**state, **{k: np.asarray(state[k], dtype="float64") for k in ("beta", "exog_mean",
                                                                                       "exog_scale")}}
+
+
+# States fitted ahead in batches (`GpuAdditiveModel.fit_ahead`), by a digest of their exact inputs.
+_AHEAD: dict[bytes, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What one fit reads: its times (days), values, regressors (T, E), columns and priors."""
+
+    t: np.ndarray
+    y: np.ndarray
+    exog: Optional[np.ndarray]
+    layout: additive.Layout
+    hyper: dict[str, Any]
+
+    @property
+    def step(self) -> float:
+        return float(np.median(np.diff(self.t))) if len(self.t) > 1 else 1.0
+
+    @property
+    def grid(self) -> tuple:
+        """Fits with equal grids, columns and priors share one batched call."""
+        return (self.t.tobytes(), self.layout, tuple(sorted(self.hyper.items())))
+
+    @cached_property
+    def key(self) -> bytes:
+        digest = hashlib.blake2b(digest_size=20)
+        for part in (self.t, self.y, self.exog if self.exog is not None else np.empty(0)):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        digest.update(repr((self.layout, sorted(self.hyper.items()))).encode())
+        return digest.digest()
+
+    def fit(self, batch: list["_Inputs"], device) -> list[dict[str, Any]]:
+        """The states of `batch` (fits on this one's grid), in one call."""
+        exog = np.stack([b.exog for b in batch]) if self.layout.regressors else None
+        fit = additive.fit_batch(self.t, np.stack([b.y for b in batch]), self.layout, self.hyper, exog,
+                                 device=device, step=self.step)
+        return [fit.state(i) for i in range(len(batch))]
 
 
 def fit_panel(panel: pd.DataFrame, spec: ModelSpec, params: Optional[dict[str, Any]] = None,

@@ -102,12 +102,31 @@ class TrainSpec:
         return pd.tseries.frequencies.to_offset(self.model.freq)
 
 
-def train_entity(rows: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
-    """One entity's gold rows -> one result row (columns `RESULT_COLUMNS`)."""
+@dataclass(frozen=True)
+class EntityInputs:
+    """One entity's rows as training reads them: the history, the future rows, notes on the
+    data, and the backtest folds (none for a constant series or one too short to backtest)."""
+
+    history: pd.DataFrame
+    future: pd.DataFrame
+    notes: list[str]
+    folds: list
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, spec: TrainSpec) -> "EntityInputs":
+        history, future, notes = prepare(rows, spec)
+        windows = usable_windows(history, spec)
+        folds = backtest_folds(history, spec, windows, future.attrs.get("scenario", ())) if windows >= 1 else []
+        return cls(history, future, notes, folds)
+
+
+def train_entity(rows: pd.DataFrame, spec: TrainSpec, inputs: Optional[EntityInputs] = None) -> pd.DataFrame:
+    """One entity's gold rows -> one result row (columns `RESULT_COLUMNS`). `inputs`, when the
+    caller already prepared them from these rows (engine.training.ahead), are not prepared again."""
     started = time.perf_counter()
     entity = str(rows["entity_id"].iloc[0])
     try:
-        result = _train(rows, spec)
+        result = _train(rows, spec, inputs or EntityInputs.of(rows, spec))
     except Exception as exc:  # noqa: BLE001 - isolation: one entity's failure becomes data
         if spec.fail_fast:
             raise
@@ -116,16 +135,16 @@ def train_entity(rows: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
     return pd.DataFrame([result], columns=RESULT_COLUMNS)
 
 
-def _train(rows: pd.DataFrame, spec: TrainSpec) -> dict[str, Any]:
-    history, future, notes = prepare(rows, spec)
+def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[str, Any]:
+    history, future, folds = inputs.history, inputs.future, inputs.folds
+    notes = list(inputs.notes)
     y = history["y"].to_numpy()
     if np.ptp(y) == 0:
         return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason="constant series")
-    windows = usable_windows(history, spec)
+    windows = len(folds)
     if windows < 1:
         return _unvalidated(history, future, spec, notes,
                             f"too short: {len(y)} observations, one backtest window needs {spec.min_length()}")
-    folds = backtest_folds(history, spec, windows, future.attrs.get("scenario", ()))
     backtests = backtest_candidates(folds, spec)
     summary = summarize(backtests.records, spec.candidates)
     for name, search in backtests.searches.items():

@@ -60,21 +60,26 @@ def future_rows(history: pd.DataFrame, ahead: pd.DataFrame, spec: "TrainSpec") -
     scenario (see `prepare`); `attrs["scenario"]` names the columns filled by a scenario."""
     last = history["ds"].iloc[-1]
     ds = pd.date_range(last + spec.freq, periods=spec.horizon, freq=spec.freq)
-    future = pd.DataFrame({"ds": ds})
+    columns: dict[str, object] = {"ds": ds}
     lag = max(spec.model.usable_seasons(len(history), cycles=1), default=1)
     steps = np.arange(spec.horizon)
+    # Where each future step sits in `ahead` (-1: not there). Every backtest window calls this
+    # once per fold, so it stays in numpy rather than re-indexing frames per column.
+    at = pd.Index(ahead["ds"]).get_indexer(ds) if len(ahead) else np.full(len(ds), -1)
     scenario = []
     for column in history.columns.drop(["ds", "y"]):
-        known = (ahead.set_index("ds")[column].reindex(ds).to_numpy(dtype="float64") if len(ahead)
-                 else np.full(len(ds), np.nan))
+        known = np.full(len(ds), np.nan)
+        if len(ahead):
+            known[at >= 0] = ahead[column].to_numpy(dtype="float64")[at[at >= 0]]
         values = history[column].to_numpy(dtype="float64")
         fill = values[-lag:][steps % lag]
         if not np.isin(values, (0.0, 1.0)).all():      # weather, not a 0/1 calendar flag
-            normal = same_dates_earlier_years(history.set_index("ds")[column], ds)
+            normal = same_dates_earlier_years(pd.Series(values, index=pd.DatetimeIndex(history["ds"])), ds)
             fill = np.where(np.isfinite(normal), normal, fill)
-        future[column] = np.where(np.isfinite(known), known, fill)
+        columns[column] = np.where(np.isfinite(known), known, fill)
         if not np.isfinite(known).all():
             scenario.append(column)
+    future = pd.DataFrame(columns)
     # Columns the forecast fills by a scenario: backtests fill them the same way (ex ante).
     future.attrs["scenario"] = tuple(scenario)
     return future
