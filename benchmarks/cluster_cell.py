@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,8 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.roots, self.every = [psutil.Process(), *map(psutil.Process, extra_roots)], every
         self.peak_driver = self.peak_executors = 0
+        self.stage: Optional[str] = None        # set by the caller: the driver's peak per stage too
+        self.stage_peaks: dict[str, int] = {}
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -64,6 +67,8 @@ class MemorySampler(threading.Thread):
                     executors += rss
         self.peak_driver = max(self.peak_driver, driver)
         self.peak_executors = max(self.peak_executors, executors)
+        if self.stage is not None:
+            self.stage_peaks[self.stage] = max(self.stage_peaks.get(self.stage, 0), driver)
 
     def stop(self) -> None:
         self.sample()

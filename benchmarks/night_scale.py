@@ -94,19 +94,30 @@ def run_cell(config_path: Path) -> dict:
     from engine.nightly.job import run_night
 
     class Recorded(ConsoleStages):
-        """The CLI's stages, keeping each stage's report for its own timings."""
+        """The CLI's stages, keeping each stage's report for its own timings and telling the
+        memory sampler which stage runs."""
 
         def __init__(self, config, args):
             super().__init__(config, args)
             self.reports: dict = {}
 
+        def ingest(self, as_of):
+            sampler.stage = "ingest"
+            return super().ingest(as_of)
+
         def train(self, run_id, gold_version, as_of):
+            sampler.stage = "train"
             self.reports["train"] = super().train(run_id, gold_version, as_of)
             return self.reports["train"]
 
         def publish(self, run_id, train_seconds):
+            sampler.stage = "mlflow"
             self.reports["mlflow"] = super().publish(run_id, train_seconds)
             return self.reports["mlflow"]
+
+        def score(self, as_of):
+            sampler.stage = "score"
+            return super().score(as_of)
 
     _quiet_mlflow()
     config = load_config(str(config_path), {})
@@ -125,6 +136,7 @@ def run_cell(config_path: Path) -> dict:
     out.update({f"{stage}_seconds": night.seconds.get(stage, float("nan")) for stage in STAGES})
     out.update({f"train_{part}_seconds": trained.seconds.get(part, float("nan")) for part in TRAIN_PARTS})
     out["mlflow_children_seconds"] = published.seconds.get("children", float("nan"))
+    out.update({f"driver_peak_{stage}_mb": sampler.stage_peaks.get(stage, 0) / 2 ** 20 for stage in STAGES})
     return out
 
 
@@ -224,7 +236,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                 result = run_night_process(path, args.timeout)
                 say(f"  #{repeat}: {result['total_seconds']:.1f}s ("
                     + ", ".join(f"{s} {result[f'{s}_seconds']:.1f}s" for s in STAGES)
-                    + f"), driver peak {result['driver_peak_mb']:.0f} MB, {result['failed']} failed")
+                    + f"), driver peak {result['driver_peak_mb']:.0f} MB ("
+                    + ", ".join(f"{s} {result[f'driver_peak_{s}_mb']:.0f}" for s in STAGES)
+                    + f"), {result['failed']} failed")
                 record(NAME, [{"entities": entities, "periods": args.periods, "models": "+".join(args.models),
                                "cores": args.cores, "repeat": repeat,
                                "process_seconds": time.perf_counter() - started, **result}], args.results)
