@@ -120,13 +120,12 @@ def layout_from_state(state: dict[str, Any]) -> Layout:
 
 
 def fit_batch(t: np.ndarray, y: np.ndarray, layout: Layout, hyper: dict[str, Any], exog: Optional[np.ndarray] = None,
-              device=None, max_bytes: Optional[int] = None, step: Optional[float] = None) -> PanelFit:
+              device=None, max_bytes: Optional[int] = None) -> PanelFit:
     """Fit every row of `y` (B, T; NaN where unobserved) on the shared grid `t` (T,) in days.
 
     `exog` (B, T, E) are the regressors (NaN where unknown: an entity without any value for a
-    regressor does not use it). `step` (days) ends each entity's span one step after its last
-    observation: by default the grid's median step. Runs on `device` (default: CUDA when
-    available) in float64, in chunks of entities sized to `max_bytes` of design matrix.
+    regressor does not use it). Runs on `device` (default: CUDA when available) in float64, in
+    chunks of entities sized to `max_bytes` of design matrix.
     """
     import torch
     from gpu.device import pick_device
@@ -134,8 +133,7 @@ def fit_batch(t: np.ndarray, y: np.ndarray, layout: Layout, hyper: dict[str, Any
     device = pick_device(device)
     if max_bytes is None:
         max_bytes = _design_budget(device)
-    if step is None:
-        step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0
+    step = float(np.median(np.diff(t))) if len(t) > 1 else 1.0       # each span ends one step after its last value
     per_entity = len(t) * layout.width * 8 * 4          # design, weighted design, temporaries
     chunk = max(1, int(max_bytes // per_entity))
     parts = [_fit_chunk(torch, t, y[i:i + chunk], layout, hyper, None if exog is None else exog[i:i + chunk], device,
@@ -277,7 +275,7 @@ def forecast(state: dict[str, Any], t: np.ndarray, exog: Optional[np.ndarray] = 
 def days(ds) -> np.ndarray:
     """Timestamps as days since the epoch (float64), the time axis of the design; naive ones are UTC."""
     import pandas as pd
-    if isinstance(getattr(ds, "dtype", None), (np.dtype, pd.DatetimeTZDtype)) and ds.dtype.kind == "M":
+    if pd.api.types.is_datetime64_any_dtype(ds):
         index = pd.DatetimeIndex(ds)            # already instants: no parsing (a fit's hot path)
     else:
         index = pd.DatetimeIndex(pd.to_datetime(ds, utc=True))

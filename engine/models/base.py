@@ -216,10 +216,7 @@ class ForecastModel(ABC):
         return resolved
 
     def fit(self, history: pd.DataFrame) -> "ForecastModel":
-        history, y = self._window(history)
-        if self.uses_exogenous:
-            self.exogenous_ = tuple(c for c in self.spec.exogenous
-                                    if c in history and history[c].notna().all())
+        history, y = self._fit_window(history)
         with warnings.catch_warnings():
             # Convergence chatter from statsmodels/prophet: the backtest judges the fit instead.
             # (Model modules import statsmodels at the top: importing it in here would let the
@@ -260,6 +257,14 @@ class ForecastModel(ABC):
     def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
         """The entries of `_state()` that hold the fitted window (for `refreshed`)."""
         raise NotImplementedError(f"{self.name} cannot be refreshed")
+
+    def _fit_window(self, history: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """The rows and values `fit` fits, with `exogenous_` set to the regressors known on all of them."""
+        history, y = self._window(history)
+        if self.uses_exogenous:
+            self.exogenous_ = tuple(c for c in self.spec.exogenous
+                                    if c in history and history[c].notna().all())
+        return history, y
 
     def _window(self, history: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """The rows this model fits (the recent `max_history` unless it is a long-history model)."""

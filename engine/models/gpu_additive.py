@@ -72,10 +72,9 @@ class GpuAdditiveModel(ForecastModel):
         for history in histories:
             model = cls(spec, params)
             try:
-                window, y = model._window(history)
+                window, y = model._fit_window(history)
             except ModelError:
                 continue            # the per-entity fit says why
-            model.exogenous_ = tuple(c for c in spec.exogenous if c in window and window[c].notna().all())
             inputs = model._inputs(window.reset_index(drop=True), y)
             if inputs.key not in _AHEAD:
                 groups.setdefault(inputs.grid, []).append(inputs)
@@ -125,10 +124,6 @@ class _Inputs:
     hyper: dict[str, Any]
 
     @property
-    def step(self) -> float:
-        return float(np.median(np.diff(self.t))) if len(self.t) > 1 else 1.0
-
-    @property
     def grid(self) -> tuple:
         """Fits with equal grids, columns and priors share one batched call."""
         return (self.t.tobytes(), self.layout, tuple(sorted(self.hyper.items())))
@@ -145,7 +140,7 @@ class _Inputs:
         """The states of `batch` (fits on this one's grid), in one call."""
         exog = np.stack([b.exog for b in batch]) if self.layout.regressors else None
         fit = additive.fit_batch(self.t, np.stack([b.y for b in batch]), self.layout, self.hyper, exog,
-                                 device=device, step=self.step)
+                                 device=device)
         return [fit.state(i) for i in range(len(batch))]
 
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from engine.models import model_class
+from engine.training.backtest import refit_due
 
 if TYPE_CHECKING:
     from engine.training.entity import EntityInputs, TrainSpec
@@ -52,6 +53,5 @@ def _fits_of(inputs: "EntityInputs", spec: "TrainSpec", refreshable: bool) -> li
     (its final fit, when it wins)."""
     if not inputs.folds:
         return [inputs.history]         # too short or constant: fitted on the whole history, if at all
-    due = [f.train for f in inputs.folds
-           if not refreshable or f.window == 0 or (spec.refit_every and f.window % spec.refit_every == 0)]
+    due = [f.train for f in inputs.folds if not refreshable or f.window == 0 or refit_due(f.window, spec)]
     return [*due, inputs.history]

@@ -109,12 +109,17 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
     return records, forecasts
 
 
+def refit_due(window: int, spec: "TrainSpec") -> bool:
+    """Whether backtest window `window` refits a refreshable model (`backtest.refit`) rather than
+    carrying the last window's fit over to it."""
+    return bool(spec.refit_every and window % spec.refit_every == 0)
+
+
 def _fold_model(name: str, params: Optional[Mapping[str, Any]], fold: Fold, spec: "TrainSpec",
                 last: Optional[ForecastModel]) -> ForecastModel:
     """The model a window forecasts with: fitted on the window's history, or, between refits
     (`spec.refit_every`), the last window's fit carried over to it (`ForecastModel.refreshed`)."""
-    due = spec.refit_every and fold.window % spec.refit_every == 0
-    if last is not None and last.refreshable and not due:
+    if last is not None and last.refreshable and not refit_due(fold.window, spec):
         try:
             return last.refreshed(fold.train)
         except ModelError:
