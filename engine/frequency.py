@@ -154,31 +154,37 @@ class Frequency:
 
         They fit when most lie on the grid and consecutive stamps of an entity are mostly one step
         apart (gaps are allowed: silver fills and flags them)."""
-        rows = pd.DataFrame({"ds": pd.DatetimeIndex(ds), "entity": 0 if entity is None else np.asarray(entity)})
-        rows = rows.dropna(subset=["ds"]).reset_index(drop=True)
-        if len(rows) < 2:
+        # Integer codes and int64 stamps in numpy: a target batch can be millions of rows.
+        stamps = pd.DatetimeIndex(ds)
+        codes = np.zeros(len(stamps), dtype="int64") if entity is None else pd.factorize(entity)[0]
+        present = ~np.asarray(stamps.isna())
+        if not present.all():
+            stamps, codes = stamps[present], codes[present]
+        if len(stamps) < 2:
             return None
-        ds, entity = rows["ds"], rows["entity"]
-        if self._fits(ds, entity):
+        if self._fits(stamps, codes):
             return None
+        ds, entity = pd.Series(stamps), pd.Series(codes)
         looks = describe_spacing(ds, entity)
-        fitting = [f for f in _BY_ALIAS.values() if f is not self and f._fits(ds, entity)]
+        fitting = [f for f in _BY_ALIAS.values() if f is not self and f._fits(stamps, codes)]
         hint = (f"set series.freq: {config_name(fitting[0])}" if fitting
                 else f"resample the data to one value per {self.label} step, or set series.freq to match it")
         return f"the timestamps {looks}, which does not fit series.freq {config_name(self)!r} ({self.label}); {hint}"
 
-    def _fits(self, ds: pd.Series, entity: pd.Series) -> bool:
-        normalized = self.normalize(ds)
+    def _fits(self, stamps: pd.DatetimeIndex, codes: np.ndarray) -> bool:
+        normalized = pd.DatetimeIndex(self.normalize(pd.Series(stamps, copy=False)))
         if self.on_grid(normalized).mean() < 0.5:
             return False
-        # .array keeps the stamps' dtype (to_numpy would box every tz-aware stamp as an object).
-        frame = pd.DataFrame({"entity": entity.to_numpy(), "ds": pd.Series(normalized).array}).drop_duplicates()
-        frame = frame.sort_values(["entity", "ds"])
-        same = frame["entity"].to_numpy()[1:] == frame["entity"].to_numpy()[:-1]
+        # Each entity's distinct stamps in order: consecutive ones are mostly one step apart.
+        order = np.lexsort((normalized.asi8, codes))
+        codes, normalized = codes[order], normalized[order]
+        ns = normalized.asi8
+        first = np.r_[True, (codes[1:] != codes[:-1]) | (ns[1:] != ns[:-1])]
+        codes, normalized = codes[first], normalized[first]
+        same = codes[1:] == codes[:-1]
         if not same.any():
             return True
-        stamps = pd.DatetimeIndex(frame["ds"])
-        apart = (self.steps(stamps[0], stamps[1:]) - self.steps(stamps[0], stamps[:-1]))[same]
+        apart = (self.steps(normalized[0], normalized[1:]) - self.steps(normalized[0], normalized[:-1]))[same]
         return bool(np.median(apart) == 1)
 
 

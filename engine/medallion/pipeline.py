@@ -31,6 +31,7 @@ from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudi
                                        longest_season)
 from engine.medallion.schemas import (SILVER_FLAGS, edge_schema, gold_schema, parsed_calendar_schema,
                                       parsed_exogenous_schema, parsed_target_schema, rejected_schema, silver_schema)
+from engine.memory import give_back
 from engine.normalize import entity_ids
 from engine.sources import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, RawBatch, Source
 from engine.sources.base import bronze_column
@@ -96,13 +97,14 @@ class BatchParser:
         order = bronze_rows["_row"]
         rows = bronze_rows if order.is_monotonic_increasing else bronze_rows.sort_values("_row")
         batch = rows["_batch_id"].iloc[0]
-        raw = rows.drop(columns=[c for c in rows.columns if c in (*BRONZE_META, PART, PART_KEY)])
+        raw_columns = [c for c in rows.columns if c not in (*BRONZE_META, PART, PART_KEY)]
         if self.batch_columns is None:
             # Columns another file added to the bronze table are all-null here: not part of this batch.
-            raw = raw.dropna(axis=1, how="all")
+            keep = [c for c in raw_columns if rows[c].notna().any()]
         else:      # a range: a column of the batch may be empty in this range and still belongs to it
-            raw = raw[[c for c in raw.columns if c in self.batch_columns[batch]]]
-        raw = raw.reset_index(drop=True)
+            keep = [c for c in raw_columns if c in self.batch_columns[batch]]
+        raw = rows[keep]        # the one copy (a batch can be millions of rows)
+        raw.index = pd.RangeIndex(len(raw))
         parsed = self.parse(raw)
         if "entity_id" in parsed:     # one spelling of an id everywhere (training and serving read it so too)
             parsed["entity_id"] = entity_ids(parsed["entity_id"]).astype(object)
@@ -175,6 +177,7 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
             held = []
         # Let go of this file before the next one is read (the loop variables would keep it alive).
         batch = rows = None
+        give_back()
     if as_of is not None:
         progress(f"as of {as_of.isoformat()}: slice from "
                  f"{since.isoformat() if since is not None else 'the start'}, {sliced_rows} raw row(s)")
@@ -326,7 +329,8 @@ def _schema_for(dataset: Dataset, schemas: dict, exog_columns: dict):
 
 
 def _with_metadata(batch: RawBatch, source: str, ingested_at: pd.Timestamp) -> pd.DataFrame:
-    rows = batch.frame.rename(columns=bronze_column)
+    rows = batch.frame.copy(deep=False)     # the batch's columns, not copied: only new ones are added
+    rows.columns = [bronze_column(c) for c in rows.columns]
     rows["_source"], rows["_file"], rows["_batch_id"] = source, batch.file, batch.batch_id
     rows["_ingested_at"] = pd.Series(ingested_at, index=rows.index, dtype="datetime64[us, UTC]")
     rows["_row"] = np.arange(len(rows), dtype="int64")
@@ -342,11 +346,32 @@ def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame,
     if batch.frame.empty:
         return "the file is empty (no header or no data rows)", False
     try:
-        parsed = parser(rows)
+        if freq is None:
+            parser(rows)
+            return None, False
+        stamps = _target_stamps(parser, rows)
     except BatchRejected as exc:
         return str(exc), False
-    misfit = freq.mismatch(parsed["ds"], parsed["entity_id"]) if freq is not None else None
+    misfit = freq.mismatch(stamps["ds"], stamps["entity_id"])
     return misfit, misfit is not None
+
+
+def _target_stamps(parser: BatchParser, rows: pd.DataFrame) -> pd.DataFrame:
+    """`entity_id, ds` of a target batch, parsed in ranges of PARSE_ROWS rows as silver parses
+    it, so the driver never holds a parsed copy of a file of millions of rows next to the raw one.
+    The first row of every range is parsed together too: a check across the batch (timestamps
+    with and without an offset) then sees every range, as each range is consistent or is itself
+    rejected. A rejected batch is parsed whole again: its verdict and row numbers are the batch's."""
+    if len(rows) > PARSE_ROWS:
+        batch = rows["_batch_id"].iloc[0]
+        ranged = replace(parser, batch_columns={batch: tuple(c for c in rows.columns if rows[c].notna().any())})
+        try:
+            ranged(rows.iloc[::PARSE_ROWS])
+            return pd.concat([ranged(rows.iloc[start:start + PARSE_ROWS])[["entity_id", "ds"]]
+                              for start in range(0, len(rows), PARSE_ROWS)], ignore_index=True)
+        except BatchRejected:
+            pass
+    return parser(rows)[["entity_id", "ds"]]
 
 
 def _rejection_row(batch: RawBatch, reason: str, at: pd.Timestamp) -> pd.DataFrame:

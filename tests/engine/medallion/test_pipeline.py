@@ -125,6 +125,33 @@ def test_bad_batches_are_rejected_kept_in_bronze_and_leave_gold_intact(messy, co
     assert again.rejected and not again.new_rejections and len(lake.read(REJECTED)) == 1
 
 
+_NAIVE = "A,2024-01-01 00:00,1,20\nA,2024-01-01 01:00,2,20\n"
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("meter,time,kw,temp\n" + _NAIVE + "A,2024-01-01T02:00+00:00,3,20\nA,2024-01-01T03:00+00:00,4,20\n",
+     "mixes timestamps with and without a time-zone offset (rows 1, 2 have none)"),
+    ("meter,time,kw,temp\n" + _NAIVE + "A,2024-01-01 02:00,3,20\nA,soon,4,20\n", "unparseable timestamps in rows 4"),
+    ("meter,time,kw,temp\n" + "".join(f"A,2024-01-{d:02d} 00:00,1,20\n" for d in range(1, 9)),
+     "which does not fit series.freq"),
+])
+def test_a_large_batch_checked_in_row_ranges_on_the_driver_is_judged_as_a_whole(messy, tmp_path, monkeypatch,
+                                                                                 content, reason):
+    """The driver checks a target batch of more than PARSE_ROWS rows range by range (2 here): a
+    mix of conventions across ranges, or a bad row in a later range, is rejected with the whole
+    batch's message and row numbers, as a batch checked whole is."""
+    from engine.medallion import pipeline
+
+    _, folder = messy
+    (folder / "zz_bad.csv").write_text(content)
+    reasons = {}
+    for rows in (2, 10 ** 9):
+        monkeypatch.setattr(pipeline, "PARSE_ROWS", rows)
+        report, _ = run(csv_config(tmp_path / f"ranges-{rows}", folder))
+        reasons[rows] = [r["reason"] for r in report.rejected]
+    assert reasons[2] == reasons[10 ** 9] and len(reasons[2]) == 1 and reason in reasons[2][0]
+
+
 def test_offsets_are_converted_to_utc(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
