@@ -299,6 +299,10 @@ class BacktestConfig:
     # Default: false below daily steps (a window adds a week to months of history; fits cost most
     # there), true at daily and longer steps.
     refit: Any = None
+    # Also judge candidates on the weeks the forecast covers in each of the last `years` years (the
+    # same time of year: load follows the seasons, and a July forecast picked on June weeks alone
+    # favours what did well in June). Those windows need that much history and fit afresh.
+    years: int = 0
 
     @property
     def refit_every(self) -> int:
@@ -307,6 +311,7 @@ class BacktestConfig:
 
     def __post_init__(self) -> None:
         _check(self.windows >= 1, "backtest.windows", "must be >= 1")
+        _check(self.years >= 0, "backtest.years", f"must be >= 0 (years back), got {self.years}")
         _check(self.refit is None or isinstance(self.refit, bool) or (isinstance(self.refit, int) and self.refit >= 1),
                "backtest.refit",
                f"must be true, false or a number of windows >= 1, got {self.refit!r}")
@@ -534,6 +539,9 @@ class Config:
                    f"add {', '.join(missing)} to source.exogenous")
             _check(not cls.needs_season or any(s > 1 for s in self.series.season_lengths), "models",
                    f"lists {name}, which needs at least one series.season_lengths entry > 1")
+            _check(not cls.needs_trained_network or not self.backtest.years, "backtest.years",
+                   f"must be 0 with {name} among the models: its network is trained once on the whole panel up to "
+                   "the recent backtest windows, so it has seen the earlier years' windows")
 
     def _check_hyperparameters(self) -> None:
         """model_params and tuning.space against what each model declares."""

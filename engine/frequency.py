@@ -74,6 +74,12 @@ class Frequency:
         return tuple(sorted({round(d / step) for d in days if d >= step * 2
                              and abs(round(d / step) * step - d) < 1e-9}))
 
+    @property
+    def year_steps(self) -> int:
+        """Steps in a year: 52 weeks at weekly and shorter steps (a stamp a year back falls on the
+        same weekday and hour), 12 months otherwise."""
+        return 12 // self.months if self.months else round(364 * _DAY / self.fixed)
+
     def add(self, ds, steps: int):
         """`ds` (a timestamp or a column of them) moved `steps` grid steps (negative: back)."""
         return ds + steps * self.offset

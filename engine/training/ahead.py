@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterable, Iterator, Optional
 
 from engine.models import model_class
-from engine.training.backtest import refit_due
 
 if TYPE_CHECKING:
     from engine.training.entity import EntityInputs, TrainSpec
@@ -39,7 +38,7 @@ def fitted_ahead(spec: "TrainSpec", inputs: Iterable[Optional["EntityInputs"]]) 
     try:
         for name in names:
             cls = model_class(name)
-            histories = [h for i in prepared for h in _fits_of(i, spec, cls.refreshable)]
+            histories = [h for i in prepared for h in _fits_of(i, cls.refreshable)]
             fitted += cls.fit_ahead(spec.model, spec.hyperparameters.get(name), histories)
         yield fitted
     finally:
@@ -47,11 +46,11 @@ def fitted_ahead(spec: "TrainSpec", inputs: Iterable[Optional["EntityInputs"]]) 
             model_class(name).forget_ahead()
 
 
-def _fits_of(inputs: "EntityInputs", spec: "TrainSpec", refreshable: bool) -> list:
+def _fits_of(inputs: "EntityInputs", refreshable: bool) -> list:
     """The histories a candidate is fitted on for this entity: the backtest windows that refit
     (`backtest.refit`; every window for a model that cannot be refreshed) and the whole history
     (its final fit, when it wins)."""
     if not inputs.folds:
         return [inputs.history]         # too short or constant: fitted on the whole history, if at all
-    due = [f.train for f in inputs.folds if not refreshable or f.window == 0 or refit_due(f.window, spec)]
+    due = [f.train for f in inputs.folds if not refreshable or f.refit]
     return [*due, inputs.history]

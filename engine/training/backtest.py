@@ -28,8 +28,9 @@ CheckTime = Optional[Callable[[], None]]    # raises to end a search trial that 
 
 @dataclass(frozen=True)
 class Fold:
-    """One rolling-origin window: fit on `train`, forecast the rows of `test` (no `y`), score
-    against `actual` with the MASE `scale` of the training part."""
+    """One backtest window: fit on `train`, forecast the rows of `test` (no `y`), score against
+    `actual` with the MASE `scale` of the training part. `refit`: the window fits a refreshable
+    model afresh rather than carrying the last window's fit over (`backtest.refit`)."""
 
     window: int
     origin: pd.Timestamp
@@ -37,6 +38,7 @@ class Fold:
     test: pd.DataFrame
     actual: np.ndarray
     scale: float
+    refit: bool = True
 
     def record(self, candidate: str) -> dict[str, Any]:
         """A record for `candidate` on this window, before its metrics or error are known."""
@@ -62,23 +64,34 @@ def usable_windows(history: pd.DataFrame, spec: "TrainSpec") -> int:
 
 def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
                    scenario: tuple[str, ...] = ()) -> list[Fold]:
-    """The `windows` rolling-origin folds of `history`, the last ending at its last row.
-    Regressors in `scenario` (those the real forecast must fill without knowing them) are filled
-    the same way from each window's own past, so a model is judged on the information it will
-    have, not on realized weather."""
+    """The `windows` rolling-origin folds of `history`, the last ending at its last row, after
+    the `backtest.years` ones the history allows (oldest first). Regressors in `scenario` (those
+    the real forecast must fill without knowing them) are filled the same way from each window's
+    own past, so a model is judged on the information it will have, not on realized weather."""
     n, h = len(history), spec.horizon
     y = history["y"].to_numpy()
+    origins = [(n - h - (windows - 1 - window) * spec.step, window == 0 or refit_due(window, spec))
+               for window in range(windows)]
+    origins = _seasonal_origins(n, spec, origins[0][0] if origins else n) + origins
     folds = []
-    for window in range(windows):
-        origin = n - h - (windows - 1 - window) * spec.step
+    for window, (origin, refit) in enumerate(origins):
         train, test = history.iloc[:origin], history.iloc[origin:origin + h].copy()
         if scenario:
             filled = future_rows(train, train.iloc[:0], spec)
             for column in scenario:
                 test[column] = filled[column].to_numpy()
         folds.append(Fold(window, history["ds"].iloc[origin], train, test.drop(columns="y"), y[origin:origin + h],
-                          mase_scale(y[:origin], _mase_season(spec, origin))))
+                          mase_scale(y[:origin], _mase_season(spec, origin)), refit))
     return folds
+
+
+def _seasonal_origins(n: int, spec: "TrainSpec", first_recent: int) -> list[tuple[int, bool]]:
+    """Origins of the `backtest.years` windows: the steps the forecast covers (from `n`), k years
+    back for each k the history holds with a training part, oldest first; each fits afresh (a
+    fit is not carried over a year). Those that would overlap the recent windows are left out."""
+    year = spec.model.frequency.year_steps
+    origins = [n - k * year for k in range(spec.years, 0, -1)]
+    return [(o, True) for o in origins if o >= spec.min_train and o + spec.horizon <= first_recent]
 
 
 def _mase_season(spec: "TrainSpec", n: int) -> int:
@@ -110,8 +123,8 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
 
 
 def refit_due(window: int, spec: "TrainSpec") -> bool:
-    """Whether backtest window `window` refits a refreshable model (`backtest.refit`) rather than
-    carrying the last window's fit over to it."""
+    """Whether recent backtest window `window` (0: the first) refits a refreshable model
+    (`backtest.refit`) rather than carrying the last window's fit over to it."""
     return bool(spec.refit_every and window % spec.refit_every == 0)
 
 
@@ -119,7 +132,7 @@ def _fold_model(name: str, params: Optional[Mapping[str, Any]], fold: Fold, spec
                 last: Optional[ForecastModel]) -> ForecastModel:
     """The model a window forecasts with: fitted on the window's history, or, between refits
     (`spec.refit_every`), the last window's fit carried over to it (`ForecastModel.refreshed`)."""
-    if last is not None and last.refreshable and not refit_due(fold.window, spec):
+    if last is not None and last.refreshable and not fold.refit:
         try:
             return last.refreshed(fold.train)
         except ModelError:

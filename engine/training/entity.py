@@ -58,6 +58,7 @@ class TrainSpec:
     fail_fast: bool = False
     select: str = "best"        # "best": the best backtest wins; "combine": the mean of the ensemble_size best
     refit_every: int = 1        # backtest windows between fits (0: the first only; backtest.refit)
+    years: int = 0              # windows at the forecast's time of year, 1..years back (backtest.years)
     hyperparameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)   # per model
     sources: Mapping[str, str] = field(default_factory=dict)   # where `hyperparameters` came from, per model
     tuned_by: Optional[str] = None          # the `manymodels tune` run whose values are in `hyperparameters`
@@ -79,7 +80,7 @@ class TrainSpec:
         return cls(models=tuple(config.models), horizon=config.horizon, windows=config.backtest.windows,
                    step=config.backtest.step, metric=config.backtest.metric,
                    max_history=config.history_steps, ensemble_size=ensemble_size, select=config.backtest.select,
-                   refit_every=config.backtest.refit_every,
+                   refit_every=config.backtest.refit_every, years=config.backtest.years,
                    model=config.model_spec(), fail_fast=config.training.fail_fast, hyperparameters=params,
                    sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config),
                    keep_paths=frozenset(config.hierarchy.tree.nodes), intervals=config.training.intervals)

@@ -131,7 +131,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     plan = plan_partitions(dict(zip(extents["entity_id"], extents["observed"])),
                            strategy=config.partitions.strategy, cores=runner.cores,
                            tasks_per_core=config.partitions.tasks_per_core, models=model_costs(spec.models),
-                           fits_per_model=spec.windows + 1, max_history=spec.max_history,
+                           fits_per_model=spec.windows + spec.years + 1, max_history=spec.max_history,
                            recorded=_recorded_costs(lake))
     timings["plan"] = time.perf_counter() - started
 

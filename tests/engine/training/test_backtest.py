@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from engine.config import parse_config
-from engine.training.backtest import _fold_model, backtest_candidate, backtest_folds
+from engine.training.backtest import _fold_model, backtest_candidate, backtest_folds, usable_windows
+from engine.training.entity import TrainSpec
 from engine.training.history import prepare
 from tests.engine.training.test_entity import entity, spec_for
 
@@ -57,3 +60,68 @@ def test_backtest_refit_defaults_to_the_first_window_below_daily_steps_and_check
     from engine.config import ConfigError
     with pytest.raises(ConfigError, match="backtest.refit' must be true, false or a number of windows >= 1, got 0"):
         config("h", refit=0)
+
+
+def daily_spec(**backtest):
+    config = parse_config({"name": "t", "source": {"kind": "synthetic"}, "series": {"freq": "D"}, "horizon": 7,
+                           "backtest": {"windows": 3, "step": 7, "refit": False, **backtest},
+                           "models": ["seasonal_naive", "ets"]})
+    return TrainSpec.from_config(config)
+
+
+def daily_history(days: int, spec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(7)
+    t = np.arange(days)
+    y = 100 + 20 * np.sin(2 * np.pi * t / 365.25) + 5 * np.sin(2 * np.pi * t / 7) + rng.normal(0, 2, days)
+    rows = pd.DataFrame({"entity_id": "e", "ds": pd.date_range("2021-01-01", periods=days, freq="D", tz="UTC"),
+                         "y": y})
+    history, future, _ = prepare(rows, spec)
+    return history, future
+
+
+def test_backtest_years_adds_the_forecasts_weeks_of_earlier_years_each_fitted_afresh():
+    """`backtest.years: 2`: before the recent windows, the 7 days the forecast covers 52 weeks and
+    104 weeks earlier (same weekdays), oldest first; those fit afresh, and only the first recent
+    window fits among the recent ones (refit false)."""
+    spec = daily_spec(years=2)
+    history, future = daily_history(900, spec)
+    folds = backtest_folds(history, spec, 3)
+    n = len(history)
+    assert [f.window for f in folds] == [0, 1, 2, 3, 4]
+    assert [f.origin for f in folds] == list(history["ds"].iloc[[n - 728, n - 364, n - 21, n - 14, n - 7]])
+    assert [f.refit for f in folds] == [True, True, True, False, False]
+    for fold, years in zip(folds[:2], (2, 1)):
+        assert (fold.test["ds"] + pd.Timedelta(days=364 * years)).tolist() == future["ds"].tolist()
+        assert len(fold.train) == fold.train.index[-1] + 1 == n - 364 * years      # only its own past
+    ets = [None]
+    for fold in folds:
+        ets.append(_fold_model("ets", {}, fold, spec, ets[-1]))
+    fits = [json.dumps(m._state()["fit"]) for m in ets[1:]]
+    assert len(set(fits[:3])) == 3 and fits[2] == fits[3] == fits[4]
+    records, forecasts = backtest_candidate("ets", {}, folds, spec)
+    assert [r["error"] for r in records] == [None] * 5 and sorted(forecasts) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("days, backtest, kept", [
+    (500, {"years": 2}, 1),                              # two years back is before the history
+    (900, {"years": 2, "windows": 60}, 1),               # a year back falls inside the 60 recent weeks
+    (900, {"years": 0}, 0),
+])
+def test_backtest_years_leaves_out_windows_the_history_cannot_hold(days, backtest, kept):
+    spec = daily_spec(**backtest)
+    history, _ = daily_history(days, spec)
+    recent = min(spec.windows, usable_windows(history, spec))
+    assert len(backtest_folds(history, spec, recent)) == recent + kept
+
+
+@pytest.mark.parametrize("backtest, message", [
+    ({"years": -1}, "'backtest.years' must be >= 0 (years back), got -1"),
+    ({"years": True}, "'backtest.years' must be an integer, got True (bool)"),
+])
+def test_backtest_years_is_checked(backtest, message):
+    from engine.config import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        daily_spec(**backtest)
+    with pytest.raises(ConfigError, match="'backtest.years' must be 0 with global_nn among the models"):
+        parse_config({"name": "t", "source": {"kind": "synthetic"}, "series": {"freq": "D"},
+                      "backtest": {"years": 1}, "models": ["seasonal_naive", "global_nn"]})
