@@ -10,7 +10,8 @@ lake and MLflow store, once per variant of the backtest:
 - `recent`:   the config as shipped before `backtest.years` (the last three weeks only);
 - `seasonal`: plus the weeks the forecast covers in each of the two earlier years (`backtest.years: 2`);
 - `weeks6`:   the last six weeks;
-- `combine`:  the last three weeks, each zone's forecast the mean of its best candidates.
+- `combine`:  the last three weeks, each zone's forecast the mean of its best candidates;
+- `seasonal_combine`: both.
 
 and scores each night's published (reconciled) 168 hours against the load history with the
 competition's weights (a zone-hour 1, a system-hour 20, as 8 and 160 per day). The variant that
@@ -38,7 +39,7 @@ from benchmarks.gefcom_wrmse import competition_file, hourly, wrmse  # noqa: E40
 WORK = ROOT / "benchmarks" / ".work" / "gefcom_years"
 # `backtest` keys each variant sets over the config's.
 VARIANTS = {"recent": {"years": 0}, "seasonal": {"years": 2}, "weeks6": {"years": 0, "windows": 6},
-            "combine": {"years": 0, "select": "combine"}}
+            "combine": {"years": 0, "select": "combine"}, "seasonal_combine": {"years": 2, "select": "combine"}}
 SYSTEM_WEIGHT = 20          # 160 per system-day against 8 per zone-day
 
 
