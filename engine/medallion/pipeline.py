@@ -165,6 +165,11 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
                 continue
             sliced_rows += len(batch.frame)
         report.batches += 1
+        # A file of millions of rows: what reading it freed (Arrow's buffers) goes back before
+        # its checks, and all of it after its write (not per small file: a collection costs ms).
+        large = len(batch.frame) > PARSE_ROWS
+        if large:
+            give_back()
         rows = _with_metadata(batch, config.source.kind, ingested_at)
         reason, misfit = _validate(batch, parsers[batch.dataset], rows, freq if batch.dataset == target.name else None)
         fitted |= batch.dataset == target.name and reason is None
@@ -177,7 +182,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
             held = []
         # Let go of this file before the next one is read (the loop variables would keep it alive).
         batch = rows = None
-        give_back()
+        if large:
+            give_back()
     if as_of is not None:
         progress(f"as of {as_of.isoformat()}: slice from "
                  f"{since.isoformat() if since is not None else 'the start'}, {sliced_rows} raw row(s)")
