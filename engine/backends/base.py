@@ -90,6 +90,13 @@ class Backend(ABC):
     def lengths(self, frame) -> dict[str, int]: ...
 
     @abstractmethod
+    def edge_stats(self, silver) -> pd.DataFrame:
+        """Per entity of silver with something to say (`cleaning.edge_rows`), as pandas: `entity_id`,
+        `received` (rows), and over its on-grid rows `rows`, `bad_id`, `valid` (rows with a value),
+        `last_received`, `last_valid`, `last_invalid` (the last flagged invalid). Aggregated where
+        the rows are: entities with no problem may be left out."""
+
+    @abstractmethod
     def extents(self, gold) -> pd.DataFrame:
         """Per entity (pandas): `rows`, `observed` (non-missing y), `last_observed`, and the `mean`
         and (sample) `std` of the observed y."""

@@ -105,6 +105,19 @@ class PandasBackend(Backend):
     def lengths(self, frame: pd.DataFrame) -> dict[str, int]:
         return {str(k): int(v) for k, v in frame.groupby("entity_id").size().items()}
 
+    def edge_stats(self, silver: pd.DataFrame) -> pd.DataFrame:
+        on_grid = ~silver["flag_off_grid"].astype(bool)
+        valid = on_grid & silver["y"].notna()
+        stamps = silver["ds"]
+        stats = silver.assign(
+            on_grid=on_grid, valid=valid, bad_id=silver["flag_bad_id"].astype(bool) & on_grid,
+            grid_ds=stamps.where(on_grid), valid_ds=stamps.where(valid),
+            invalid_ds=stamps.where(on_grid & silver["flag_invalid"].astype(bool)),
+        ).groupby("entity_id").agg(received=("ds", "size"), rows=("on_grid", "sum"), bad_id=("bad_id", "any"),
+                                   valid=("valid", "sum"), last_received=("grid_ds", "max"),
+                                   last_valid=("valid_ds", "max"), last_invalid=("invalid_ds", "max"))
+        return stats.reset_index()
+
     def extents(self, gold: pd.DataFrame) -> pd.DataFrame:
         seen = gold[gold["y"].notna()]
         observed = seen.groupby("entity_id")["ds"].agg(["count", "max"]).join(

@@ -158,6 +158,21 @@ class SparkBackend(Backend):
     def lengths(self, frame) -> dict[str, int]:
         return {r["entity_id"]: int(r["count"]) for r in frame.groupBy("entity_id").count().collect()}
 
+    def edge_stats(self, silver) -> pd.DataFrame:
+        from pyspark.sql import functions as F
+        on_grid = ~F.col("flag_off_grid")
+        valid = on_grid & F.col("y").isNotNull() & ~F.isnan("y")
+        stats = silver.groupBy("entity_id").agg(
+            F.count(F.lit(1)).alias("received"), F.count(F.when(on_grid, 1)).alias("rows"),
+            F.max(on_grid & F.col("flag_bad_id")).alias("bad_id"), F.count(F.when(valid, 1)).alias("valid"),
+            F.max(F.when(on_grid, F.col("ds"))).alias("last_received"),
+            F.max(F.when(valid, F.col("ds"))).alias("last_valid"),
+            F.max(F.when(on_grid & F.col("flag_invalid"), F.col("ds"))).alias("last_invalid"))
+        # Only the entities with a problem reach the driver (cleaning.edge_rows says which).
+        worth = ((F.col("rows") == 0) | F.col("bad_id") | (F.col("valid") == 0)
+                 | (F.col("last_invalid") > F.col("last_valid")))
+        return self.to_pandas(stats.filter(worth))
+
     def extents(self, gold) -> pd.DataFrame:
         from pyspark.sql import functions as F
         observed = F.col("y").isNotNull() & ~F.isnan("y")

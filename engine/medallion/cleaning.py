@@ -5,9 +5,9 @@ per grid step from its first to its last received row, the latest received value
 duplicates, and problems flagged, never dropped. `GoldPreparer` turns silver into gold: what
 models train on, short and seasonal gaps *inside* the observed span filled and marked
 `is_imputed` (missing values after the last valid one stay missing: they are not history, and
-the forecast starts after the last valid value). `EdgeAudit` names the entities whose rows say
-something a person should hear: an id that is too long, no valid value at all, or trailing
-invalid values that move the forecast origin earlier.
+the forecast starts after the last valid value). `edge_rows` names the entities whose rows say
+something a person should hear: an id that is too long, no row on the grid, no valid value at
+all, or trailing invalid values that move the forecast origin earlier.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import pandas as pd
 
 from engine.config import QualityConfig
 from engine.frequency import Frequency
-from engine.medallion.schemas import SILVER_FLAGS, edge_schema
+from engine.medallion.schemas import SILVER_FLAGS
 
 _LINEAR_GAP = 3  # steps; longer gaps are filled from the previous season first
-ID_TOO_LONG, NO_VALUE, TRAILING = "id_too_long", "no_value", "trailing"
+ID_TOO_LONG, NO_VALUE, TRAILING, OFF_GRID = "id_too_long", "no_value", "trailing", "off_grid"
 
 
 @dataclass(frozen=True)
@@ -102,29 +102,37 @@ class GoldPreparer:
         return out
 
 
-@dataclass(frozen=True)
-class EdgeAudit:
-    """At most one row for an entity of silver: why part (or all) of it will not be trained on."""
+def edge_rows(stats: pd.DataFrame, freq: Frequency) -> pd.DataFrame:
+    """At most one row per entity of silver: why part (or all) of it will not be trained on, from
+    its statistics (`Backend.edge_stats`, one row per entity; entities without a problem may be
+    left out of them). The statistics are aggregates, so the engine never sends all of silver
+    through a per-entity function to find the few entities worth a word."""
+    stats = stats.sort_values("entity_id", ignore_index=True)
+    rows, received = stats["rows"].to_numpy("int64"), stats["received"].to_numpy("int64")
+    last_valid, last_received, last_invalid = (_utc(stats[c]) for c in ("last_valid", "last_received", "last_invalid"))
+    off_grid = rows == 0
+    bad_id = ~off_grid & stats["bad_id"].to_numpy(bool)
+    no_value = ~off_grid & ~bad_id & (stats["valid"].to_numpy("int64") == 0)
+    # Trailing *invalid* values ('n/a'): blank ones are hours not measured yet, which a feed sends
+    # all the time; either way the forecast starts after the last valid value.
+    trailing = ~off_grid & ~bad_id & ~no_value & np.asarray(last_invalid > last_valid)
+    after = np.zeros(len(stats), dtype="int64")
+    if trailing.any():      # silver's on-grid rows are one per step: the rows after it are the steps
+        after[trailing] = freq.steps(last_valid[trailing], last_received[trailing])
+    problem = np.select([off_grid, bad_id, no_value, trailing], [OFF_GRID, ID_TOO_LONG, NO_VALUE, TRAILING], "")
+    count = np.select([off_grid, bad_id, no_value, trailing], [received, rows, rows, after], 0)
+    keep = problem != ""
+    return pd.DataFrame({
+        "entity_id": stats["entity_id"].to_numpy(object)[keep], "problem": problem[keep].astype(object),
+        "rows": count[keep].astype("int64"),
+        "last_valid": pd.Series(last_valid.where(bad_id | trailing)[keep], dtype="datetime64[us, UTC]"),
+        "last_received": pd.Series(last_received[keep], dtype="datetime64[us, UTC]")})
 
-    def __call__(self, rows: pd.DataFrame) -> pd.DataFrame:
-        rows = rows[~rows["flag_off_grid"].astype(bool)]
-        entity, ds = rows["entity_id"].iloc[0], rows["ds"]
-        valid = ds[rows["y"].notna().to_numpy()]
-        last_received = ds.max()
-        if rows["flag_bad_id"].astype(bool).any():
-            problem, count, last_valid = ID_TOO_LONG, len(rows), valid.max() if len(valid) else pd.NaT
-        elif not len(valid):
-            problem, count, last_valid = NO_VALUE, len(rows), pd.NaT
-        elif valid.max() < last_received and rows.loc[(ds > valid.max()).to_numpy(), "flag_invalid"].any():
-            # Trailing *invalid* values ('n/a'): blank ones are hours not measured yet, which a
-            # feed sends all the time; either way the forecast starts after the last valid value.
-            problem, last_valid = TRAILING, valid.max()
-            count = int((ds > last_valid).sum())
-        else:
-            return edge_schema().empty_table().to_pandas()
-        return pd.DataFrame({"entity_id": [entity], "problem": [problem], "rows": [count],
-                             "last_valid": pd.Series([last_valid], dtype="datetime64[us, UTC]"),
-                             "last_received": pd.Series([last_received], dtype="datetime64[us, UTC]")})
+
+def _utc(stamps: pd.Series) -> pd.DatetimeIndex:
+    """UTC microsecond stamps (Spark's toPandas gives naive ones, in its UTC session time zone)."""
+    stamps = pd.DatetimeIndex(stamps)
+    return (stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")).as_unit("us")
 
 
 def fill_gaps(y: np.ndarray, season: int, max_gap: int) -> np.ndarray:

@@ -27,8 +27,8 @@ from engine.frequency import Frequency
 from engine.lake import (BRONZE_META, GOLD_HOLIDAYS, GOLD_SERIES, PART, PART_KEY, REJECTED, SILVER_SERIES, SLICES,
                          DeltaRsLake, bronze_table,
                          observed_before)
-from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, TRAILING, EdgeAudit, GoldPreparer, SilverCleaner,
-                                       longest_season)
+from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, OFF_GRID, TRAILING, GoldPreparer, SilverCleaner,
+                                       edge_rows, longest_season)
 from engine.medallion.schemas import (SILVER_FLAGS, edge_schema, gold_schema, parsed_calendar_schema,
                                       parsed_exogenous_schema, parsed_target_schema, rejected_schema, silver_schema)
 from engine.memory import give_back
@@ -52,8 +52,8 @@ class IngestReport:
     rebuilt: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     max_id_length: int = 0
-    # Entities silver kept that gold will not train on as received (EdgeAudit rows): ids too
-    # long, no valid value, trailing missing/invalid values.
+    # Entities silver kept that gold will not train on as received (cleaning.edge_rows): ids too
+    # long, no row on the grid, no valid value, trailing missing/invalid values.
     edges: pd.DataFrame = field(default_factory=lambda: edge_schema().empty_table().to_pandas())
 
     @property
@@ -61,7 +61,7 @@ class IngestReport:
         return [r for r in self.rejected if r["new"]]
 
     def edge_counts(self) -> dict[str, int]:
-        return {p: int((self.edges["problem"] == p).sum()) for p in (ID_TOO_LONG, NO_VALUE, TRAILING)}
+        return {p: int((self.edges["problem"] == p).sum()) for p in (ID_TOO_LONG, OFF_GRID, NO_VALUE, TRAILING)}
 
     def edge_lines(self, limit: int = 20) -> list[str]:
         """What a person should hear about those entities, one line each (at most `limit` per kind)."""
@@ -264,8 +264,7 @@ def _audit_edges(backend, silver, report: IngestReport, config: Config, as_of: O
     """Name the entities of silver that gold will not train on as received (before `as_of`:
     later rows of a replayed night are not measured yet, so blank by design)."""
     report.max_id_length = config.quality.max_id_length
-    report.edges = backend.to_pandas(backend.apply_by(observed_before(silver, as_of), "entity_id", EdgeAudit(),
-                                                    edge_schema()))
+    report.edges = edge_rows(backend.edge_stats(observed_before(silver, as_of)), config.series.frequency)
     for line in report.edge_lines():
         progress(line)
 
@@ -275,6 +274,10 @@ def _edge_line(row, max_id_length: int) -> str:
         return (f"id too long: {row.entity_id[:40]!r}... is {len(row.entity_id)} characters (quality.max_id_length "
                 f"{max_id_length}): its {row.rows} row(s) stay in bronze and silver (flag_bad_id) and are left out "
                 "of gold; shorten the id at the source (or raise quality.max_id_length) and rerun")
+    if row.problem == OFF_GRID:
+        return (f"no row on the grid: entity {row.entity_id!r} has {row.rows} row(s), none on a series.freq step: "
+                "they stay in silver (flag_off_grid) and the entity is not in gold; send its rows on the grid "
+                "(or set series.freq to fit them) and rerun")
     if row.problem == NO_VALUE:
         return (f"no valid value: entity {row.entity_id!r} has {row.rows} row(s), all missing or invalid: it "
                 "stays in gold and is recorded as failed (EmptySeries) by training")

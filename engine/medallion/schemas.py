@@ -36,7 +36,7 @@ def silver_schema(exogenous: Sequence[str]) -> pa.Schema:
 
 
 def edge_schema() -> pa.Schema:
-    """One row per entity whose rows need a word in the ingest summary (see `cleaning.EdgeAudit`)."""
+    """One row per entity whose rows need a word in the ingest summary (see `cleaning.edge_rows`)."""
     return pa.schema([("entity_id", pa.string()), ("problem", pa.string()), ("rows", pa.int64()),
                     ("last_valid", TS), ("last_received", TS)])
 

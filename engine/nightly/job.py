@@ -52,7 +52,7 @@ class NightReport:
     reused_from: Optional[str] = None
     rejected: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-    edges: dict[str, int] = field(default_factory=dict)   # ingest's EdgeAudit counts by problem
+    edges: dict[str, int] = field(default_factory=dict)   # ingest's edge_rows counts by problem
 
     @property
     def exit_code(self) -> int:

@@ -118,7 +118,7 @@ def test_all_missing_entity_is_a_failed_row_and_trailing_invalid_values_are_repo
     said: list[str] = []
     report = ingest(config, backend_for(config, "local"), progress=lines(said))
 
-    assert report.edge_counts() == {"id_too_long": 0, "no_value": 1, "trailing": 1}
+    assert report.edge_counts() == {"id_too_long": 0, "off_grid": 0, "no_value": 1, "trailing": 1}
     lake = DeltaRsLake(config.lake)
     silver = lake.read(SILVER_SERIES)
     assert set(silver["entity_id"]) == {"meter-ok", "meter-empty", "meter-trailing"}

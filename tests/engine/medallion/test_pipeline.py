@@ -269,3 +269,34 @@ def test_a_batch_parsed_in_row_ranges_gives_the_silver_of_the_whole_batch(tmp_pa
     assert a["y"].tolist() == [999.0] and a["flag_duplicate"].tolist() == [True]
     c = whole[whole["entity_id"] == "C"]
     assert len(c) == 30 and c["temp"].isna().sum() == 10 and (c["temp"].dropna() == 21).all()
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("spark", marks=pytest.mark.spark)])
+def test_entities_gold_will_not_train_on_as_received_are_named_from_silver_aggregates(tmp_path, kind, request):
+    """Every entity with a word to say, from per-entity aggregates of silver on either backend: one
+    whose every row is off the hourly grid (that entity used to stop the ingest), one with no valid
+    value, one ending in invalid values (3 rows after its last valid hour), and an id too long."""
+    from engine.backends.spark import SparkBackend
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    hours = [f"2024-01-01 {h:02d}:00" for h in range(10)]
+    extra = ([{"meter": "C", "time": t, "kw": "5", "temp": "20"} for t in ("2024-01-01 00:30", "2024-01-01 01:30")]
+             + [{"meter": "D", "time": t, "kw": "", "temp": "20"} for t in hours]
+             + [{"meter": "E", "time": t, "kw": "n/a" if i >= 7 else "5", "temp": "20"} for i, t in enumerate(hours)]
+             + [{"meter": "F" * 300, "time": t, "kw": "5", "temp": "20"} for t in hours[:4]])
+    pd.DataFrame(messy_rows() + extra).to_csv(folder / "day1.csv", index=False)
+    config = csv_config(tmp_path, folder)
+    backend = LocalBackend(config.lake) if kind == "local" else SparkBackend(request.getfixturevalue("spark"),
+                                                                             config.lake)
+    said = []
+    report = ingest(config, backend, progress=said.append)
+    edges = report.edges.set_index("entity_id")
+    assert edges["problem"].to_dict() == {"C": "off_grid", "D": "no_value", "E": "trailing", "F" * 300: "id_too_long"}
+    assert edges["rows"].to_dict() == {"C": 2, "D": 10, "E": 3, "F" * 300: 4}
+    stamp = pd.Timestamp("2024-01-01 06:00", tz="UTC")
+    assert edges.loc["E", "last_valid"] == stamp and edges.loc["E", "last_received"] == stamp + pd.Timedelta(hours=3)
+    assert pd.isna(edges.loc["D", "last_valid"]) and edges.loc["F" * 300, "last_valid"] == stamp - pd.Timedelta(hours=3)
+    assert report.edge_counts() == {"id_too_long": 1, "off_grid": 1, "no_value": 1, "trailing": 1}
+    assert any(line.startswith("no row on the grid: entity 'C' has 2 row(s)") for line in said)
+    assert set(DeltaRsLake(config.lake).read(GOLD_SERIES)["entity_id"]) == {"A", "B", "D", "E"}
