@@ -152,22 +152,25 @@ def run_night_process(config_path: Path, timeout: float) -> dict:
 
 
 def report(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Median per size: a Markdown table and the log-log plot."""
+    """Median per size of the runs of the latest commit that measured it: a Markdown table and the
+    log-log plot."""
     columns = [f"{s}_seconds" for s in STAGES] + [f"train_{p}_seconds" for p in TRAIN_PARTS] + \
         ["mlflow_children_seconds", "total_seconds", "driver_peak_mb", "executor_peak_mb"]
+    frame = frame[frame["commit"] == frame.groupby("entities")["commit"].transform("last")]
     table = frame.groupby("entities")[columns].median()
     runs = frame.groupby("entities").size()
+    commits = frame.groupby("entities")["commit"].last()
     smallest = table.index.min()
     lines = [f"# A night at scale ({NAME}.py)", "",
              f"Median of the runs per size; ms/entity: seconds / entities x 1000; growth: seconds over the "
              f"{smallest:,}-entity night's (growth linear in entities would equal the ratio of entities).", "",
-             "| entities | runs | " + " | ".join(f"{s} s (ms/entity, growth)" for s in STAGES)
+             "| entities | commit, runs | " + " | ".join(f"{s} s (ms/entity, growth)" for s in STAGES)
              + " | of train: plan / fit job / write s | MLflow child runs s | total s | driver / executor peak MB |",
              "|---|---|" + "---|" * len(STAGES) + "---|---|---|---|"]
     for n, row in table.iterrows():
         cells = [f"{row[f'{s}_seconds']:.1f} ({1000 * row[f'{s}_seconds'] / n:.2f}, "
                  f"{row[f'{s}_seconds'] / table.loc[smallest, f'{s}_seconds']:.1f}x)" for s in STAGES]
-        lines.append(f"| {n:,} | {runs[n]} | " + " | ".join(cells)
+        lines.append(f"| {n:,} | {commits[n]}, {runs[n]} | " + " | ".join(cells)
                      + f" | {row['train_plan_seconds']:.1f} / {row['train_train_seconds']:.1f} / "
                        f"{row['train_write_seconds']:.1f} | {row['mlflow_children_seconds']:.1f} | "
                        f"{row['total_seconds']:.1f} | {row['driver_peak_mb']:.0f} / {row['executor_peak_mb']:.0f} |")
