@@ -97,11 +97,15 @@ class Forecast:
         pad[:steps] = delta[:steps]
         return Forecast(self.mean + pad, {lvl: (lo + pad, hi + pad) for lvl, (lo, hi) in self.bounds.items()})
 
-    def to_frame(self, ds: pd.DatetimeIndex | pd.Series) -> pd.DataFrame:
-        out = {"ds": np.asarray(ds), "yhat": self.mean}
+    def columns(self) -> dict[str, np.ndarray]:
+        """`yhat` and each level's bounds by column name (`yhat_lower_80`, ...)."""
+        out = {"yhat": self.mean}
         for level, (lower, upper) in sorted(self.bounds.items()):
             out[f"yhat_lower_{level}"], out[f"yhat_upper_{level}"] = lower, upper
-        return pd.DataFrame(out)
+        return out
+
+    def to_frame(self, ds: pd.DatetimeIndex | pd.Series) -> pd.DataFrame:
+        return pd.DataFrame({"ds": np.asarray(ds), **self.columns()})
 
 
 def z_score(level: float) -> float:

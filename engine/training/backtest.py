@@ -73,14 +73,15 @@ def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
     origins = [(n - h - (windows - 1 - window) * spec.step, window == 0 or refit_due(window, spec))
                for window in range(windows)]
     origins = _seasonal_origins(n, spec, origins[0][0] if origins else n) + origins
+    inputs = [c for c in history.columns if c != "y"]
     folds = []
     for window, (origin, refit) in enumerate(origins):
-        train, test = history.iloc[:origin], history.iloc[origin:origin + h].copy()
+        train, test = history.iloc[:origin], history.iloc[origin:origin + h][inputs].copy()
         if scenario:
             filled = future_rows(train, train.iloc[:0], spec)
             for column in scenario:
                 test[column] = filled[column].to_numpy()
-        folds.append(Fold(window, history["ds"].iloc[origin], train, test.drop(columns="y"), y[origin:origin + h],
+        folds.append(Fold(window, history["ds"].iloc[origin], train, test, y[origin:origin + h],
                           mase_scale(y[:origin], _mase_season(spec, origin)), refit))
     return folds
 

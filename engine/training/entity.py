@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -98,7 +99,7 @@ class TrainSpec:
     def candidates(self) -> tuple[str, ...]:
         return tuple(m for m in self.models if m != "ensemble")
 
-    @property
+    @cached_property
     def freq(self) -> pd.DateOffset:
         return pd.tseries.frequencies.to_offset(self.model.freq)
 
@@ -283,7 +284,6 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
 def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None,
             params_from="defaults", paths=None, scores=None):
     forecast: Forecast = model.forecast(future)
-    frame = forecast.to_frame(future["ds"])
     candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
     if model.floor_inferred:
         notes = [*notes, "nonnegative: the history was never negative, so no forecast or bound goes below 0 "
@@ -292,7 +292,8 @@ def _result(status, model, history, future, windows, spec, notes, summary, backt
             "windows": windows, "forecast_origin": history["ds"].iloc[-1],
             "params": _json({**model.logged_params(), "params_from": params_from,
                              **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
-            "metrics": _json(summary), "backtests": _json(backtests), "forecast": forecast_json(frame),
+            "metrics": _json(summary), "backtests": _json(backtests),
+            "forecast": forecast_json(forecast.columns(), future["ds"]),
             "notes": _json(notes + candidate_errors), "model": model.to_bytes(),
             "scores": _json(summary.get(model.name, {}) if scores is None else scores),
             "paths": None if paths is None else _json(paths)}
@@ -310,11 +311,13 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def forecast_json(frame: pd.DataFrame) -> str:
-    """Forecast rows as a result row stores them: columns of values, `ds` in epoch nanoseconds
-    whatever unit the gold timestamps came in with (`forecast_frame` reads them back)."""
-    return _json({"ds": pd.to_datetime(frame["ds"], utc=True).dt.as_unit("ns").astype("int64").tolist(),
-                  **{c: frame[c].tolist() for c in frame.columns if c != "ds"}})
+def forecast_json(columns: Mapping[str, Any], ds) -> str:
+    """Forecast rows as a result row stores them: `columns` of values by name (a forecast's
+    `Forecast.columns()`), `ds` in epoch nanoseconds whatever unit the gold timestamps came in
+    with (`forecast_frame` reads them back)."""
+    stamps = pd.DatetimeIndex(ds)
+    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
+    return _json({"ds": stamps.as_unit("ns").asi8.tolist(), **{c: np.asarray(v).tolist() for c, v in columns.items()}})
 
 
 def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:

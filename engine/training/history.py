@@ -31,7 +31,10 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
     (persistence): callers with real future values should pass them to the model directly.
     """
     exogenous = [c for c in spec.model.exogenous if c in rows]
-    frame = rows[["ds", "y", *exogenous]].sort_values("ds", kind="stable").reset_index(drop=True)
+    frame = rows[["ds", "y", *exogenous]]
+    if not frame["ds"].is_monotonic_increasing:     # gold's rows usually come sorted already
+        frame = frame.sort_values("ds", kind="stable")
+    frame = frame.reset_index(drop=True)
     frame["y"] = frame["y"].astype("float64")
     observed = np.flatnonzero(frame["y"].notna().to_numpy())
     if not len(observed):
@@ -51,7 +54,7 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
         elif values.isna().any():
             history[column] = values.interpolate(limit_direction="both")
             notes.append(f"{int(values.isna().sum())} missing {column!r} values interpolated")
-    history = history.reset_index(drop=True)
+    history.index = pd.RangeIndex(len(history))
     return history, future_rows(history, ahead, spec), notes
 
 
@@ -67,7 +70,7 @@ def future_rows(history: pd.DataFrame, ahead: pd.DataFrame, spec: "TrainSpec") -
     # once per fold, so it stays in numpy rather than re-indexing frames per column.
     at = pd.Index(ahead["ds"]).get_indexer(ds) if len(ahead) else np.full(len(ds), -1)
     scenario = []
-    for column in history.columns.drop(["ds", "y"]):
+    for column in [c for c in history.columns if c not in ("ds", "y")]:
         known = np.full(len(ds), np.nan)
         if len(ahead):
             known[at >= 0] = ahead[column].to_numpy(dtype="float64")[at[at >= 0]]

@@ -123,4 +123,4 @@ def _adjusted(frame: pd.DataFrame, envelope: dict, result: Reconciled, delta: np
         out[column] = np.maximum(values, floor) if floor is not None else values
     out["reconciliation"] = result.method
     envelope = {**envelope, "adjustment": {"method": result.method, "delta": delta.tolist()}}
-    return forecast_json(out), write_envelope(envelope)
+    return forecast_json({c: out[c] for c in out.columns if c != "ds"}, out["ds"]), write_envelope(envelope)
