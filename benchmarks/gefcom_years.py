@@ -11,7 +11,8 @@ lake and MLflow store, once per variant of the backtest:
 - `seasonal`: plus the weeks the forecast covers in each of the two earlier years (`backtest.years: 2`);
 - `weeks6`:   the last six weeks;
 - `combine`:  the last three weeks, each zone's forecast the mean of its best candidates;
-- `seasonal_combine`: both.
+- `seasonal_combine`: both;
+- `weather`:  the last three weeks, with the temperature regression and seasonal naive only.
 
 and scores each night's published (reconciled) 168 hours against the load history with the
 competition's weights (a zone-hour 1, a system-hour 20, as 8 and 160 per day). The variant that
@@ -37,9 +38,12 @@ from benchmarks.common import record, say  # noqa: E402
 from benchmarks.gefcom_wrmse import competition_file, hourly, wrmse  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work" / "gefcom_years"
-# `backtest` keys each variant sets over the config's.
-VARIANTS = {"recent": {"years": 0}, "seasonal": {"years": 2}, "weeks6": {"years": 0, "windows": 6},
-            "combine": {"years": 0, "select": "combine"}, "seasonal_combine": {"years": 2, "select": "combine"}}
+# The config sections each variant sets over the config's (a mapping's keys over the section's).
+VARIANTS = {"recent": {"backtest": {"years": 0}}, "seasonal": {"backtest": {"years": 2}},
+            "weeks6": {"backtest": {"years": 0, "windows": 6}},
+            "combine": {"backtest": {"years": 0, "select": "combine"}},
+            "seasonal_combine": {"backtest": {"years": 2, "select": "combine"}},
+            "weather": {"backtest": {"years": 0}, "models": ["seasonal_naive", "tempreg"]}}
 SYSTEM_WEIGHT = 20          # 160 per system-day against 8 per zone-day
 
 
@@ -57,8 +61,9 @@ def night_config(base: dict, variant: str, year: int) -> Path:
     folder = WORK / f"{variant}-{year}"
     folder.mkdir(parents=True, exist_ok=True)
     config = dict(base, lake={"root": str(folder / "lake")}, backend="local",
-                  mlflow={**base["mlflow"], "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"},
-                  backtest={**base["backtest"], **VARIANTS[variant]})
+                  mlflow={**base["mlflow"], "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"})
+    for section, value in VARIANTS[variant].items():
+        config[section] = {**base[section], **value} if isinstance(value, dict) else value
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
