@@ -191,6 +191,20 @@ class DeltaRsLake:
         self.write(table, data, mode="overwrite", partition_by=[], schema_mode="overwrite", **kwargs)
         return self.table(table).version()
 
+    @_store_errors
+    def replace_entities(self, table: str, frame: pd.DataFrame, schema: pa.Schema, entities: Sequence[str],
+                         clustered_by: Optional[str] = None) -> int:
+        """Replace the rows of `entities` (every row of `frame` is one of theirs) in one commit;
+        other entities' files are kept as they are. Returns the new version."""
+        from deltalake import WriterProperties
+        kwargs = {}
+        if clustered_by:
+            frame = frame.sort_values(_cluster_keys(clustered_by, schema), kind="stable")
+            kwargs["writer_properties"] = WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP)
+        data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        self.write(table, data, mode="overwrite", predicate=entity_predicate(entities), **kwargs)
+        return self.table(table).version()
+
 
 class SparkLake:
     """Native Delta access through delta-spark, for the Spark backend."""
@@ -288,8 +302,25 @@ class SparkLake:
         frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(self.path(table))
         return self.version(table)
 
+    def replace_entities(self, table: str, frame: "SparkFrame", schema: pa.Schema, entities: Sequence[str],
+                         clustered_by: Optional[str] = None) -> int:
+        """As `DeltaRsLake.replace_entities`, with delta-spark's `replaceWhere` (the files without
+        those entities are skipped by their statistics and kept)."""
+        frame = frame.select(*schema.names)
+        if clustered_by:
+            frame = frame.repartitionByRange(clustered_by).sortWithinPartitions(*_cluster_keys(clustered_by, schema))
+        (frame.write.format("delta").mode("overwrite").option("replaceWhere", entity_predicate(entities))
+         .save(self.path(table)))
+        return self.version(table)
+
 
 _TAG_LOOKBACK = 20     # commits other writers may add between a write and reading its metrics
+
+
+def entity_predicate(entities: Sequence[str]) -> str:
+    """`entity_id IN (...)` in SQL, for Delta predicates (quotes doubled)."""
+    quoted = ", ".join("'" + str(e).replace("'", "''") + "'" for e in entities)
+    return f"entity_id IN ({quoted})"
 
 
 def _commit_tag() -> str:

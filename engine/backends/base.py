@@ -46,6 +46,10 @@ class Backend(ABC):
     def select(self, frame, columns: Sequence[str]): ...
 
     @abstractmethod
+    def keep_entities(self, frame, entities: Sequence[str]):
+        """The rows of `frame` whose `entity_id` is one of `entities`."""
+
+    @abstractmethod
     def apply_by(self, frame, key: str, fn: GroupFn, schema: pa.Schema, rows: Optional[int] = None):
         """`fn` on the rows of each `key` value, where the backend runs work; rows of `schema`.
         `rows`, the input's row count when known, lets a distributed backend size its tasks."""
@@ -73,6 +77,11 @@ class Backend(ABC):
 
     @abstractmethod
     def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int: ...
+
+    @abstractmethod
+    def replace_entities(self, table: str, frame, schema: pa.Schema, entities: Sequence[str],
+                         clustered_by: Optional[str] = None) -> int:
+        """Replace the rows of `entities` in `table` with `frame`'s in one commit; the new version."""
 
     @abstractmethod
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int: ...

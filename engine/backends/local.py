@@ -56,6 +56,9 @@ class PandasBackend(Backend):
     def select(self, frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         return frame[list(columns)].copy()
 
+    def keep_entities(self, frame: pd.DataFrame, entities: Sequence[str]) -> pd.DataFrame:
+        return frame[frame["entity_id"].isin(list(entities))]
+
     def apply_by(self, frame: pd.DataFrame, key: str, fn: GroupFn, schema: pa.Schema,
                  rows: Optional[int] = None) -> pd.DataFrame:
         parts = [fn(group) for _, group in frame.groupby(key, sort=True)]
@@ -86,6 +89,10 @@ class PandasBackend(Backend):
     def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
                   clustered_by: Optional[str] = None) -> int:
         return self.lake.overwrite(table, frame, schema, clustered_by)
+
+    def replace_entities(self, table: str, frame, schema: pa.Schema, entities: Sequence[str],
+                         clustered_by: Optional[str] = None) -> int:
+        return self.lake.replace_entities(table, frame, schema, entities, clustered_by)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         return self.lake.insert_new(table, frame, keys)

@@ -49,9 +49,8 @@ class SparkBackend(Backend):
         return frame.toPandas()
 
     def read(self, table: str, version: Optional[int] = None, entities: Optional[Sequence[str]] = None):
-        from pyspark.sql import functions as F
         rows = self.lake.read(table, version=version)
-        return rows.filter(F.col("entity_id").isin(list(entities))) if entities is not None else rows
+        return self.keep_entities(rows, entities) if entities is not None else rows
 
     def read_bronze(self, dataset: str, exclude_batches: Sequence[str]):
         from pyspark.sql import functions as F
@@ -60,6 +59,10 @@ class SparkBackend(Backend):
 
     def select(self, frame, columns: Sequence[str]):
         return frame.select(*columns)
+
+    def keep_entities(self, frame, entities: Sequence[str]):
+        from pyspark.sql import functions as F
+        return frame.filter(F.col("entity_id").isin(list(entities)))
 
     def apply_by(self, frame, key: str, fn: GroupFn, schema: pa.Schema, rows: Optional[int] = None):
         # spark.shuffle_partitions suits small panels; 67M gold rows in 4 tasks made partitions
@@ -105,6 +108,10 @@ class SparkBackend(Backend):
 
     def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int:
         return self.lake.overwrite(table, frame, schema, clustered_by)
+
+    def replace_entities(self, table: str, frame, schema: pa.Schema, entities: Sequence[str],
+                         clustered_by: Optional[str] = None) -> int:
+        return self.lake.replace_entities(table, frame, schema, entities, clustered_by)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         with self._on_spark(frame) as rows:

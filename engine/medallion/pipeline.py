@@ -50,6 +50,7 @@ class IngestReport:
     gold_version: Optional[int] = None
     data_end: Optional[pd.Timestamp] = None      # last observed target timestamp (before as_of)
     rebuilt: bool = False
+    updated_entities: int = 0       # silver/gold rebuilt for this many entities only (0: whole, or not)
     seconds: dict[str, float] = field(default_factory=dict)
     max_id_length: int = 0
     # Entities silver kept that gold will not train on as received (cleaning.edge_rows): ids too
@@ -135,10 +136,13 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     started = time.perf_counter()
     driver_lake = DeltaRsLake(config.lake)      # small driver-side checks, without Spark
     since = _previous_night(driver_lake, config.source.kind, as_of) if as_of is not None else None
+    # Gold as it stands was built from all of bronze: new target rows then change only their entities.
+    gold_was_current = not rebuild and _gold_is_current(driver_lake, [d.name for d in source.datasets])
+    changed: set[str] = set()       # entities of the target batches this run inserts
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(backend)
 
-    def write(batch: RawBatch, rows: pd.DataFrame, reason: Optional[str]) -> None:
+    def write(batch: RawBatch, rows: pd.DataFrame, reason: Optional[str], entities) -> None:
         if batch.unreadable and batch.batch_id not in rejected_ids:
             kept = driver_lake.store.put_object(f"{UNREADABLE}/{batch.batch_id}/{Path(batch.file).name}",
                                                 batch.content)
@@ -147,6 +151,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
             inserted = backend.insert_new(bronze_table(batch.dataset), rows, keys=["_batch_id", "_row"])
             report.bronze_inserted[batch.dataset] = report.bronze_inserted.get(batch.dataset, 0) + inserted
             report.new_batches += int(inserted > 0)
+            if inserted and entities is not None and not reason:
+                changed.update(entities)
         if reason:
             new = batch.batch_id not in rejected_ids
             report.rejected.append({"file": batch.file, "dataset": batch.dataset, "reason": reason, "new": new})
@@ -171,17 +177,18 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
         if large:
             give_back()
         rows = _with_metadata(batch, config.source.kind, ingested_at)
-        reason, misfit = _validate(batch, parsers[batch.dataset], rows, freq if batch.dataset == target.name else None)
+        reason, misfit, entities = _validate(batch, parsers[batch.dataset], rows,
+                                             freq if batch.dataset == target.name else None)
         fitted |= batch.dataset == target.name and reason is None
         if misfit:
             misfits.append((batch.file, reason))
-        held.append((batch, rows, reason))
+        held.append((batch, rows, reason, entities))
         if fitted:
             for item in held:
                 write(*item)
             held = []
         # Let go of this file before the next one is read (the loop variables would keep it alive).
-        batch = rows = None
+        batch = rows = entities = None
         if large:
             give_back()
     if as_of is not None:
@@ -204,10 +211,7 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
         version = backend.lake.version(GOLD_SERIES)
         gold = backend.read(GOLD_SERIES, version)
         silver = backend.read(SILVER_SERIES)
-        # A config that changed the exogenous columns, or a lake written by an older version
-        # (other silver columns), needs a rebuild even with the same input.
-        if (list(gold.columns) == gold_schema(config.source.exogenous).names
-                and list(silver.columns) == silver_schema(config.source.exogenous).names):
+        if _columns_current(gold, silver, config):
             report.gold_version, report.gold = version, backend.summarize(gold, ["is_imputed"])
             report.data_end = backend.last_observed(gold, as_of)
             progress(f"silver/gold: bronze unchanged, gold stays at version {version}")
@@ -220,18 +224,23 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     if target_rows is None or backend.is_empty(target_rows):
         progress("silver/gold: no accepted batch of target rows yet; nothing to build")
         return report
+    only_new_targets = {d for d, n in report.bronze_inserted.items() if n} == {target.name}
+    update = _update(backend, config, changed if gold_was_current and only_new_targets else set(), progress)
+    only = update.entities if update else None
     started = time.perf_counter()
     shared = _latest_exogenous(backend, exog_sets, parsers, excluded, config.source.exogenous)
     holidays = _holidays(backend, calendars, parsers, excluded)
-    if holidays is not None:
+    if holidays is not None and not update:        # an update has no new calendar rows
         backend.overwrite(GOLD_HOLIDAYS, backend.from_pandas(holidays), parsed_calendar_schema())
     parser = replace(parsers[target.name], batch_columns=backend.bronze_columns(target_rows))
     parsed = backend.apply_by(backend.bronze_ranges(target_rows, PARSE_ROWS), PART_KEY, parser, schemas[TARGET])
+    if update:
+        parsed = backend.keep_entities(parsed, only)
     with_exog = backend.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
     cleaner = SilverCleaner(config.series.frequency, tuple(config.source.exogenous), config.quality)
-    backend.overwrite(SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,
+    _write(backend, SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,
                                                     silver_schema(config.source.exogenous)),
-                     silver_schema(config.source.exogenous))
+           silver_schema(config.source.exogenous), only)
     silver = backend.read(SILVER_SERIES)
     report.silver = backend.summarize(silver, SILVER_FLAGS)
     report.seconds["silver"] = time.perf_counter() - started
@@ -242,21 +251,73 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     started = time.perf_counter()
     preparer = GoldPreparer(tuple(config.source.exogenous), longest_season(config.series.season_lengths),
                             config.quality)
-    gold = backend.persist(backend.apply_by(silver, "entity_id", preparer, gold_schema(config.source.exogenous),
-                                            rows=report.silver["rows"]))
+    gold = backend.persist(backend.apply_by(silver if not update else backend.read(SILVER_SERIES, entities=only),
+                                            "entity_id", preparer, gold_schema(config.source.exogenous),
+                                            rows=None if update else report.silver["rows"]))
     try:
-        config.check_against_data(backend.lengths(gold))
-        report.gold_version = backend.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
-                                               clustered_by="entity_id")
-        report.gold = backend.summarize(gold, ["is_imputed"])
-        report.data_end = backend.last_observed(gold, as_of)
+        lengths = backend.lengths(gold)
+        config.check_against_data(update.lengths(lengths) if update else lengths)
+        report.gold_version = _write(backend, GOLD_SERIES, gold, gold_schema(config.source.exogenous), only,
+                                     clustered_by="entity_id")
+        whole = backend.read(GOLD_SERIES) if update else gold
+        report.gold = backend.summarize(whole, ["is_imputed"])
+        report.data_end = backend.last_observed(whole, as_of)
     finally:
         backend.release(gold)
-    report.rebuilt = True
+    report.rebuilt, report.updated_entities = True, len(only) if update else 0
     report.seconds["gold"] = time.perf_counter() - started
     progress(f"gold: {report.gold['rows']} row(s), {report.gold['entities']} entities, "
              f"{report.gold['is_imputed']} imputed, version {report.gold_version}")
     return report
+
+
+# An update names its entities in one Delta predicate: beyond this many, or half of gold's
+# entities (a night that brings every meter's new day), silver and gold are rebuilt whole.
+UPDATE_ENTITIES = 10_000
+
+
+@dataclass(frozen=True)
+class _Update:
+    """Silver and gold rebuilt for `entities` only (those the new target batches hold), their
+    rows replaced in one commit per table; every other entity's rows are kept as they are."""
+
+    entities: list[str]
+    before: Mapping[str, int]       # gold's series lengths before the update
+
+    def lengths(self, updated: Mapping[str, int]) -> dict[str, int]:
+        """Gold's series lengths after the update (an updated entity may have left gold)."""
+        kept = {e: n for e, n in self.before.items() if e not in set(self.entities)}
+        return {**kept, **updated}
+
+
+def _update(backend, config: Config, changed: set[str], progress) -> Optional[_Update]:
+    """The update of the `changed` entities, or None where silver and gold are rebuilt whole: no
+    entities given (other bronze changed too, or gold was not current), too many of them, or
+    tables of another layout (a config that changed the exogenous columns, an older version's lake)."""
+    if not changed or len(changed) > UPDATE_ENTITIES or not backend.lake.exists(SILVER_SERIES):
+        return None
+    gold = backend.read(GOLD_SERIES)
+    if not _columns_current(gold, backend.read(SILVER_SERIES), config):
+        return None
+    before = backend.lengths(gold)
+    if 2 * len(changed) > len(before):
+        return None
+    progress(f"silver/gold: new rows for {len(changed)} of {len(before)} entities: rebuilding theirs only")
+    return _Update(sorted(changed), before)
+
+
+def _write(backend, table: str, frame, schema, only: Optional[list[str]], clustered_by: Optional[str] = None) -> int:
+    """Overwrite `table`, or with `only`, replace those entities' rows."""
+    if only is None:
+        return backend.overwrite(table, frame, schema, clustered_by=clustered_by)
+    return backend.replace_entities(table, frame, schema, only, clustered_by)
+
+
+def _columns_current(gold, silver, config: Config) -> bool:
+    """Gold and silver have this config's columns: a config that changed the exogenous columns, or
+    a lake written by an older version (other silver columns), needs a rebuild even with the same input."""
+    return (list(gold.columns) == gold_schema(config.source.exogenous).names
+            and list(silver.columns) == silver_schema(config.source.exogenous).names)
 
 
 def _audit_edges(backend, silver, report: IngestReport, config: Config, as_of: Optional[pd.Timestamp],
@@ -347,22 +408,22 @@ def _with_metadata(batch: RawBatch, source: str, ingested_at: pd.Timestamp) -> p
 
 
 def _validate(batch: RawBatch, parser: BatchParser, rows: pd.DataFrame,
-              freq: Optional[Frequency]) -> tuple[Optional[str], bool]:
+              freq: Optional[Frequency]) -> tuple[Optional[str], bool, Optional[np.ndarray]]:
     """(the reason a batch cannot be used or None, whether the reason is that its timestamps do
-    not fit `freq`). Parsed on the driver before anything is written."""
+    not fit `freq`, a target batch's entity ids). Parsed on the driver before anything is written."""
     if batch.unreadable:
-        return batch.unreadable, False
+        return batch.unreadable, False, None
     if batch.frame.empty:
-        return "the file is empty (no header or no data rows)", False
+        return "the file is empty (no header or no data rows)", False, None
     try:
         if freq is None:
             parser(rows)
-            return None, False
+            return None, False, None
         stamps = _target_stamps(parser, rows)
     except BatchRejected as exc:
-        return str(exc), False
+        return str(exc), False, None
     misfit = freq.mismatch(stamps["ds"], stamps["entity_id"])
-    return misfit, misfit is not None
+    return misfit, misfit is not None, stamps["entity_id"].unique()
 
 
 def _target_stamps(parser: BatchParser, rows: pd.DataFrame) -> pd.DataFrame:

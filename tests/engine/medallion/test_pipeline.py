@@ -300,3 +300,53 @@ def test_entities_gold_will_not_train_on_as_received_are_named_from_silver_aggre
     assert report.edge_counts() == {"id_too_long": 1, "off_grid": 1, "no_value": 1, "trailing": 1}
     assert any(line.startswith("no row on the grid: entity 'C' has 2 row(s)") for line in said)
     assert set(DeltaRsLake(config.lake).read(GOLD_SERIES)["entity_id"]) == {"A", "B", "D", "E"}
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("spark", marks=pytest.mark.spark)])
+def test_new_rows_for_a_few_entities_rebuild_only_theirs_as_a_whole_rebuild_would(tmp_path, kind, request):
+    """A file with one meter's next day and a corrected earlier hour: silver and gold are rebuilt
+    for that meter only (one commit each), the other meters' rows are left as they were, and both
+    tables equal what a whole rebuild from the same bronze makes. A file touching every meter
+    rebuilds whole."""
+    from engine.backends.spark import SparkBackend
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clean = [{"meter": m, "time": (pd.Timestamp("2024-01-01") + pd.Timedelta(hours=h)).strftime("%Y-%m-%d %H:%M"),
+              "kw": f"{20 + h % 24}", "temp": "20"} for m in ("C", "D") for h in range(48)]
+    pd.DataFrame(messy_rows() + clean).to_csv(folder / "day1.csv", index=False)
+    config = csv_config(tmp_path, folder)
+    backend = LocalBackend(config.lake) if kind == "local" else SparkBackend(request.getfixturevalue("spark"),
+                                                                             config.lake)
+    lake = DeltaRsLake(config.lake)
+    ingest(config, backend, progress=lambda _: None)
+    before = {t: lake.read(t).sort_values(["entity_id", "ds"], ignore_index=True) for t in (SILVER_SERIES, GOLD_SERIES)}
+    versions = {t: lake.version(t) for t in before}
+
+    later = [{"meter": "B", "time": f"2024-01-03 {h:02d}:00", "kw": str(100 + h), "temp": "21"} for h in range(24)]
+    later.append({"meter": "B", "time": "2024-01-01 10:00", "kw": "777", "temp": "20"})     # a corrected hour
+    pd.DataFrame(later).to_csv(folder / "day2.csv", index=False)
+    said = []
+    report = ingest(config, backend, progress=said.append)
+    assert report.rebuilt and report.updated_entities == 1
+    assert "silver/gold: new rows for 1 of 4 entities: rebuilding theirs only" in said
+    assert {t: lake.version(t) for t in before} == {t: v + 1 for t, v in versions.items()}
+    after = {t: lake.read(t).sort_values(["entity_id", "ds"], ignore_index=True) for t in before}
+    for table, rows in after.items():
+        others = rows[rows["entity_id"] != "B"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(others, before[table][before[table]["entity_id"] != "B"].reset_index(drop=True))
+    b = after[GOLD_SERIES][after[GOLD_SERIES]["entity_id"] == "B"].set_index("ds")["y"]
+    assert len(b) == 72 and b[pd.Timestamp("2024-01-01 10:00", tz="UTC")] == 777.0
+    assert report.gold == {"rows": len(after[GOLD_SERIES]), "entities": 4,
+                           "is_imputed": int(after[GOLD_SERIES]["is_imputed"].sum())}
+
+    whole = ingest(config, backend, progress=lambda _: None, rebuild=True)
+    assert whole.rebuilt and whole.updated_entities == 0 and whole.gold == report.gold
+    for table, rows in after.items():
+        pd.testing.assert_frame_equal(rows, lake.read(table).sort_values(["entity_id", "ds"], ignore_index=True))
+
+    everyone = [{"meter": m, "time": "2024-01-04 00:00", "kw": "5", "temp": "20"} for m in ("A", "B", "C", "D")]
+    pd.DataFrame(everyone).to_csv(folder / "day3.csv", index=False)
+    report = ingest(config, backend, progress=lambda _: None)
+    assert report.rebuilt and report.updated_entities == 0 and report.gold["entities"] == 4
+
