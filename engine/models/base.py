@@ -294,13 +294,13 @@ class ForecastModel(ABC):
         """Forecast the rows of `future` (its ``ds`` continue the history on the grid)."""
         if not self.fitted_:
             raise ModelError(f"{self.name}: forecast() called before fit()")
-        missing = [c for c in self.exogenous_ if c not in future or future[c].isna().any()]
+        missing = [c for c in self.exogenous_ if c not in future or future[c].hasnans]
         if missing:
             raise ModelError(f"{self.name}: future rows lack values for exogenous column(s) {missing}, "
                              "which this model was fitted with; supply them for every forecast step")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fc = self._forecast(future.reset_index(drop=True), len(future))
+            fc = self._forecast(future if _default_index(future) else future.reset_index(drop=True), len(future))
         if len(fc.mean) != len(future) or not np.isfinite(fc.mean).all():
             raise ModelError(f"{self.name}: produced a non-finite forecast")
         if self.intervals_:
@@ -403,3 +403,10 @@ def fourier_order(season: int, cap: int) -> int:
 
 def optional_array(values: Optional[list]) -> Optional[np.ndarray]:
     return None if values is None else np.asarray(values, dtype="float64")
+
+
+def _default_index(frame: pd.DataFrame) -> bool:
+    """The frame's rows are labelled 0..n-1 (what `_forecast` reads positionally)."""
+    index = frame.index
+    return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
+

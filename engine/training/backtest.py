@@ -17,7 +17,7 @@ import pandas as pd
 
 from engine.models import Forecast, ForecastModel, ModelError, make_model
 from engine.models.ensemble import EnsembleModel
-from engine.training.history import future_rows
+from engine.training.history import future_columns
 from engine.training.metrics import mase_scale, window_metrics
 
 if TYPE_CHECKING:
@@ -73,14 +73,17 @@ def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
     origins = [(n - h - (windows - 1 - window) * spec.step, window == 0 or refit_due(window, spec))
                for window in range(windows)]
     origins = _seasonal_origins(n, spec, origins[0][0] if origins else n) + origins
-    inputs = [c for c in history.columns if c != "y"]
+    # Each window's test rows from the columns' arrays, one frame each (this runs per entity).
+    inputs = {c: history[c].array for c in history.columns if c != "y"}
     folds = []
     for window, (origin, refit) in enumerate(origins):
-        train, test = history.iloc[:origin], history.iloc[origin:origin + h][inputs].copy()
+        train = history.iloc[:origin]
+        stop = min(origin + h, n)
+        columns = {c: values[origin:stop] for c, values in inputs.items()}
         if scenario:
-            filled = future_rows(train, train.iloc[:0], spec)
-            for column in scenario:
-                test[column] = filled[column].to_numpy()
+            _, filled, _ = future_columns(train, None, spec)
+            columns.update({c: filled[c][:stop - origin] for c in scenario})
+        test = pd.DataFrame(columns, copy=True)
         folds.append(Fold(window, history["ds"].iloc[origin], train, test, y[origin:origin + h],
                           mase_scale(y[:origin], _mase_season(spec, origin)), refit))
     return folds

@@ -5,7 +5,7 @@ judged on exactly the inputs it will be given.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import pandas as pd
@@ -31,61 +31,80 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
     (persistence): callers with real future values should pass them to the model directly.
     """
     exogenous = [c for c in spec.model.exogenous if c in rows]
-    frame = rows[["ds", "y", *exogenous]]
-    if not frame["ds"].is_monotonic_increasing:     # gold's rows usually come sorted already
-        frame = frame.sort_values("ds", kind="stable")
-    frame = frame.reset_index(drop=True)
-    frame["y"] = frame["y"].astype("float64")
-    observed = np.flatnonzero(frame["y"].notna().to_numpy())
+    # Columns as arrays, one frame built at the end: this runs once per entity per night (and
+    # per search trial), where each pandas step costs tens of microseconds.
+    stamps = pd.DatetimeIndex(rows["ds"])
+    order = None if stamps.is_monotonic_increasing else np.argsort(stamps.asi8, kind="stable")
+    ds = stamps if order is None else stamps.take(order)
+    y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)
+    y = y if order is None else y[order]
+    observed = np.flatnonzero(~np.isnan(y))
     if not len(observed):
         raise EmptySeries("no observed target value: check the source rows for this entity")
-    ahead = frame.iloc[observed[-1] + 1:]
-    history = frame.iloc[max(observed[0], observed[-1] + 1 - spec.max_history): observed[-1] + 1].copy()
+    end = observed[-1] + 1
+    start = max(observed[0], end - spec.max_history)
     notes = []
-    missing = int(history["y"].isna().sum())
+    target = y[start:end].copy()
+    missing = int(np.isnan(target).sum())
     if missing:
-        history["y"] = history["y"].interpolate(limit_area="inside")
+        target = pd.Series(target).interpolate(limit_area="inside").to_numpy()
         notes.append(f"{missing} missing target values interpolated")
+    kept, ahead_columns = {}, {}
     for column in exogenous:
-        values = history[column].astype("float64")
-        if values.isna().all():
-            history = history.drop(columns=column)
+        raw = rows[column].array if order is None else rows[column].array.take(order)
+        values = pd.Series(raw[start:end]).to_numpy(dtype="float64", na_value=np.nan)
+        gaps = np.isnan(values)
+        if gaps.all():
             notes.append(f"exogenous column {column!r} has no values for this entity: models fit without it")
-        elif values.isna().any():
-            history[column] = values.interpolate(limit_direction="both")
-            notes.append(f"{int(values.isna().sum())} missing {column!r} values interpolated")
-    history.index = pd.RangeIndex(len(history))
+            continue
+        if gaps.any():
+            kept[column] = pd.Series(values).interpolate(limit_direction="both").to_numpy()
+            notes.append(f"{int(gaps.sum())} missing {column!r} values interpolated")
+        else:
+            kept[column] = raw[start:end]
+        ahead_columns[column] = raw[end:]
+    history = pd.DataFrame({"ds": ds[start:end], "y": target, **kept}, copy=True)
+    ahead = pd.DataFrame({"ds": ds[end:], **ahead_columns}) if end < len(ds) else None
     return history, future_rows(history, ahead, spec), notes
 
 
-def future_rows(history: pd.DataFrame, ahead: pd.DataFrame, spec: "TrainSpec") -> pd.DataFrame:
+def future_rows(history: pd.DataFrame, ahead: Optional[pd.DataFrame], spec: "TrainSpec") -> pd.DataFrame:
     """The `spec.horizon` steps after `history`, exogenous columns from `ahead` where known, else a
     scenario (see `prepare`); `attrs["scenario"]` names the columns filled by a scenario."""
+    ds, columns, scenario = future_columns(history, ahead, spec)
+    future = pd.DataFrame({"ds": ds, **columns})
+    # Columns the forecast fills by a scenario: backtests fill them the same way (ex ante).
+    future.attrs["scenario"] = scenario
+    return future
+
+
+def future_columns(history: pd.DataFrame, ahead: Optional[pd.DataFrame],
+                   spec: "TrainSpec") -> tuple[pd.DatetimeIndex, dict[str, np.ndarray], tuple[str, ...]]:
+    """`future_rows` as its stamps, its exogenous columns' values and the names of those filled by
+    a scenario (a backtest window needs only the values)."""
     last = history["ds"].iloc[-1]
     ds = pd.date_range(last + spec.freq, periods=spec.horizon, freq=spec.freq)
-    columns: dict[str, object] = {"ds": ds}
+    columns: dict[str, np.ndarray] = {}
     lag = max(spec.model.usable_seasons(len(history), cycles=1), default=1)
     steps = np.arange(spec.horizon)
+    known_rows = ahead is not None and len(ahead) > 0
     # Where each future step sits in `ahead` (-1: not there). Every backtest window calls this
     # once per fold, so it stays in numpy rather than re-indexing frames per column.
-    at = pd.Index(ahead["ds"]).get_indexer(ds) if len(ahead) else np.full(len(ds), -1)
+    at = pd.Index(ahead["ds"]).get_indexer(ds) if known_rows else np.full(len(ds), -1)
     scenario = []
     for column in [c for c in history.columns if c not in ("ds", "y")]:
         known = np.full(len(ds), np.nan)
-        if len(ahead):
+        if known_rows:
             known[at >= 0] = ahead[column].to_numpy(dtype="float64")[at[at >= 0]]
         values = history[column].to_numpy(dtype="float64")
         fill = values[-lag:][steps % lag]
-        if not np.isin(values, (0.0, 1.0)).all():      # weather, not a 0/1 calendar flag
+        if not ((values == 0.0) | (values == 1.0)).all():      # weather, not a 0/1 calendar flag
             normal = same_dates_earlier_years(pd.Series(values, index=pd.DatetimeIndex(history["ds"])), ds)
             fill = np.where(np.isfinite(normal), normal, fill)
         columns[column] = np.where(np.isfinite(known), known, fill)
         if not np.isfinite(known).all():
             scenario.append(column)
-    future = pd.DataFrame(columns)
-    # Columns the forecast fills by a scenario: backtests fill them the same way (ex ante).
-    future.attrs["scenario"] = tuple(scenario)
-    return future
+    return ds, columns, tuple(scenario)
 
 
 def same_dates_earlier_years(values: pd.Series, ds: pd.DatetimeIndex, days: int = 7) -> np.ndarray:
