@@ -7,7 +7,8 @@ appends only its new slice and rerunning it appends nothing. A batch that cannot
 still lands in bronze, is recorded in ``bronze/_rejected_batches`` with the reason, and is left
 out of silver. Silver and gold are rebuilt from bronze only when bronze changed since gold was
 last written, each in one Delta commit, so a failure leaves the previous versions intact and
-readers never see half a table.
+readers never see half a table. When only target rows of a few entities came (`_update`), only
+those entities' rows of silver and gold are rebuilt and replaced, in one commit per table.
 """
 from __future__ import annotations
 
