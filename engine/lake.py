@@ -50,6 +50,29 @@ def _key_predicate(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.{k} = s.{k}" for k in keys)
 
 
+_LITERAL_KEYS = 64      # a key with at most this many values in the source is also matched as literals
+
+
+def insert_predicate(frame: pd.DataFrame, keys: Sequence[str]) -> str:
+    """An insert-new MERGE's condition: the join on `keys`, and each string key with few values
+    in `frame` (a bronze batch's one `_batch_id`) also as a list of literals, by which Delta skips
+    the target files without them from their statistics (each batch's rows sit in files of their
+    own) instead of reading the whole table: bronze grows every night."""
+    literals = []
+    for key in keys:
+        if frame[key].dtype == object:
+            values = pd.unique(frame[key])
+            if 0 < len(values) <= _LITERAL_KEYS and all(isinstance(v, str) for v in values):
+                literals.append(sql_in(f"t.{key}", values))
+    return " AND ".join([*literals, _key_predicate(keys)])
+
+
+def sql_in(column: str, values: Sequence[str]) -> str:
+    """`column IN ('a', 'b')` in SQL, for Delta predicates (quotes doubled)."""
+    quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
 def _store_errors(method):
     """A store failure inside a lake method becomes one message that says what to fix."""
     @wraps(method)
@@ -119,7 +142,7 @@ class DeltaRsLake:
         # streamed_exec=False: a streamed merge source left a native thread running that
         # aborted the interpreter at exit ("terminate called without an active exception").
         metrics = (self.table(table)
-                   .merge(data, _key_predicate(keys), source_alias="s", target_alias="t", merge_schema=True,
+                   .merge(data, insert_predicate(frame, keys), source_alias="s", target_alias="t", merge_schema=True,
                           streamed_exec=False)
                    .when_not_matched_insert_all().execute())
         return int(metrics.get("num_target_rows_inserted", 0))
@@ -202,7 +225,7 @@ class DeltaRsLake:
             frame = frame.sort_values(_cluster_keys(clustered_by, schema), kind="stable")
             kwargs["writer_properties"] = WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP)
         data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-        self.write(table, data, mode="overwrite", predicate=entity_predicate(entities), **kwargs)
+        self.write(table, data, mode="overwrite", predicate=sql_in("entity_id", entities), **kwargs)
         return self.table(table).version()
 
 
@@ -239,13 +262,15 @@ class SparkLake:
         (frame.write.format("delta").mode("append").option("mergeSchema", "true")
          .option("txnAppId", writer).option("txnVersion", version).save(self.path(table)))
 
-    def insert_new(self, table: str, frame: "SparkFrame", keys: Sequence[str]) -> int:
+    def insert_new(self, table: str, frame: "SparkFrame", keys: Sequence[str], condition: Optional[str] = None) -> int:
+        """As `DeltaRsLake.insert_new`; `condition`: the MERGE's (`insert_predicate` of the rows
+        as pandas), else the join on `keys`."""
         from delta.tables import DeltaTable
         if not self.exists(table):
             frame.write.format("delta").mode("append").save(self.path(table))
             return self.read(table).count()
         metrics = (DeltaTable.forPath(self.spark, self.path(table)).alias("t")
-                   .merge(frame.alias("s"), _key_predicate(keys)).whenNotMatchedInsertAll().execute())
+                   .merge(frame.alias("s"), condition or _key_predicate(keys)).whenNotMatchedInsertAll().execute())
         return int(metrics.first()["num_inserted_rows"])
 
     def replace_run(self, table: str, frame: "SparkFrame", schema: pa.Schema, keys: Sequence[str],
@@ -309,18 +334,12 @@ class SparkLake:
         frame = frame.select(*schema.names)
         if clustered_by:
             frame = frame.repartitionByRange(clustered_by).sortWithinPartitions(*_cluster_keys(clustered_by, schema))
-        (frame.write.format("delta").mode("overwrite").option("replaceWhere", entity_predicate(entities))
+        (frame.write.format("delta").mode("overwrite").option("replaceWhere", sql_in("entity_id", entities))
          .save(self.path(table)))
         return self.version(table)
 
 
 _TAG_LOOKBACK = 20     # commits other writers may add between a write and reading its metrics
-
-
-def entity_predicate(entities: Sequence[str]) -> str:
-    """`entity_id IN (...)` in SQL, for Delta predicates (quotes doubled)."""
-    quoted = ", ".join("'" + str(e).replace("'", "''") + "'" for e in entities)
-    return f"entity_id IN ({quoted})"
 
 
 def _commit_tag() -> str:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.backends.base import Backend, GroupFn
-from engine.lake import BRONZE_META, PART, PART_KEY, SparkLake, bronze_table, observed_before
+from engine.lake import BRONZE_META, PART, PART_KEY, SparkLake, bronze_table, insert_predicate, observed_before
 from engine.medallion.schemas import spark_ddl
 from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
 from partitions.plan import PartitionPlan
@@ -114,8 +114,9 @@ class SparkBackend(Backend):
         return self.lake.replace_entities(table, frame, schema, entities, clustered_by)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
+        condition = insert_predicate(frame, keys)
         with self._on_spark(frame) as rows:
-            return self.lake.insert_new(table, rows, keys)
+            return self.lake.insert_new(table, rows, keys, condition)
 
     @contextmanager
     def _on_spark(self, frame: pd.DataFrame):

@@ -96,3 +96,14 @@ def test_replacing_a_run_rewrites_only_its_own_files_and_keeps_every_other_run(s
     with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
         rows = pd.DataFrame({"run_id": ["x"], "entity_id": ["e0"], "v": [0.0]})    # a row of another run
         lake.replace_run("gold/models", spark.createDataFrame(rows), schema, ("run_id", "entity_id"), "a")
+
+
+def test_an_insert_merge_also_matches_the_few_batch_ids_of_its_rows_as_literals():
+    """Delta skips the bronze files of other batches by their statistics only when the MERGE
+    condition names the batch ids as literals; keys with many values, or not strings, are joined only."""
+    from engine.lake import insert_predicate
+    rows = pd.DataFrame({"_batch_id": ["a", "a", "b'c"], "_row": [0, 1, 0]})
+    assert insert_predicate(rows, ["_batch_id", "_row"]) == (
+        "t._batch_id IN ('a', 'b''c') AND t._batch_id = s._batch_id AND t._row = s._row")
+    many = pd.DataFrame({"key": [f"k{i}" for i in range(65)]})
+    assert insert_predicate(many, ["key"]) == "t.key = s.key"
