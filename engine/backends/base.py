@@ -87,6 +87,10 @@ class Backend(ABC):
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int: ...
 
     @abstractmethod
+    def holds_batch(self, table: str, batch_id: str) -> bool:
+        """Whether the bronze `table` holds rows of the batch `batch_id` (read by its statistics)."""
+
+    @abstractmethod
     def summarize(self, frame, flags: Sequence[str]) -> dict: ...
 
     @abstractmethod

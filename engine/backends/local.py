@@ -97,6 +97,10 @@ class PandasBackend(Backend):
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         return self.lake.insert_new(table, frame, keys)
 
+    def holds_batch(self, table: str, batch_id: str) -> bool:
+        return self.lake.exists(table) and len(self.lake.read(table, columns=["_row"],
+                                                              filters=[("_batch_id", "=", batch_id)])) > 0
+
     def summarize(self, frame: pd.DataFrame, flags: Sequence[str]) -> dict:
         return {"rows": len(frame), "entities": int(frame["entity_id"].nunique()),
                 **{f: int(frame[f].sum()) for f in flags}}

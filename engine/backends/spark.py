@@ -113,6 +113,12 @@ class SparkBackend(Backend):
                          clustered_by: Optional[str] = None) -> int:
         return self.lake.replace_entities(table, frame, schema, entities, clustered_by)
 
+    def holds_batch(self, table: str, batch_id: str) -> bool:
+        from pyspark.sql import functions as F
+        if not self.lake.exists(table):
+            return False
+        return bool(self.lake.read(table).filter(F.col("_batch_id") == batch_id).select("_row").take(1))
+
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         condition = insert_predicate(frame, keys)
         with self._on_spark(frame) as rows:

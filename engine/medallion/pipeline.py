@@ -149,7 +149,11 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
                                                 batch.content)
             reason = f"{reason}; its bytes are kept at {kept}"
         if len(rows):
-            inserted = backend.insert_new(bronze_table(batch.dataset), rows, keys=["_batch_id", "_row"])
+            table = bronze_table(batch.dataset)
+            # A batch is written in one commit: one bronze already holds is there whole, and its
+            # MERGE (a join of all its rows, millions for a big file) would insert nothing.
+            inserted = (0 if backend.holds_batch(table, batch.batch_id)
+                        else backend.insert_new(table, rows, keys=["_batch_id", "_row"]))
             report.bronze_inserted[batch.dataset] = report.bronze_inserted.get(batch.dataset, 0) + inserted
             report.new_batches += int(inserted > 0)
             if inserted and entities is not None and not reason:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -82,9 +83,10 @@ class RawBatch:
     unreadable: Optional[str] = None
     content: Optional[bytes] = None
 
-    @property
+    @cached_property
     def batch_id(self) -> str:
-        """Content hash: the same rows from the same dataset are the same batch."""
+        """Content hash: the same rows from the same dataset are the same batch (hashed once:
+        millions of rows take a second)."""
         digest = hashlib.sha256(self.dataset.encode())
         if self.content is not None:
             digest.update(b"\x00raw\x00" + self.content)

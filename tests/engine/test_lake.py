@@ -61,6 +61,8 @@ def test_spark_ingest_is_idempotent_and_time_travels(spark, tmp_path, inputs):
     assert first_value(lake.read(GOLD_SERIES, version=1)) == 777.0
     assert first_value(lake.read(GOLD_SERIES, version=0)) != 777.0
     assert lake.read(bronze_table("csv")).count() == len(messy_rows()) + 1
+    batch = lake.read(bronze_table("csv")).first()["_batch_id"]
+    assert frames.holds_batch(bronze_table("csv"), batch) and not frames.holds_batch(bronze_table("csv"), "0" * 32)
 
 
 

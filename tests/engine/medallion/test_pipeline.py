@@ -73,6 +73,8 @@ def test_reingest_is_idempotent_and_a_new_batch_appends(messy, tmp_path):
     assert {t: lake.version(t) for t in versions} == versions
     assert len(lake.read(bronze_table("csv"))) == bronze_rows
     assert again.gold == first.gold
+    backend, batch = LocalBackend(config.lake), lake.read(bronze_table("csv"))["_batch_id"].iloc[0]
+    assert backend.holds_batch(bronze_table("csv"), batch) and not backend.holds_batch(bronze_table("csv"), "0" * 32)
 
     later = pd.DataFrame([{"meter": "C", "time": f"2024-01-01 {h:02d}:00", "kw": str(50 + h), "temp": "21"}
                           for h in range(24)])
