@@ -301,6 +301,8 @@ def _update(backend, config: Config, changed: set[str], progress) -> Optional[_U
     tables of another layout (a config that changed the exogenous columns, an older version's lake)."""
     if not changed or len(changed) > UPDATE_ENTITIES or not backend.lake.exists(SILVER_SERIES):
         return None
+    if any("\\" in e for e in changed):       # Spark SQL reads a backslash in a literal as an escape
+        return None
     gold = backend.read(GOLD_SERIES)
     if not _columns_current(gold, backend.read(SILVER_SERIES), config):
         return None

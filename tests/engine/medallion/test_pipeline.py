@@ -351,4 +351,9 @@ def test_new_rows_for_a_few_entities_rebuild_only_theirs_as_a_whole_rebuild_woul
     pd.DataFrame(everyone).to_csv(folder / "day3.csv", index=False)
     report = ingest(config, backend, progress=lambda _: None)
     assert report.rebuilt and report.updated_entities == 0 and report.gold["entities"] == 4
+    # An id with a backslash (an escape in Spark SQL's literals) is rebuilt whole, not named in a predicate.
+    pd.DataFrame([{"meter": "C\\D", "time": "2024-01-04 00:00", "kw": "5", "temp": "20"}]).to_csv(
+        folder / "day4.csv", index=False)
+    report = ingest(config, backend, progress=lambda _: None)
+    assert report.rebuilt and report.updated_entities == 0 and report.gold["entities"] == 5
 
