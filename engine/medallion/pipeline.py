@@ -291,7 +291,8 @@ class _Update:
 
     def lengths(self, updated: Mapping[str, int]) -> dict[str, int]:
         """Gold's series lengths after the update (an updated entity may have left gold)."""
-        kept = {e: n for e, n in self.before.items() if e not in set(self.entities)}
+        updated_ids = set(self.entities)
+        kept = {e: n for e, n in self.before.items() if e not in updated_ids}
         return {**kept, **updated}
 
 
