@@ -607,6 +607,17 @@ class Config:
             shaping["tuning"] = {"space": self.tuning.space, "per_entity": dataclasses.asdict(self.tuning.per_entity)}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    def layers_fingerprint(self) -> str:
+        """Hash of what shapes silver and gold from the same bronze: the source's columns and
+        regressors, the series' frequency and seasons, the quality rules (a change rebuilds them)."""
+        import hashlib
+        import json
+        shaping = {"source": {"kind": self.source.kind, "columns": dataclasses.asdict(self.source.columns),
+                              "exogenous": list(self.source.exogenous)},
+                   "series": {"freq": self.series.freq, "season_lengths": self.series.season_lengths},
+                   "quality": dataclasses.asdict(self.quality)}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
     def check_against_data(self, series_lengths: Mapping[str, int]) -> None:
         """Reject settings the ingested data cannot support (called once gold is known)."""
         if not series_lengths:

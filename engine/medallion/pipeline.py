@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from engine.config import Config
 from engine.errors import ConfigError
@@ -30,7 +31,7 @@ from engine.lake import (BRONZE_META, GOLD_HOLIDAYS, GOLD_SERIES, PART, PART_KEY
                          observed_before)
 from engine.medallion.cleaning import (ID_TOO_LONG, NO_VALUE, OFF_GRID, TRAILING, GoldPreparer, SilverCleaner,
                                        edge_rows, longest_season)
-from engine.medallion.schemas import (SILVER_FLAGS, edge_schema, gold_schema, parsed_calendar_schema,
+from engine.medallion.schemas import (SILVER_FLAGS, TS, edge_schema, gold_schema, parsed_calendar_schema,
                                       parsed_exogenous_schema, parsed_target_schema, rejected_schema, silver_schema)
 from engine.memory import give_back
 from engine.normalize import entity_ids
@@ -38,6 +39,9 @@ from engine.sources import CALENDAR, EXOGENOUS, TARGET, BatchRejected, Dataset, 
 from engine.sources.base import bronze_column
 
 UNREADABLE = "bronze/_unreadable"     # raw bytes of files that could not be read, by batch id
+# Which cleaning settings built each gold version (Config.layers_fingerprint).
+LAYERS = "_manymodels/layers"
+LAYERS_SCHEMA = pa.schema([("gold_version", pa.int64()), ("fingerprint", pa.string()), ("recorded_at", TS)])
 
 
 @dataclass
@@ -137,8 +141,10 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     started = time.perf_counter()
     driver_lake = DeltaRsLake(config.lake)      # small driver-side checks, without Spark
     since = _previous_night(driver_lake, config.source.kind, as_of) if as_of is not None else None
-    # Gold as it stands was built from all of bronze: new target rows then change only their entities.
-    gold_was_current = not rebuild and _gold_is_current(driver_lake, [d.name for d in source.datasets])
+    # Silver and gold as they stand were built with this config's cleaning settings...
+    layers_current = not rebuild and _layers_current(driver_lake, config)
+    # ...and from all of bronze: new target rows then change only their entities.
+    gold_was_current = layers_current and _gold_is_current(driver_lake, [d.name for d in source.datasets])
     changed: set[str] = set()       # entities of the target batches this run inserts
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(backend)
@@ -212,7 +218,10 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     progress(f"bronze: {report.batches} batch(es), {report.new_batches} new, "
              f"{sum(report.bronze_inserted.values())} row(s) inserted, {len(report.rejected)} rejected")
 
-    if not rebuild and _gold_is_current(driver_lake, [d.name for d in source.datasets]):
+    if not rebuild and not layers_current and driver_lake.exists(GOLD_SERIES):
+        progress("silver/gold: built with other cleaning settings (source columns or regressors, series.freq or "
+                 "season_lengths, quality) or by an earlier version: rebuilding them from bronze")
+    if layers_current and _gold_is_current(driver_lake, [d.name for d in source.datasets]):
         version = backend.lake.version(GOLD_SERIES)
         gold = backend.read(GOLD_SERIES, version)
         silver = backend.read(SILVER_SERIES)
@@ -264,6 +273,7 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
         config.check_against_data(update.lengths(lengths) if update else lengths)
         report.gold_version = _write(backend, GOLD_SERIES, gold, gold_schema(config.source.exogenous), only,
                                      clustered_by="entity_id")
+        _record_layers(driver_lake, config, report.gold_version)
         whole = backend.read(GOLD_SERIES) if update else gold
         report.gold = backend.summarize(whole, ["is_imputed"])
         report.data_end = backend.last_observed(whole, as_of)
@@ -319,6 +329,22 @@ def _write(backend, table: str, frame, schema, only: Optional[list[str]], cluste
     if only is None:
         return backend.overwrite(table, frame, schema, clustered_by=clustered_by)
     return backend.replace_entities(table, frame, schema, only, clustered_by)
+
+
+def _layers_current(lake: DeltaRsLake, config: Config) -> bool:
+    """Gold's current version was built with this config's `layers_fingerprint` (a gold written
+    since the last record, e.g. by a run that crashed before recording, counts as not current)."""
+    if not lake.exists(LAYERS) or not lake.exists(GOLD_SERIES):
+        return False
+    latest = lake.read(LAYERS).sort_values("gold_version").iloc[-1]
+    return (int(latest["gold_version"]) == lake.version(GOLD_SERIES)
+            and latest["fingerprint"] == config.layers_fingerprint())
+
+
+def _record_layers(lake: DeltaRsLake, config: Config, gold_version: int) -> None:
+    row = pd.DataFrame({"gold_version": [gold_version], "fingerprint": [config.layers_fingerprint()],
+                        "recorded_at": pd.Series([pd.Timestamp.now(tz="UTC")], dtype="datetime64[us, UTC]")})
+    lake.append(LAYERS, row, LAYERS_SCHEMA)
 
 
 def _columns_current(gold, silver, config: Config) -> bool:

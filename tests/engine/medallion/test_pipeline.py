@@ -89,6 +89,24 @@ def test_reingest_is_idempotent_and_a_new_batch_appends(messy, tmp_path):
     assert {"_source", "_batch_id", "_ingested_at", "_row"} <= set(bronze.columns)
 
 
+def test_changed_cleaning_settings_rebuild_silver_and_gold_from_the_same_bronze(messy, tmp_path):
+    """Bronze unchanged but quality rules changed: gold is rebuilt (and said so), not kept as the
+    old rules made it; the same settings again keep it."""
+    import dataclasses
+    config, _ = messy
+    first, lake = run(config)
+    version = lake.version(GOLD_SERIES)
+    stricter = dataclasses.replace(config, quality=dataclasses.replace(config.quality, outlier_z=0.5))
+    said = []
+    again = ingest(stricter, LocalBackend(stricter.lake), progress=said.append)
+    assert again.rebuilt and again.new_batches == 0 and lake.version(GOLD_SERIES) == version + 1
+    assert any(line.startswith("silver/gold: built with other cleaning settings") for line in said)
+    silver = lake.read(SILVER_SERIES)
+    assert silver["flag_outlier"].sum() > first.silver["flag_outlier"]
+    same, _ = run(stricter)
+    assert not same.rebuilt and lake.version(GOLD_SERIES) == version + 1
+
+
 def test_gold_time_travel(messy):
     config, folder = messy
     run(config)
