@@ -50,7 +50,10 @@ class SilverCleaner:
             grid = pd.DatetimeIndex([], tz="UTC", name="ds")
         out = latest[on_grid].reindex(grid).assign(flag_off_grid=False)
         if not on_grid.all():
-            out = pd.concat([out, latest[~on_grid].assign(flag_off_grid=True)]).sort_index()
+            off_grid = latest[~on_grid].assign(flag_off_grid=True)
+            # An entity with no row on the grid is its off-grid rows alone (pandas warns on, and will
+            # change the dtypes of, a concatenation with an empty frame).
+            out = (pd.concat([out, off_grid]) if len(out) else off_grid).sort_index()
 
         out["entity_id"] = entity
         # Rows the grid added carry NaN flags: they were not received, so not invalid or duplicated.
