@@ -200,33 +200,29 @@ class DeltaRsLake:
         return True
 
     @_store_errors
-    def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
-                  clustered_by: Optional[str] = None) -> int:
+    def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema, clustered_by: Optional[str] = None,
+                  entities: Optional[Sequence[str]] = None) -> int:
         """Replace the table's rows in one commit (sorted by `clustered_by`, then `ds`, in row
-        groups of CLUSTERED_ROW_GROUP rows, when given); returns the new version."""
+        groups of CLUSTERED_ROW_GROUP rows, when given); returns the new version. With
+        `entities`, only their rows are replaced (every row of `frame` is one of theirs) and the
+        other entities' files are kept as they are."""
         from deltalake import WriterProperties
         kwargs = {}
         if clustered_by:
             frame = frame.sort_values(_cluster_keys(clustered_by, schema), kind="stable")
             kwargs["writer_properties"] = WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP)
         data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-        # An overwrite drops any partitioning the table had (lakes written by older versions).
-        self.write(table, data, mode="overwrite", partition_by=[], schema_mode="overwrite", **kwargs)
+        if entities is not None:
+            kwargs["predicate"] = sql_in("entity_id", entities)
+        else:       # a whole overwrite drops any partitioning the table had (lakes written by older versions)
+            kwargs.update(partition_by=[], schema_mode="overwrite")
+        self.write(table, data, mode="overwrite", **kwargs)
         return self.table(table).version()
 
     @_store_errors
-    def replace_entities(self, table: str, frame: pd.DataFrame, schema: pa.Schema, entities: Sequence[str],
-                         clustered_by: Optional[str] = None) -> int:
-        """Replace the rows of `entities` (every row of `frame` is one of theirs) in one commit;
-        other entities' files are kept as they are. Returns the new version."""
-        from deltalake import WriterProperties
-        kwargs = {}
-        if clustered_by:
-            frame = frame.sort_values(_cluster_keys(clustered_by, schema), kind="stable")
-            kwargs["writer_properties"] = WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP)
-        data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-        self.write(table, data, mode="overwrite", predicate=sql_in("entity_id", entities), **kwargs)
-        return self.table(table).version()
+    def columns(self, table: str) -> list[str]:
+        """The table's column names, from its schema (no data read)."""
+        return [f.name for f in self.table(table).schema().fields]
 
 
 class SparkLake:
@@ -317,25 +313,21 @@ class SparkLake:
                 return int(commit["operationMetrics"]["numOutputRows"])
         raise RuntimeError(f"the commit to {table} tagged {tag} is not in its last {_TAG_LOOKBACK} versions")
 
-    def overwrite(self, table: str, frame: "SparkFrame", schema: pa.Schema,
-                  clustered_by: Optional[str] = None) -> int:
-        """As `DeltaRsLake.overwrite`: ranges of `clustered_by` per file, sorted within each."""
+    def overwrite(self, table: str, frame: "SparkFrame", schema: pa.Schema, clustered_by: Optional[str] = None,
+                  entities: Optional[Sequence[str]] = None) -> int:
+        """As `DeltaRsLake.overwrite`: ranges of `clustered_by` per file, sorted within each; with
+        `entities`, delta-spark's `replaceWhere` (the files without them are skipped by their
+        statistics and kept)."""
         frame = frame.select(*schema.names)
         if clustered_by:
             keys = _cluster_keys(clustered_by, schema)
             frame = frame.repartitionByRange(clustered_by).sortWithinPartitions(*keys)
-        frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(self.path(table))
-        return self.version(table)
-
-    def replace_entities(self, table: str, frame: "SparkFrame", schema: pa.Schema, entities: Sequence[str],
-                         clustered_by: Optional[str] = None) -> int:
-        """As `DeltaRsLake.replace_entities`, with delta-spark's `replaceWhere` (the files without
-        those entities are skipped by their statistics and kept)."""
-        frame = frame.select(*schema.names)
-        if clustered_by:
-            frame = frame.repartitionByRange(clustered_by).sortWithinPartitions(*_cluster_keys(clustered_by, schema))
-        (frame.write.format("delta").mode("overwrite").option("replaceWhere", sql_in("entity_id", entities))
-         .save(self.path(table)))
+        writer = frame.write.format("delta").mode("overwrite")
+        if entities is not None:
+            writer = writer.option("replaceWhere", sql_in("entity_id", entities))
+        else:
+            writer = writer.option("overwriteSchema", "true")
+        writer.save(self.path(table))
         return self.version(table)
 
 

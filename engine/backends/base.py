@@ -76,12 +76,9 @@ class Backend(ABC):
         table also holds, all-null, the columns other files added)."""
 
     @abstractmethod
-    def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int: ...
-
-    @abstractmethod
-    def replace_entities(self, table: str, frame, schema: pa.Schema, entities: Sequence[str],
-                         clustered_by: Optional[str] = None) -> int:
-        """Replace the rows of `entities` in `table` with `frame`'s in one commit; the new version."""
+    def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None,
+                  entities: Optional[Sequence[str]] = None) -> int:
+        """Replace `table`'s rows (with `entities`, only theirs) with `frame`'s in one commit; the new version."""
 
     @abstractmethod
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int: ...

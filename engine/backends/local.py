@@ -86,13 +86,9 @@ class PandasBackend(Backend):
             out = out.assign(is_holiday=out["ds"].dt.date.isin(dates).astype("float64"))
         return out
 
-    def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema,
-                  clustered_by: Optional[str] = None) -> int:
-        return self.lake.overwrite(table, frame, schema, clustered_by)
-
-    def replace_entities(self, table: str, frame, schema: pa.Schema, entities: Sequence[str],
-                         clustered_by: Optional[str] = None) -> int:
-        return self.lake.replace_entities(table, frame, schema, entities, clustered_by)
+    def overwrite(self, table: str, frame: pd.DataFrame, schema: pa.Schema, clustered_by: Optional[str] = None,
+                  entities: Optional[Sequence[str]] = None) -> int:
+        return self.lake.overwrite(table, frame, schema, clustered_by, entities)
 
     def insert_new(self, table: str, frame: pd.DataFrame, keys: Sequence[str]) -> int:
         return self.lake.insert_new(table, frame, keys)

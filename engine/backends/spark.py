@@ -106,12 +106,9 @@ class SparkBackend(Backend):
         counts = frame.groupBy("_batch_id").agg(*(F.count(F.col(f"`{c}`")).alias(f"n{i}") for i, c in enumerate(raw)))
         return {row["_batch_id"]: tuple(c for i, c in enumerate(raw) if row[f"n{i}"]) for row in counts.collect()}
 
-    def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None) -> int:
-        return self.lake.overwrite(table, frame, schema, clustered_by)
-
-    def replace_entities(self, table: str, frame, schema: pa.Schema, entities: Sequence[str],
-                         clustered_by: Optional[str] = None) -> int:
-        return self.lake.replace_entities(table, frame, schema, entities, clustered_by)
+    def overwrite(self, table: str, frame, schema: pa.Schema, clustered_by: Optional[str] = None,
+                  entities: Optional[Sequence[str]] = None) -> int:
+        return self.lake.overwrite(table, frame, schema, clustered_by, entities)
 
     def holds_batch(self, table: str, batch_id: str) -> bool:
         from pyspark.sql import functions as F

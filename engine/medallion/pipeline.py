@@ -144,7 +144,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     # Silver and gold as they stand were built with this config's cleaning settings...
     layers_current = not rebuild and _layers_current(driver_lake, config)
     # ...and from all of bronze: new target rows then change only their entities.
-    gold_was_current = layers_current and _gold_is_current(driver_lake, [d.name for d in source.datasets])
+    dataset_names = [d.name for d in source.datasets]
+    gold_was_current = layers_current and _gold_is_current(driver_lake, dataset_names)
     changed: set[str] = set()       # entities of the target batches this run inserts
     ingested_at = pd.Timestamp(datetime.now(timezone.utc)).as_unit("us")
     rejected_ids = _rejected_ids(backend)
@@ -221,11 +222,11 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     if not rebuild and not layers_current and driver_lake.exists(GOLD_SERIES):
         progress("silver/gold: built with other cleaning settings (source columns or regressors, series.freq or "
                  "season_lengths, quality) or by an earlier version: rebuilding them from bronze")
-    if layers_current and _gold_is_current(driver_lake, [d.name for d in source.datasets]):
+    if layers_current and _gold_is_current(driver_lake, dataset_names):      # again: after bronze's writes
         version = backend.lake.version(GOLD_SERIES)
         gold = backend.read(GOLD_SERIES, version)
         silver = backend.read(SILVER_SERIES)
-        if _columns_current(gold, silver, config):
+        if _columns_current(gold.columns, silver.columns, config):
             report.gold_version, report.gold = version, backend.summarize(gold, ["is_imputed"])
             report.data_end = backend.last_observed(gold, as_of)
             progress(f"silver/gold: bronze unchanged, gold stays at version {version}")
@@ -239,7 +240,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
         progress("silver/gold: no accepted batch of target rows yet; nothing to build")
         return report
     only_new_targets = {d for d, n in report.bronze_inserted.items() if n} == {target.name}
-    update = _update(backend, config, changed if gold_was_current and only_new_targets else set(), progress)
+    update = _update(backend, driver_lake, config, changed if gold_was_current and only_new_targets else set(),
+                     progress)
     only = update.entities if update else None
     started = time.perf_counter()
     shared = _latest_exogenous(backend, exog_sets, parsers, excluded, config.source.exogenous)
@@ -252,9 +254,9 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
         parsed = backend.keep_entities(parsed, only)
     with_exog = backend.add_exogenous(parsed, shared, holidays if "is_holiday" in config.source.exogenous else None)
     cleaner = SilverCleaner(config.series.frequency, tuple(config.source.exogenous), config.quality)
-    _write(backend, SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,
+    backend.overwrite(SILVER_SERIES, backend.apply_by(with_exog, "entity_id", cleaner,
                                                     silver_schema(config.source.exogenous)),
-           silver_schema(config.source.exogenous), only)
+                      silver_schema(config.source.exogenous), entities=only)
     silver = backend.read(SILVER_SERIES)
     report.silver = backend.summarize(silver, SILVER_FLAGS)
     report.seconds["silver"] = time.perf_counter() - started
@@ -271,8 +273,8 @@ def ingest(config: Config, backend, progress: Callable[[str], None] = print, reb
     try:
         lengths = backend.lengths(gold)
         config.check_against_data(update.lengths(lengths) if update else lengths)
-        report.gold_version = _write(backend, GOLD_SERIES, gold, gold_schema(config.source.exogenous), only,
-                                     clustered_by="entity_id")
+        report.gold_version = backend.overwrite(GOLD_SERIES, gold, gold_schema(config.source.exogenous),
+                                                clustered_by="entity_id", entities=only)
         _record_layers(driver_lake, config, report.gold_version)
         whole = backend.read(GOLD_SERIES) if update else gold
         report.gold = backend.summarize(whole, ["is_imputed"])
@@ -306,7 +308,7 @@ class _Update:
         return {**kept, **updated}
 
 
-def _update(backend, config: Config, changed: set[str], progress) -> Optional[_Update]:
+def _update(backend, lake: DeltaRsLake, config: Config, changed: set[str], progress) -> Optional[_Update]:
     """The update of the `changed` entities, or None where silver and gold are rebuilt whole: no
     entities given (other bronze changed too, or gold was not current), too many of them, or
     tables of another layout (a config that changed the exogenous columns, an older version's lake)."""
@@ -315,20 +317,13 @@ def _update(backend, config: Config, changed: set[str], progress) -> Optional[_U
     if any("\\" in e for e in changed):       # Spark SQL reads a backslash in a literal as an escape
         return None
     gold = backend.read(GOLD_SERIES)
-    if not _columns_current(gold, backend.read(SILVER_SERIES), config):
+    if not _columns_current(gold.columns, lake.columns(SILVER_SERIES), config):      # silver's schema only
         return None
     before = backend.lengths(gold)
     if 2 * len(changed) > len(before):
         return None
     progress(f"silver/gold: new rows for {len(changed)} of {len(before)} entities: rebuilding theirs only")
     return _Update(sorted(changed), before)
-
-
-def _write(backend, table: str, frame, schema, only: Optional[list[str]], clustered_by: Optional[str] = None) -> int:
-    """Overwrite `table`, or with `only`, replace those entities' rows."""
-    if only is None:
-        return backend.overwrite(table, frame, schema, clustered_by=clustered_by)
-    return backend.replace_entities(table, frame, schema, only, clustered_by)
 
 
 def _layers_current(lake: DeltaRsLake, config: Config) -> bool:
@@ -347,11 +342,11 @@ def _record_layers(lake: DeltaRsLake, config: Config, gold_version: int) -> None
     lake.append(LAYERS, row, LAYERS_SCHEMA)
 
 
-def _columns_current(gold, silver, config: Config) -> bool:
+def _columns_current(gold_columns, silver_columns, config: Config) -> bool:
     """Gold and silver have this config's columns: a config that changed the exogenous columns, or
     a lake written by an older version (other silver columns), needs a rebuild even with the same input."""
-    return (list(gold.columns) == gold_schema(config.source.exogenous).names
-            and list(silver.columns) == silver_schema(config.source.exogenous).names)
+    return (list(gold_columns) == gold_schema(config.source.exogenous).names
+            and list(silver_columns) == silver_schema(config.source.exogenous).names)
 
 
 def _audit_edges(backend, silver, report: IngestReport, config: Config, as_of: Optional[pd.Timestamp],

@@ -409,4 +409,3 @@ def _default_index(frame: pd.DataFrame) -> bool:
     """The frame's rows are labelled 0..n-1 (what `_forecast` reads positionally)."""
     index = frame.index
     return isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1
-
