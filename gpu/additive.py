@@ -275,7 +275,9 @@ def forecast(state: dict[str, Any], t: np.ndarray, exog: Optional[np.ndarray] = 
 def days(ds) -> np.ndarray:
     """Timestamps as days since the epoch (float64), the time axis of the design; naive ones are UTC."""
     import pandas as pd
-    if pd.api.types.is_datetime64_any_dtype(ds):
+    if isinstance(ds, pd.DatetimeIndex):
+        index = ds                              # a forecast's hot path: nothing to convert
+    elif pd.api.types.is_datetime64_any_dtype(ds):
         index = pd.DatetimeIndex(ds)            # already instants: no parsing (a fit's hot path)
     else:
         index = pd.DatetimeIndex(pd.to_datetime(ds, utc=True))

@@ -238,6 +238,14 @@ class ForecastModel(ABC):
         raise NotImplementedError(f"{cls.name} does not fit ahead")
 
     @classmethod
+    def fit_grid(cls, spec: ModelSpec, params: Optional[Mapping[str, Any]], ds: pd.DatetimeIndex, y: np.ndarray,
+                 columns: Mapping[str, np.ndarray], device=None) -> list["ForecastModel"]:
+        """For `fits_ahead` models: one model per row of `y` (E, T), all on the stamps `ds`, with
+        regressors `columns` (name -> (E, T), no NaN), in batched calls: each is what `fit` makes of
+        that row's frame (engine.training.panel)."""
+        raise NotImplementedError(f"{cls.name} does not fit a panel")
+
+    @classmethod
     def forget_ahead(cls) -> None:
         """Drop the states fitted ahead that no `fit` took."""
         return None     # nothing is fitted ahead unless a model overrides `fit_ahead`
@@ -280,7 +288,11 @@ class ForecastModel(ABC):
         return history, y
 
     def _fitted_on(self, history: pd.DataFrame, y: np.ndarray) -> None:
-        self.seen_ = seen_in(history, self.exogenous_)
+        self._fitted_with(seen_in(history, self.exogenous_), y)
+
+    def _fitted_with(self, seen: dict[str, Seen], y: np.ndarray) -> None:
+        """Fitted on values `y` whose regressors took `seen`: the floor the forecasts keep."""
+        self.seen_ = seen
         nonnegative = self.spec.nonnegative
         self.floor_ = 0.0 if nonnegative or (nonnegative is None and y.min() >= 0) else None
         self.fitted_ = True
@@ -292,16 +304,29 @@ class ForecastModel(ABC):
 
     def forecast(self, future: pd.DataFrame) -> Forecast:
         """Forecast the rows of `future` (its ``ds`` continue the history on the grid)."""
-        if not self.fitted_:
-            raise ModelError(f"{self.name}: forecast() called before fit()")
-        missing = [c for c in self.exogenous_ if c not in future or future[c].hasnans]
-        if missing:
-            raise ModelError(f"{self.name}: future rows lack values for exogenous column(s) {missing}, "
-                             "which this model was fitted with; supply them for every forecast step")
+        self._check_future([c for c in self.exogenous_ if c not in future or future[c].hasnans])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fc = self._forecast(future if _default_index(future) else future.reset_index(drop=True), len(future))
-        if len(fc.mean) != len(future) or not np.isfinite(fc.mean).all():
+        return self._finished(fc, len(future))
+
+    def forecast_columns(self, ds: pd.DatetimeIndex, columns: Mapping[str, np.ndarray]) -> Forecast:
+        """`forecast` of the rows with stamps `ds` and regressor values `columns`, given as arrays
+        (a panel of entities on one grid, engine.training.panel). Models that can forecast from
+        arrays without a frame override it with the same arithmetic."""
+        return self.forecast(pd.DataFrame({"ds": ds, **columns}))
+
+    def _check_future(self, missing: list[str]) -> None:
+        if not self.fitted_:
+            raise ModelError(f"{self.name}: forecast() called before fit()")
+        if missing:
+            raise ModelError(f"{self.name}: future rows lack values for exogenous column(s) {missing}, "
+                             "which this model was fitted with; supply them for every forecast step")
+
+    def _finished(self, fc: Forecast, steps: int) -> Forecast:
+        """The model's own forecast of `steps` rows, checked, with the bands, floor and
+        reconciliation this fitted model carries."""
+        if len(fc.mean) != steps or not np.isfinite(fc.mean).all():
             raise ModelError(f"{self.name}: produced a non-finite forecast")
         if self.intervals_:
             fc = fc.with_widths({int(lvl): np.asarray(w, dtype="float64") for lvl, w in self.intervals_.items()})

@@ -6,12 +6,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
 from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec, normal_bounds
+from engine.models.regressors import seen_of
 from gpu import additive
 from gpu.device import ENV
 
@@ -55,11 +56,30 @@ class GpuAdditiveModel(ForecastModel):
                                      len(self.exogenous_))
         return _Inputs(additive.days(history["ds"]), y, self._regressors(history), layout, self.hyper)
 
-    def _regressors(self, rows: pd.DataFrame) -> Optional[np.ndarray]:
-        """(T, E) values of the exogenous columns (column by column: a list-indexed frame copies)."""
+    def _regressors(self, rows: Mapping[str, Any]) -> Optional[np.ndarray]:
+        """(T, E) values of the exogenous columns of a frame or of arrays by name (column by
+        column: a list-indexed frame copies)."""
         if not self.exogenous_:
             return None
-        return np.column_stack([rows[c].to_numpy(dtype="float64") for c in self.exogenous_])
+        return np.column_stack([np.asarray(rows[c], dtype="float64") for c in self.exogenous_])
+
+    @classmethod
+    def fit_grid(cls, spec: ModelSpec, params: Optional[dict[str, Any]], ds: pd.DatetimeIndex, y: np.ndarray,
+                 columns: Mapping[str, np.ndarray], device=None) -> list["GpuAdditiveModel"]:
+        """Every row of `y` fitted in one batched call (on CUDA when present), with the inputs and
+        code `fit` gives one entity's frame: the same state, bit for bit."""
+        first = cls(spec, params)
+        exogenous = tuple(c for c in spec.exogenous if c in columns)
+        layout = additive.layout_for(spec.step_days, spec.season_lengths, first.hyper, len(exogenous))
+        exog = np.stack([columns[c] for c in exogenous], axis=-1) if exogenous else None
+        fit = additive.fit_batch(additive.days(ds), y, layout, first.hyper, exog, device=device)
+        models = []
+        for i in range(len(y)):
+            model = first if i == 0 else cls(spec, params)
+            model.exogenous_, model.state_ = exogenous, fit.state(i)
+            model._fitted_with(seen_of({c: columns[c][i] for c in exogenous}), y[i])
+            models.append(model)
+        return models
 
     @classmethod
     def fit_ahead(cls, spec: ModelSpec, params: Optional[dict[str, Any]], histories: list[pd.DataFrame],
@@ -93,8 +113,15 @@ class GpuAdditiveModel(ForecastModel):
         _AHEAD.clear()
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        mean = additive.forecast(self.state_, additive.days(future["ds"]), self._regressors(future))
-        return Forecast(mean, normal_bounds(mean, np.full(horizon, self.state_["sigma"]), self.spec.levels))
+        return self._forecast_at(additive.days(future["ds"]), self._regressors(future))
+
+    def forecast_columns(self, ds: pd.DatetimeIndex, columns: Mapping[str, np.ndarray]) -> Forecast:
+        self._check_future([c for c in self.exogenous_ if c not in columns or np.isnan(columns[c]).any()])
+        return self._finished(self._forecast_at(additive.days(ds), self._regressors(columns)), len(ds))
+
+    def _forecast_at(self, t: np.ndarray, exog: Optional[np.ndarray]) -> Forecast:
+        mean = additive.forecast(self.state_, t, exog)
+        return Forecast(mean, normal_bounds(mean, np.full(len(t), self.state_["sigma"]), self.spec.levels))
 
     def params(self) -> dict[str, Any]:
         layout = additive.layout_from_state(self.state_)

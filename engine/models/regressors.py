@@ -46,9 +46,13 @@ class Seen:
 
 def seen_in(history: pd.DataFrame, columns: Iterable[str]) -> dict[str, Seen]:
     """What each of `columns` took in `history` (columns without a value are left out)."""
+    return seen_of({column: history[column].to_numpy(dtype="float64") for column in columns})
+
+
+def seen_of(columns: Mapping[str, np.ndarray]) -> dict[str, Seen]:
+    """`seen_in` of columns given as arrays."""
     seen = {}
-    for column in columns:
-        values = history[column].to_numpy(dtype="float64")
+    for column, values in columns.items():
         values = values[np.isfinite(values)]
         if len(values):
             seen[column] = Seen(float(values.min()), float(values.max()), bool(np.isin(values, (0.0, 1.0)).all()))

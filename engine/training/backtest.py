@@ -70,9 +70,7 @@ def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
     own past, so a model is judged on the information it will have, not on realized weather."""
     n, h = len(history), spec.horizon
     y = history["y"].to_numpy()
-    origins = [(n - h - (windows - 1 - window) * spec.step, window == 0 or refit_due(window, spec))
-               for window in range(windows)]
-    origins = _seasonal_origins(n, spec, origins[0][0] if origins else n) + origins
+    origins = fold_origins(n, spec, windows)
     # Each window's test rows from the columns' arrays, one frame each (this runs per entity).
     inputs = {c: history[c].array for c in history.columns if c != "y"}
     folds = []
@@ -85,8 +83,16 @@ def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
             columns.update({c: filled[c][:stop - origin] for c in scenario})
         test = pd.DataFrame(columns, copy=True)
         folds.append(Fold(window, history["ds"].iloc[origin], train, test, y[origin:origin + h],
-                          mase_scale(y[:origin], _mase_season(spec, origin)), refit))
+                          mase_scale(y[:origin], mase_season(spec, origin)), refit))
     return folds
+
+
+def fold_origins(n: int, spec: "TrainSpec", windows: int) -> list[tuple[int, bool]]:
+    """(origin row, refit) of each fold of an `n`-row history, oldest first: the `backtest.years`
+    windows, then the `windows` recent ones, the last ending at the last row."""
+    recent = [(n - spec.horizon - (windows - 1 - window) * spec.step, window == 0 or refit_due(window, spec))
+              for window in range(windows)]
+    return _seasonal_origins(n, spec, recent[0][0] if recent else n) + recent
 
 
 def _seasonal_origins(n: int, spec: "TrainSpec", first_recent: int) -> list[tuple[int, bool]]:
@@ -98,7 +104,7 @@ def _seasonal_origins(n: int, spec: "TrainSpec", first_recent: int) -> list[tupl
     return [(o, True) for o in origins if o >= spec.min_train and o + spec.horizon <= first_recent]
 
 
-def _mase_season(spec: "TrainSpec", n: int) -> int:
+def mase_season(spec: "TrainSpec", n: int) -> int:
     seasons = [s for s in spec.model.season_lengths if 1 < s < n]
     return min(seasons) if seasons else 1
 

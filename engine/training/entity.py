@@ -125,6 +125,11 @@ class EntityInputs:
 def train_entity(rows: pd.DataFrame, spec: TrainSpec, inputs: Optional[EntityInputs] = None) -> pd.DataFrame:
     """One entity's gold rows -> one result row (columns `RESULT_COLUMNS`). `inputs`, when the
     caller already prepared them from these rows (engine.training.ahead), are not prepared again."""
+    return pd.DataFrame([entity_result(rows, spec, inputs)], columns=RESULT_COLUMNS)
+
+
+def entity_result(rows: pd.DataFrame, spec: TrainSpec, inputs: Optional[EntityInputs] = None) -> dict[str, Any]:
+    """`train_entity`'s result row as a dict (a task builds one frame of all its rows)."""
     started = time.perf_counter()
     entity = str(rows["entity_id"].iloc[0])
     try:
@@ -134,7 +139,7 @@ def train_entity(rows: pd.DataFrame, spec: TrainSpec, inputs: Optional[EntityInp
             raise
         result = _after_failure(rows, spec, exc)
     result.update(entity_id=entity, fit_seconds=time.perf_counter() - started)
-    return pd.DataFrame([result], columns=RESULT_COLUMNS)
+    return result
 
 
 def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[str, Any]:
@@ -174,8 +179,8 @@ def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[st
         if keep_paths and windows_of:
             paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
                      "actual": [f.actual.tolist() for f in windows_of]}
-    return _result(OK, model, history, future, windows, spec, notes, summary, backtests.records, params_from=source,
-                   paths=paths, scores=scores)
+    return result_of(OK, model, history["ds"], future, windows, spec, notes, summary, backtests.records,
+                   params_from=source, paths=paths, scores=scores)
 
 
 def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[list, np.ndarray]:
@@ -260,13 +265,13 @@ def _unvalidated(history, future, spec, notes, reason):
         return _fallback(history, future, spec, FALLBACK_STATUS, notes, reason=reason)
     model = fitted[0] if len(fitted) == 1 else EnsembleModel.of_fitted(spec.model, fitted,
                                                                       spec.hyperparameters.get("ensemble"))
-    return _result(FALLBACK_STATUS, model, history, future, 0, spec, notes, {}, [],
+    return result_of(FALLBACK_STATUS, model, history["ds"], future, 0, spec, notes, {}, [],
                    reason=f"{reason}; {model.name} of {', '.join(m.name for m in fitted)}, not backtested")
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):
     model = make_model(FALLBACK_MODEL, spec.model).fit(history)
-    return _result(status, model, history, future, 0, spec, notes, {}, [], reason=reason, error=error)
+    return result_of(status, model, history["ds"], future, 0, spec, notes, {}, [], reason=reason, error=error)
 
 
 def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[str, Any]:
@@ -281,15 +286,17 @@ def _after_failure(rows: pd.DataFrame, spec: TrainSpec, exc: Exception) -> dict[
                 "paths": None}
 
 
-def _result(status, model, history, future, windows, spec, notes, summary, backtests, reason=None, error=None,
-            params_from="defaults", paths=None, scores=None):
-    forecast: Forecast = model.forecast(future)
+def result_of(status, model, stamps, future, windows, spec, notes, summary, backtests, reason=None, error=None,
+              params_from="defaults", paths=None, scores=None, forecast: Optional[Forecast] = None):
+    """A result row's fields for `model`, fitted on a history with the stamps `stamps`, and its
+    forecast of the rows `future` (`forecast`, when the caller made it already)."""
+    forecast = model.forecast(future) if forecast is None else forecast
     candidate_errors = sorted({f"{b['candidate']}: {b['error']}" for b in backtests if b["error"]})
     if model.floor_inferred:
         notes = [*notes, "nonnegative: the history was never negative, so no forecast or bound goes below 0 "
                          "(series.nonnegative: false turns this off)"]
-    return {"status": status, "champion": model.name, "reason": reason, "error": error, "n_obs": len(history),
-            "windows": windows, "forecast_origin": history["ds"].iloc[-1],
+    return {"status": status, "champion": model.name, "reason": reason, "error": error, "n_obs": len(stamps),
+            "windows": windows, "forecast_origin": stamps.iloc[-1] if isinstance(stamps, pd.Series) else stamps[-1],
             "params": _json({**model.logged_params(), "params_from": params_from,
                              **({"tuning_run": spec.tuned_by} if spec.tuned_by else {})}),
             "metrics": _json(summary), "backtests": _json(backtests),

@@ -85,40 +85,60 @@ def future_columns(history: pd.DataFrame, ahead: Optional[pd.DataFrame],
     last = history["ds"].iloc[-1]
     ds = pd.date_range(last + spec.freq, periods=spec.horizon, freq=spec.freq)
     columns: dict[str, np.ndarray] = {}
-    lag = max(spec.model.usable_seasons(len(history), cycles=1), default=1)
-    steps = np.arange(spec.horizon)
     known_rows = ahead is not None and len(ahead) > 0
     # Where each future step sits in `ahead` (-1: not there). Every backtest window calls this
     # once per fold, so it stays in numpy rather than re-indexing frames per column.
     at = pd.Index(ahead["ds"]).get_indexer(ds) if known_rows else np.full(len(ds), -1)
     scenario = []
-    for column in [c for c in history.columns if c not in ("ds", "y")]:
+    regressors = [c for c in history.columns if c not in ("ds", "y")]
+    stamps = pd.DatetimeIndex(history["ds"]) if regressors else None
+    for column in regressors:
         known = np.full(len(ds), np.nan)
         if known_rows:
             known[at >= 0] = ahead[column].to_numpy(dtype="float64")[at[at >= 0]]
-        values = history[column].to_numpy(dtype="float64")
-        fill = values[-lag:][steps % lag]
-        if not ((values == 0.0) | (values == 1.0)).all():      # weather, not a 0/1 calendar flag
-            normal = same_dates_earlier_years(pd.Series(values, index=pd.DatetimeIndex(history["ds"])), ds)
-            fill = np.where(np.isfinite(normal), normal, fill)
+        fill = scenario_values(history[column].to_numpy(dtype="float64")[None], stamps, ds, spec)[0]
         columns[column] = np.where(np.isfinite(known), known, fill)
         if not np.isfinite(known).all():
             scenario.append(column)
     return ds, columns, tuple(scenario)
 
 
-def same_dates_earlier_years(values: pd.Series, ds: pd.DatetimeIndex, days: int = 7) -> np.ndarray:
-    """Per future step, the mean of the same time of day within +-`days` days of the same date in
-    every earlier year the history covers (a normal-weather scenario), NaN with under a year."""
-    first = values.index[0]
+def scenario_values(values: np.ndarray, stamps: pd.DatetimeIndex, ds: pd.DatetimeIndex,
+                    spec: "TrainSpec") -> np.ndarray:
+    """A regressor's values at the future stamps `ds` when nothing gives them, one row per entity
+    of `values` (E, T) on the history's `stamps`: normal weather for a weather-like row with over
+    a year of history, else the same position of the longest season that fits (persistence).
+    One entity's history and a panel's rows on one grid (engine.training.panel) take the same steps."""
+    lag = max(spec.model.usable_seasons(values.shape[1], cycles=1), default=1)
+    fill = values[:, -lag:][:, np.arange(len(ds)) % lag]
+    weather = ~((values == 0.0) | (values == 1.0)).all(axis=1)      # not a 0/1 calendar flag
+    if weather.any():
+        normal = same_dates_earlier_years(values[weather], stamps, ds)
+        fill[weather] = np.where(np.isfinite(normal), normal, fill[weather])
+    return fill
+
+
+def same_dates_earlier_years(values: np.ndarray, stamps: pd.DatetimeIndex, ds: pd.DatetimeIndex,
+                             days: int = 7) -> np.ndarray:
+    """Per entity (row of `values`, (E, T) on `stamps`) and future step, the mean of the same time
+    of day within +-`days` days of the same date in every earlier year the history covers (a
+    normal-weather scenario), NaN with under a year."""
+    first = stamps[0]
     if ds[0] - first < pd.Timedelta(days=365 + days):
-        return np.full(len(ds), np.nan)
+        return np.full((len(values), len(ds)), np.nan)
     years = range(1, int((ds[-1] - first).days // 365) + 1)
     back = np.array([365 * y - shift for y in years for shift in range(-days, days + 1)], dtype="int64") * DAY_NS
     # Every (year, shift) sample at once: exact stamp lookups in the sorted history, as a reindex does.
-    stamps = pd.DatetimeIndex(values.index).as_unit("ns").asi8
+    times = stamps.as_unit("ns").asi8
     targets = pd.DatetimeIndex(ds).as_unit("ns").asi8[None, :] - back[:, None]
-    at = np.minimum(np.searchsorted(stamps, targets), len(stamps) - 1)
-    stacked = np.where(stamps[at] == targets, values.to_numpy(dtype="float64")[at], np.nan)
-    counts = np.isfinite(stacked).sum(axis=0)
-    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+    at = np.minimum(np.searchsorted(times, targets), len(times) - 1)
+    found = times[at] == targets
+    # Summed sample by sample, in one order whatever the number of entities: a panel's rows get
+    # the very values each entity gets alone.
+    total, counts = np.zeros((len(values), len(ds))), np.zeros((len(values), len(ds)), dtype="int64")
+    for k in range(len(back)):
+        sample = np.where(found[k], values[:, at[k]], np.nan)
+        seen = np.isfinite(sample)
+        total += np.where(seen, sample, 0.0)
+        counts += seen
+    return np.where(counts > 0, total / np.maximum(counts, 1), np.nan)

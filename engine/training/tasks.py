@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow as pa
 
 from engine.training.ahead import SLICE, ahead_candidates, fitted_ahead
-from engine.training.entity import RESULT_SCHEMA, EntityInputs, TrainSpec, train_entity
+from engine.training.entity import RESULT_COLUMNS, RESULT_SCHEMA, EntityInputs, TrainSpec, entity_result
+from engine.training.panel import panel_candidates, train_panel
 
 TASK_RESULT_SCHEMA = RESULT_SCHEMA.append(pa.field("attempt", pa.int64()))
 
@@ -18,21 +19,27 @@ Task = Callable[..., pd.DataFrame]  # (rows, spec, attempt) -> results; `train_b
 
 def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.DataFrame:
     """All entities of one task, one after another, with BLAS pinned to one thread so that
-    one task per core does not oversubscribe the machine. With a candidate that fits in batches
-    (engine.training.ahead), a slice of entities at a time is prepared and its fits batched first."""
+    one task per core does not oversubscribe the machine. When every candidate fits in batches,
+    the entities on one clean grid are trained as a panel (engine.training.panel); with a
+    candidate that fits in batches, a slice of the others at a time is prepared and its fits
+    batched first (engine.training.ahead)."""
     from threadpoolctl import threadpool_limits
     groups = list(rows.groupby("entity_id", sort=True))
-    parts = []
+    results: dict[int, dict] = {}
     with threadpool_limits(limits=1):
-        if not ahead_candidates(spec):
-            parts = [train_entity(group, spec) for _, group in groups]
-        else:
-            for start in range(0, len(groups), SLICE):
-                chunk = groups[start:start + SLICE]
-                inputs = [_inputs(group, spec) for _, group in chunk]
+        if panel_candidates(spec):
+            results.update(train_panel(groups, spec))
+        rest = [i for i in range(len(groups)) if i not in results]
+        if ahead_candidates(spec):
+            for start in range(0, len(rest), SLICE):
+                chunk = rest[start:start + SLICE]
+                inputs = [_inputs(groups[i][1], spec) for i in chunk]
                 with fitted_ahead(spec, inputs):
-                    parts += [train_entity(group, spec, prepared) for (_, group), prepared in zip(chunk, inputs)]
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_SCHEMA.names)
+                    results.update((i, entity_result(groups[i][1], spec, prepared))
+                                   for i, prepared in zip(chunk, inputs))
+        else:
+            results.update((i, entity_result(groups[i][1], spec)) for i in rest)
+    out = pd.DataFrame([results[i] for i in range(len(groups))], columns=RESULT_COLUMNS)
     return out.assign(attempt=attempt)
 
 

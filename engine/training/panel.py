@@ -1,0 +1,206 @@
+"""A task's entities on one clean time grid, trained as a panel: for each, the result row
+`train_entity` returns, made from arrays rather than from per-entity frames.
+
+With candidates that fit in batches (gpu_additive), fitting is a small part of a task: most of it
+is the per-entity frames around the fits (history, folds, forecasts, one result frame each).
+Entities whose rows share one grid with no gap, no missing value and no row past the last target
+(a clean gold panel) are trained here instead, all at once: the same folds (one set of origins),
+batched fits per fold (`fit_grid`), forecasts and metrics from the same functions, and the same
+result rows, bit for bit (tests/engine/training/test_panel.py). Everything else goes through
+`train_entity`, which handles it and says why as it always does: an entity with gaps, a constant
+or short series, a failed fit or forecast, a per-entity search, an ensemble, conformal bands, a
+hierarchy's kept paths.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from engine.models import ForecastModel, model_class
+from engine.training.backtest import Fold, fold_origins, mase_season, ranked, summarize
+from engine.training.entity import OK, TrainSpec, result_of
+from engine.training.history import scenario_values
+from engine.training.metrics import mase_scale, window_metrics
+
+CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
+
+
+def panel_candidates(spec: TrainSpec) -> bool:
+    """Whether a task's entities can go through the panel: every candidate fits in batches with
+    one set of hyperparameters, and the champion is the best of them alone, with its own bands."""
+    searched = spec.search.space if spec.search is not None else {}
+    return (bool(spec.candidates) and spec.models == spec.candidates and spec.select == "best"
+            and spec.intervals == "model"
+            and all(model_class(n).fits_ahead and not model_class(n).refreshable and n not in searched
+                    for n in spec.candidates))
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One entity's recent history as arrays (`prepare`'s history, when it needs no repair)."""
+
+    index: int              # its position among the task's entities
+    entity: str
+    stamps: pd.DatetimeIndex
+    y: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    @property
+    def grid(self) -> tuple:
+        return (str(self.stamps.dtype), self.stamps.asi8.tobytes(), tuple(self.columns))
+
+
+def train_panel(groups: list[tuple[Any, pd.DataFrame]], spec: TrainSpec) -> dict[int, dict[str, Any]]:
+    """Result rows, by position in `groups` ((entity id, rows) pairs), of the entities trained as
+    a panel; the others are left to `train_entity`."""
+    by_grid: dict[tuple, list[_Series]] = {}
+    for index, (_, rows) in enumerate(groups):
+        series = _clean_series(index, rows, spec)
+        if series is not None:
+            by_grid.setdefault(series.grid, []).append(series)
+    out: dict[int, dict[str, Any]] = {}
+    for members in by_grid.values():
+        for start in range(0, len(members), CHUNK):
+            out.update(_train_grid(members[start:start + CHUNK], spec))
+    return out
+
+
+def _clean_series(index: int, rows: pd.DataFrame, spec: TrainSpec) -> Optional[_Series]:
+    """The entity's history when `prepare` would take it as it is (sorted rows, every value
+    present from the start of the history to the last row, no constant target), else None."""
+    entity = str(rows["entity_id"].iloc[0])
+    if entity in spec.keep_paths:
+        return None
+    stamps = pd.DatetimeIndex(rows["ds"])
+    if not stamps.is_monotonic_increasing or len(stamps) == 0:
+        return None
+    start = max(0, len(stamps) - spec.max_history)
+    y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)[start:]
+    if len(y) < 2 or not np.isfinite(y).all() or np.ptp(y) == 0:
+        return None
+    columns = {}
+    for column in [c for c in spec.model.exogenous if c in rows]:
+        values = rows[column].to_numpy(dtype="float64", na_value=np.nan)[start:]
+        if not np.isfinite(values).all():
+            return None
+        columns[column] = values
+    return _Series(index, entity, stamps[start:], y, columns)
+
+
+def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, Any]]:
+    """`train_entity`'s rows of entities on one grid; those the panel cannot finish are left out."""
+    started = time.perf_counter()
+    stamps, n = members[0].stamps, len(members[0].stamps)
+    windows = max(0, min(spec.windows, (n - spec.min_length()) // spec.step + 1))
+    if windows < 1:
+        return {}
+    y = np.stack([m.y for m in members])
+    columns = {c: np.stack([m.columns[c] for m in members]) for c in members[0].columns}
+    folds = [_fold(window, origin, refit, stamps, y, columns, spec)
+             for window, (origin, refit) in enumerate(fold_origins(n, spec, windows))]
+    windows = len(folds)            # a result row counts the `backtest.years` windows too
+    alive = np.ones(len(members), dtype=bool)       # False: left to `train_entity`
+    records: list[list[dict]] = [[] for _ in members]
+    for name in spec.candidates:
+        for fold in folds:
+            models = _fit(name, spec, stamps[:fold.origin], y[:, :fold.origin],
+                          {c: v[:, :fold.origin] for c, v in columns.items()})
+            for i, model in enumerate(models):
+                if alive[i]:
+                    alive[i] = _score(model, fold, i, records[i], name)
+    champions: dict[str, list[int]] = {}
+    summaries = {}
+    for i in np.flatnonzero(alive):
+        summaries[i] = summarize(records[i], spec.candidates)
+        order = ranked(summaries[i], spec.metric)
+        if order:
+            champions.setdefault(order[0], []).append(i)
+    ds = pd.date_range(stamps[-1] + spec.freq, periods=spec.horizon, freq=spec.freq)
+    future = {c: scenario_values(v, stamps, ds, spec) for c, v in columns.items()}
+    out = {}
+    for name, chosen in champions.items():
+        models = _fit(name, spec, stamps, y[chosen], {c: v[chosen] for c, v in columns.items()})
+        for i, model in zip(chosen, models):
+            row = _result(model, members[i], stamps, ds, {c: v[i] for c, v in future.items()}, windows, spec,
+                          summaries[i], records[i])
+            if row is not None:
+                out[members[i].index] = row
+    seconds = (time.perf_counter() - started) / len(members)
+    for row in out.values():
+        row["fit_seconds"] = seconds        # the panel's time, shared: no entity was timed alone
+    return out
+
+
+@dataclass(frozen=True)
+class _PanelFold:
+    """A backtest window of every entity on the grid (`Fold`'s fields as arrays by entity)."""
+
+    fold: Fold          # the window, origin and refit, shared; its frames are not built
+    origin: int
+    test: pd.DatetimeIndex
+    columns: dict[str, np.ndarray]      # the test rows' regressor values, (E, steps)
+    actual: np.ndarray                  # (E, steps)
+    scale: np.ndarray                   # (E,)
+
+
+def _fold(window: int, origin: int, refit: bool, stamps: pd.DatetimeIndex, y: np.ndarray,
+          columns: dict[str, np.ndarray], spec: TrainSpec) -> _PanelFold:
+    """`backtest_folds`' window for every entity: regressors filled from each window's own past
+    (every column is a scenario: nothing lies past the last target)."""
+    stop = min(origin + spec.horizon, len(stamps))
+    ahead = pd.date_range(stamps[origin - 1] + spec.freq, periods=spec.horizon, freq=spec.freq)
+    filled = {c: scenario_values(v[:, :origin], stamps[:origin], ahead, spec)[:, :stop - origin]
+              for c, v in columns.items()}
+    season = mase_season(spec, origin)
+    scale = np.array([mase_scale(row[:origin], season) for row in y])
+    shared = Fold(window, stamps[origin], None, None, None, np.nan, refit)
+    return _PanelFold(shared, origin, stamps[origin:stop], filled, y[:, origin:origin + spec.horizon], scale)
+
+
+def _fit(name: str, spec: TrainSpec, stamps: pd.DatetimeIndex, y: np.ndarray,
+         columns: dict[str, np.ndarray]) -> list[Optional[ForecastModel]]:
+    """`name` fitted on each row as `fit` would fit that entity's frame (its recent `max_history`
+    rows); None for every row when the batch fails (each entity then fits alone, and fails alone)."""
+    cls = model_class(name)
+    keep = spec.model.max_history
+    if not cls.long_history and 0 < keep < len(stamps):
+        stamps, y, columns = stamps[-keep:], y[:, -keep:], {c: v[:, -keep:] for c, v in columns.items()}
+    try:
+        return cls.fit_grid(spec.model, spec.hyperparameters.get(name), stamps, np.ascontiguousarray(y),
+                            {c: np.ascontiguousarray(v) for c, v in columns.items()})
+    except Exception:  # noqa: BLE001 - the per-entity path meets the same error and records it
+        return [None] * len(y)
+
+
+def _score(model: Optional[ForecastModel], fold: _PanelFold, i: int, records: list[dict], name: str) -> bool:
+    """Append entity i's record of `fold` (what `backtest_candidate` records); False when the
+    entity must go through `train_entity` instead."""
+    if model is None:
+        return False
+    try:
+        forecast = model.forecast_columns(fold.test, {c: v[i] for c, v in fold.columns.items()})
+    except Exception:  # noqa: BLE001 - e.g. a non-finite forecast: the per-entity path records it
+        return False
+    records.append({**fold.fold.record(name), **window_metrics(fold.actual[i], forecast, fold.scale[i])})
+    return True
+
+
+def _result(model: Optional[ForecastModel], series: _Series, stamps: pd.DatetimeIndex, ds: pd.DatetimeIndex,
+            future: dict[str, np.ndarray], windows: int, spec: TrainSpec, summary: dict,
+            records: list[dict]) -> Optional[dict[str, Any]]:
+    """`train_entity`'s row for the champion `model`, or None to leave the entity to it."""
+    if model is None:
+        return None
+    try:
+        forecast = model.forecast_columns(ds, future)
+    except Exception:  # noqa: BLE001 - the per-entity path records it
+        return None
+    row = result_of(OK, model, stamps, {"ds": ds}, windows, spec, [], summary, records,
+                    params_from=spec.sources.get(model.name, "defaults"), scores=dict(summary.get(model.name, {})),
+                    forecast=forecast)
+    row["entity_id"] = series.entity
+    return row
