@@ -6,12 +6,14 @@
 A synthetic hourly panel (4 weeks, temperature as a regressor) is trained with `gpu_additive`
 as the only candidate, by the same code a backend task runs:
 - per-entity path: `train_entity` for one entity after another (every fit a batch of one);
-- batched: `train_bucket`, which fits each slice's backtest windows and final fits ahead in
-  batched calls (engine.training.ahead; on CUDA when present, else the CPU).
+- batched: `train_bucket`, what a task runs: the entities on one clean grid as a panel (one set
+  of folds, each fold's fits in one batched call, forecasts and metrics from arrays:
+  engine.training.panel), the others (the panel's missing stretches) through `train_entity` with
+  their fits batched ahead (engine.training.ahead); on CUDA when present, else the CPU.
 BLAS is pinned to one thread on both sides (one task per core). Prints entities/s of each (median
-of `--repeats`) and the ratio, the same for the fits alone (seconds inside `gpu.additive.fit_batch`:
-the rest of a task is the per-entity code both paths share), and checks that both produce the
-same result rows, bit for bit; appends to benchmarks/results/gpu_train.csv (or --results DIR).
+of `--repeats`) and the ratio, the same for the fits alone (seconds inside `gpu.additive.fit_batch`),
+and checks that both produce the same result rows, bit for bit; appends to
+benchmarks/results/gpu_train.csv (or --results DIR).
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """One planned task of the training stage: every entity of a bucket through the pure per-entity
-function, one after another. Every backend (engine.backends) runs exactly this on its cores."""
+function, one after another (or, for candidates that fit in batches, as a panel that gives the
+same rows). Every backend (engine.backends) runs exactly this on its cores."""
 from __future__ import annotations
 
 from typing import Callable, Optional
