@@ -180,7 +180,7 @@ def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[st
             paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
                      "actual": [f.actual.tolist() for f in windows_of]}
     return result_of(OK, model, history["ds"], future, windows, spec, notes, summary, backtests.records,
-                   params_from=source, paths=paths, scores=scores)
+                     params_from=source, paths=paths, scores=scores)
 
 
 def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[list, np.ndarray]:
@@ -266,7 +266,7 @@ def _unvalidated(history, future, spec, notes, reason):
     model = fitted[0] if len(fitted) == 1 else EnsembleModel.of_fitted(spec.model, fitted,
                                                                       spec.hyperparameters.get("ensemble"))
     return result_of(FALLBACK_STATUS, model, history["ds"], future, 0, spec, notes, {}, [],
-                   reason=f"{reason}; {model.name} of {', '.join(m.name for m in fitted)}, not backtested")
+                     reason=f"{reason}; {model.name} of {', '.join(m.name for m in fitted)}, not backtested")
 
 
 def _fallback(history, future, spec, status, notes, reason, error=None):
