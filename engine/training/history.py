@@ -38,34 +38,52 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
     ds = stamps if order is None else stamps.take(order)
     y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)
     y = y if order is None else y[order]
-    observed = np.flatnonzero(~np.isnan(y))
-    if not len(observed):
-        raise EmptySeries("no observed target value: check the source rows for this entity")
-    end = observed[-1] + 1
-    start = max(observed[0], end - spec.max_history)
-    notes = []
-    target = y[start:end].copy()
-    missing = int(np.isnan(target).sum())
-    if missing:
-        target = pd.Series(target).interpolate(limit_area="inside").to_numpy()
-        notes.append(f"{missing} missing target values interpolated")
+    start, end = recent_span(y, spec.max_history)
+    target, notes = filled_target(y[start:end].copy())
     kept, ahead_columns = {}, {}
     for column in exogenous:
         raw = rows[column].array if order is None else rows[column].array.take(order)
         values = pd.Series(raw[start:end]).to_numpy(dtype="float64", na_value=np.nan)
-        gaps = np.isnan(values)
-        if gaps.all():
-            notes.append(f"exogenous column {column!r} has no values for this entity: models fit without it")
+        filled, note = filled_regressor(column, values)
+        notes += note
+        if filled is None:
             continue
-        if gaps.any():
-            kept[column] = pd.Series(values).interpolate(limit_direction="both").to_numpy()
-            notes.append(f"{int(gaps.sum())} missing {column!r} values interpolated")
-        else:
-            kept[column] = raw[start:end]
+        kept[column] = raw[start:end] if filled is values else filled
         ahead_columns[column] = raw[end:]
     history = pd.DataFrame({"ds": ds[start:end], "y": target, **kept}, copy=True)
     ahead = pd.DataFrame({"ds": ds[end:], **ahead_columns}) if end < len(ds) else None
     return history, future_rows(history, ahead, spec), notes
+
+
+def recent_span(y: np.ndarray, max_history: int) -> tuple[int, int]:
+    """[start, end) of the history in the target values `y`: up to the last observed value, at
+    most `max_history` steps back, from the first observed one."""
+    observed = np.flatnonzero(~np.isnan(y))
+    if not len(observed):
+        raise EmptySeries("no observed target value: check the source rows for this entity")
+    end = observed[-1] + 1
+    return max(observed[0], end - max_history), end
+
+
+def filled_target(target: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The history's target with inner gaps interpolated, and the note that says so."""
+    missing = int(np.isnan(target).sum())
+    if not missing:
+        return target, []
+    filled = pd.Series(target).interpolate(limit_area="inside").to_numpy()
+    return filled, [f"{missing} missing target values interpolated"]
+
+
+def filled_regressor(column: str, values: np.ndarray) -> tuple[Optional[np.ndarray], list[str]]:
+    """A regressor's history values (`values` itself when complete) with gaps interpolated, or
+    None when it has no value; and the note that says so."""
+    gaps = np.isnan(values)
+    if gaps.all():
+        return None, [f"exogenous column {column!r} has no values for this entity: models fit without it"]
+    if gaps.any():
+        return (pd.Series(values).interpolate(limit_direction="both").to_numpy(),
+                [f"{int(gaps.sum())} missing {column!r} values interpolated"])
+    return values, []
 
 
 def future_rows(history: pd.DataFrame, ahead: Optional[pd.DataFrame], spec: "TrainSpec") -> pd.DataFrame:

@@ -3,13 +3,14 @@
 
 With candidates that fit in batches (gpu_additive), fitting is a small part of a task: most of it
 is the per-entity frames around the fits (history, folds, forecasts, one result frame each).
-Entities whose rows share one grid with no gap, no missing value and no row past the last target
-(a clean gold panel) are trained here instead, all at once: the same folds (one set of origins),
-batched fits per fold (`fit_grid`), forecasts and metrics from the same functions, and the same
-result rows, bit for bit (tests/engine/training/test_panel.py). Everything else goes through
-`train_entity`, which handles it and says why as it always does: an entity with gaps, a constant
-or short series, a failed fit or forecast, a per-entity search, an ensemble, conformal bands, a
-hierarchy's kept paths.
+Entities whose rows share one time grid and end with an observed target (a gold panel; gaps are
+interpolated and noted by `prepare`'s own functions) are trained here instead, all at once: the
+same folds (one set of origins), batched fits per fold (`fit_grid`), forecasts and metrics from
+the same functions, and the same result rows, bit for bit (tests/engine/training/test_panel.py).
+Everything else goes through `train_entity`, which handles it and says why as it always does:
+unsorted rows, rows past the last target (known future regressors), a constant or short series,
+a failed fit or forecast, a per-entity search, an ensemble, conformal bands, a hierarchy's kept
+paths.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import pandas as pd
 from engine.models import ForecastModel, model_class
 from engine.training.backtest import Fold, fold_origins, mase_season, ranked, summarize
 from engine.training.entity import OK, TrainSpec, result_of
-from engine.training.history import scenario_values
+from engine.training.history import EmptySeries, filled_regressor, filled_target, recent_span, scenario_values
 from engine.training.metrics import mase_scale, window_metrics
 
 CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
@@ -48,6 +49,7 @@ class _Series:
     stamps: pd.DatetimeIndex
     y: np.ndarray
     columns: dict[str, np.ndarray]
+    notes: list[str]            # what `prepare` says of the rows (gaps interpolated)
 
     @property
     def grid(self) -> tuple:
@@ -70,25 +72,32 @@ def train_panel(groups: list[tuple[Any, pd.DataFrame]], spec: TrainSpec) -> dict
 
 
 def _clean_series(index: int, rows: pd.DataFrame, spec: TrainSpec) -> Optional[_Series]:
-    """The entity's history when `prepare` would take it as it is (sorted rows, every value
-    present from the start of the history to the last row, no constant target), else None."""
+    """The entity's history as `prepare` makes it (the same span, gaps interpolated by the same
+    functions, the same notes), when its rows are sorted, end with an observed target (no row
+    ahead carries known regressors) and make a series that can be backtested; else None."""
     entity = str(rows["entity_id"].iloc[0])
     if entity in spec.keep_paths:
         return None
     stamps = pd.DatetimeIndex(rows["ds"])
-    if not stamps.is_monotonic_increasing or len(stamps) == 0:
+    if not stamps.is_monotonic_increasing:
         return None
-    start = max(0, len(stamps) - spec.max_history)
-    y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)[start:]
-    if len(y) < 2 or not np.isfinite(y).all() or np.ptp(y) == 0:
+    y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)
+    try:
+        start, end = recent_span(y, spec.max_history)
+    except EmptySeries:
+        return None
+    if end < len(y):
+        return None
+    target, notes = filled_target(y[start:end].copy())
+    if len(target) < 2 or not np.isfinite(target).all() or np.ptp(target) == 0:
         return None
     columns = {}
     for column in [c for c in spec.model.exogenous if c in rows]:
-        values = rows[column].to_numpy(dtype="float64", na_value=np.nan)[start:]
-        if not np.isfinite(values).all():
-            return None
-        columns[column] = values
-    return _Series(index, entity, stamps[start:], y, columns)
+        filled, note = filled_regressor(column, rows[column].to_numpy(dtype="float64", na_value=np.nan)[start:end])
+        notes += note
+        if filled is not None:
+            columns[column] = filled
+    return _Series(index, entity, stamps[start:end], target, columns, notes)
 
 
 def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, Any]]:
@@ -199,7 +208,7 @@ def _result(model: Optional[ForecastModel], series: _Series, stamps: pd.Datetime
         forecast = model.forecast_columns(ds, future)
     except Exception:  # noqa: BLE001 - the per-entity path records it
         return None
-    row = result_of(OK, model, stamps, {"ds": ds}, windows, spec, [], summary, records,
+    row = result_of(OK, model, stamps, {"ds": ds}, windows, spec, list(series.notes), summary, records,
                     params_from=spec.sources.get(model.name, "defaults"), scores=dict(summary.get(model.name, {})),
                     forecast=forecast)
     row["entity_id"] = series.entity

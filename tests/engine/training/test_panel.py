@@ -21,9 +21,9 @@ HOURLY = parse_config({"name": "panel", "source": {"kind": "synthetic", "exogeno
 
 
 def hourly_panel() -> pd.DataFrame:
-    """Entities on one grid, one on a later start (a grid of its own), and those `prepare` must
-    repair or `train_entity` must judge: a gap in the target and in temperature, a constant
-    series, one too short to backtest, a row past the last target."""
+    """Entities on one grid, one on a later start (a grid of its own), two that `prepare` repairs
+    and notes (a gap in the target, one in temperature), and those `train_entity` must judge: a
+    constant series, one too short to backtest, a row past the last target."""
     gold = synthetic_panel(HOURLY.source.synthetic)
     gold["y"] = gold.groupby("entity_id")["y"].transform(lambda y: y.interpolate(limit_direction="both"))
     start, end = gold["ds"].min(), gold["ds"].max()
@@ -59,7 +59,8 @@ DAILY = parse_config({"name": "panel_daily", "source": {"kind": "synthetic", "ex
 
 
 @pytest.mark.parametrize("config, gold, panel", [
-    (HOURLY, hourly_panel, {"entity_00", "entity_01", *(f"entity_{i:02d}" for i in range(7, 12))}),
+    (HOURLY, hourly_panel, {"entity_00", "entity_01", "entity_02", "entity_03",
+                            *(f"entity_{i:02d}" for i in range(7, 12))}),
     (DAILY, daily_panel, {f"site_{k}" for k in range(5)}),
 ], ids=["hourly", "daily-normal-weather"])
 def test_entities_on_one_clean_grid_are_trained_as_a_panel_with_the_per_entity_rows(monkeypatch, config, gold,
@@ -86,6 +87,10 @@ def test_entities_on_one_clean_grid_are_trained_as_a_panel_with_the_per_entity_r
     pd.testing.assert_frame_equal(together[columns], alone[columns])    # models' bytes and forecasts too
     assert (together["champion"] == "gpu_additive").sum() >= len(panel)
     assert together["fit_seconds"].gt(0).all()
+    if config is HOURLY:        # the repaired ones say so, as alone
+        notes = together.set_index("entity_id")["notes"]
+        assert "missing target values interpolated" in notes["entity_02"]
+        assert "missing 'temperature' values interpolated" in notes["entity_03"]
 
 
 def test_a_panel_needs_candidates_that_all_fit_in_batches_with_one_champion_of_their_own():
