@@ -97,6 +97,10 @@ class Forecast:
         pad[:steps] = delta[:steps]
         return Forecast(self.mean + pad, {lvl: (lo + pad, hi + pad) for lvl, (lo, hi) in self.bounds.items()})
 
+    def at(self, steps: np.ndarray) -> "Forecast":
+        """The forecast at `steps` (an index or a mask)."""
+        return Forecast(self.mean[steps], {lvl: (lo[steps], hi[steps]) for lvl, (lo, hi) in self.bounds.items()})
+
     def columns(self) -> dict[str, np.ndarray]:
         """`yhat` and each level's bounds by column name (`yhat_lower_80`, ...)."""
         out = {"yhat": self.mean}

@@ -39,6 +39,7 @@ class Fold:
     actual: np.ndarray
     scale: float
     refit: bool = True
+    observed: Optional[np.ndarray] = None   # the steps of `actual` scored (None: all; imputed ones are not)
 
     def record(self, candidate: str) -> dict[str, Any]:
         """A record for `candidate` on this window, before its metrics or error are known."""
@@ -63,18 +64,20 @@ def usable_windows(history: pd.DataFrame, spec: "TrainSpec") -> int:
 
 
 def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
-                   scenario: tuple[str, ...] = ()) -> list[Fold]:
+                   scenario: tuple[str, ...] = (), unobserved: Optional[np.ndarray] = None) -> list[Fold]:
     """The `windows` rolling-origin folds of `history`, the last ending at its last row, after
     the `backtest.years` ones the history allows (oldest first). Regressors in `scenario` (those
     the real forecast must fill without knowing them) are filled the same way from each window's
-    own past, so a model is judged on the information it will have, not on realized weather."""
+    own past, so a model is judged on the information it will have, not on realized weather.
+    Steps `unobserved` in the history (imputed, `history.unobserved`) are not scored, and a window
+    with no observed step is left out (unless every window would be)."""
     n, h = len(history), spec.horizon
     y = history["y"].to_numpy()
-    origins = fold_origins(n, spec, windows)
+    origins, observed = scored_origins(fold_origins(n, spec, windows), h, unobserved)
     # Each window's test rows from the columns' arrays, one frame each (this runs per entity).
     inputs = {c: history[c].array for c in history.columns if c != "y"}
     folds = []
-    for window, (origin, refit) in enumerate(origins):
+    for window, origin, refit in origins:
         train = history.iloc[:origin]
         stop = min(origin + h, n)
         columns = {c: values[origin:stop] for c, values in inputs.items()}
@@ -83,8 +86,23 @@ def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
             columns.update({c: filled[c][:stop - origin] for c in scenario})
         test = pd.DataFrame(columns, copy=True)
         folds.append(Fold(window, history["ds"].iloc[origin], train, test, y[origin:origin + h],
-                          mase_scale(y[:origin], mase_season(spec, origin)), refit))
+                          mase_scale(y[:origin], mase_season(spec, origin)), refit, observed.get(window)))
     return folds
+
+
+def scored_origins(origins: list[tuple[int, bool]], horizon: int,
+                   unobserved: Optional[np.ndarray]) -> tuple[list[tuple[int, int, bool]], dict[int, np.ndarray]]:
+    """(window, origin, refit) of the folds to score, and by window the mask of its observed
+    steps where some are not: a window whose steps were all imputed is left out, unless every
+    window's were (then all are scored as they are)."""
+    numbered = [(window, origin, refit) for window, (origin, refit) in enumerate(origins)]
+    if unobserved is None or not unobserved.any():
+        return numbered, {}
+    masks = {window: ~unobserved[origin:origin + horizon] for window, origin, _ in numbered}
+    kept = [fold for fold in numbered if masks[fold[0]].any()]
+    if not kept:
+        return numbered, {}
+    return kept, {window: mask for window, mask in masks.items() if not mask.all()}
 
 
 def fold_origins(n: int, spec: "TrainSpec", windows: int) -> list[tuple[int, bool]]:
@@ -120,7 +138,7 @@ def backtest_candidate(name: str, params: Optional[Mapping[str, Any]], folds: li
             model = _fold_model(name, params, fold, spec, model)
             forecast = model.forecast(fold.test)
             forecasts[fold.window] = forecast
-            record.update(window_metrics(fold.actual, forecast, fold.scale))
+            record.update(window_metrics(fold.actual, forecast, fold.scale, fold.observed))
         except Exception as exc:  # noqa: BLE001 - one candidate failing leaves the others
             if spec.fail_fast:
                 raise
@@ -209,7 +227,7 @@ def add_ensemble(folds: list[Fold], spec: "TrainSpec", backtests: Backtests, sum
     rows = []
     for fold in folds:
         combined = EnsembleModel.combine([backtests.forecasts[(m, fold.window)] for m in members])
-        rows.append({**fold.record("ensemble"), **window_metrics(fold.actual, combined, fold.scale)})
+        rows.append({**fold.record("ensemble"), **window_metrics(fold.actual, combined, fold.scale, fold.observed)})
     backtests.records.extend(rows)
     summary["ensemble"] = {**mean_metrics(rows), "members": members}
 

@@ -30,7 +30,7 @@ from engine.models.ensemble import EnsembleModel
 from engine.training.backtest import (CandidateSearch, add_ensemble, backtest_candidates, backtest_folds, describe,
                                       ranked, summarize, usable_windows)
 from engine.training import conformal
-from engine.training.history import prepare
+from engine.training.history import prepare, unobserved
 from engine.training.search import EntitySearch
 
 OK, FALLBACK_STATUS, FAILED = "ok", "fallback", "failed"
@@ -118,7 +118,8 @@ class EntityInputs:
     def of(cls, rows: pd.DataFrame, spec: TrainSpec) -> "EntityInputs":
         history, future, notes = prepare(rows, spec)
         windows = usable_windows(history, spec)
-        folds = backtest_folds(history, spec, windows, future.attrs.get("scenario", ())) if windows >= 1 else []
+        folds = (backtest_folds(history, spec, windows, future.attrs.get("scenario", ()),
+                                unobserved(rows, history["ds"])) if windows >= 1 else [])
         return cls(history, future, notes, folds)
 
 

@@ -55,6 +55,17 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
     return history, future_rows(history, ahead, spec), notes
 
 
+def unobserved(rows: pd.DataFrame, stamps) -> np.ndarray:
+    """Which rows of `prepare`'s history (its `stamps`) were not observed: imputed in gold (`is_imputed`) or
+    interpolated by `prepare`. A backtest scores forecasts on the observed ones only: an imputed
+    value is the imputation's guess, and a model that copies it (seasonal naive of a gap filled
+    from the week before) would look perfect."""
+    at = pd.DatetimeIndex(rows["ds"]).get_indexer(pd.DatetimeIndex(stamps))
+    flag = (rows["is_imputed"].to_numpy(dtype=bool, na_value=False) if "is_imputed" in rows
+            else np.zeros(len(rows), dtype=bool))
+    return flag[at] | np.isnan(rows["y"].to_numpy(dtype="float64", na_value=np.nan)[at])
+
+
 def recent_span(y: np.ndarray, max_history: int) -> tuple[int, int]:
     """[start, end) of the history in the target values `y`: up to the last observed value, at
     most `max_history` steps back, from the first observed one."""

@@ -7,6 +7,8 @@ so entities of any size compare; over a dense grid of quantiles it approaches th
 rewards intervals that are both calibrated and sharp (`backtest.metric: pinball`)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from engine.models.base import Forecast
@@ -20,7 +22,11 @@ def mase_scale(history: np.ndarray, season: int) -> float:
     return scale if scale > 0 else np.nan
 
 
-def window_metrics(actual: np.ndarray, forecast: Forecast, scale: float) -> dict[str, float]:
+def window_metrics(actual: np.ndarray, forecast: Forecast, scale: float,
+                   observed: Optional[np.ndarray] = None) -> dict[str, float]:
+    """The window's metrics over its `observed` steps (a mask; all when None)."""
+    if observed is not None and not observed.all():
+        actual, forecast = actual[observed], forecast.at(observed)
     error = actual - forecast.mean
     denominator = np.abs(actual) + np.abs(forecast.mean)
     smape_terms = np.divide(2 * np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0)

@@ -24,7 +24,8 @@ import pandas as pd
 from engine.models import ForecastModel, model_class
 from engine.training.backtest import Fold, fold_origins, mase_season, ranked, summarize
 from engine.training.entity import OK, TrainSpec, result_of
-from engine.training.history import EmptySeries, filled_regressor, filled_target, recent_span, scenario_values
+from engine.training.history import (EmptySeries, filled_regressor, filled_target, recent_span, scenario_values,
+                                     unobserved)
 from engine.training.metrics import mase_scale, window_metrics
 
 CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
@@ -50,6 +51,7 @@ class _Series:
     y: np.ndarray
     columns: dict[str, np.ndarray]
     notes: list[str]            # what `prepare` says of the rows (gaps interpolated)
+    unobserved: np.ndarray      # rows imputed in gold or interpolated: not scored (`history.unobserved`)
 
     @property
     def grid(self) -> tuple:
@@ -97,7 +99,7 @@ def _clean_series(index: int, rows: pd.DataFrame, spec: TrainSpec) -> Optional[_
         notes += note
         if filled is not None:
             columns[column] = filled
-    return _Series(index, entity, stamps[start:end], target, columns, notes)
+    return _Series(index, entity, stamps[start:end], target, columns, notes, unobserved(rows, stamps[start:end]))
 
 
 def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, Any]]:
@@ -109,10 +111,13 @@ def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, 
         return {}
     y = np.stack([m.y for m in members])
     columns = {c: np.stack([m.columns[c] for m in members]) for c in members[0].columns}
-    folds = [_fold(window, origin, refit, stamps, y, columns, spec)
-             for window, (origin, refit) in enumerate(fold_origins(n, spec, windows))]
+    origins = fold_origins(n, spec, windows)
+    observed = ~np.stack([m.unobserved for m in members])
+    folds = [_fold(window, origin, refit, stamps, y, columns, observed, spec)
+             for window, (origin, refit) in enumerate(origins)]
     windows = len(folds)            # a result row counts the `backtest.years` windows too
-    alive = np.ones(len(members), dtype=bool)       # False: left to `train_entity`
+    # False: left to `train_entity`; so is an entity with a window it would leave out (all imputed).
+    alive = np.all([f.observed.any(axis=1) for f in folds], axis=0)
     records: list[list[dict]] = [[] for _ in members]
     for name in spec.candidates:
         for fold in folds:
@@ -154,10 +159,11 @@ class _PanelFold:
     columns: dict[str, np.ndarray]      # the test rows' regressor values, (E, steps)
     actual: np.ndarray                  # (E, steps)
     scale: np.ndarray                   # (E,)
+    observed: np.ndarray                # (E, steps): the steps scored
 
 
 def _fold(window: int, origin: int, refit: bool, stamps: pd.DatetimeIndex, y: np.ndarray,
-          columns: dict[str, np.ndarray], spec: TrainSpec) -> _PanelFold:
+          columns: dict[str, np.ndarray], observed: np.ndarray, spec: TrainSpec) -> _PanelFold:
     """`backtest_folds`' window for every entity: regressors filled from each window's own past
     (every column is a scenario: nothing lies past the last target)."""
     stop = min(origin + spec.horizon, len(stamps))
@@ -167,7 +173,8 @@ def _fold(window: int, origin: int, refit: bool, stamps: pd.DatetimeIndex, y: np
     season = mase_season(spec, origin)
     scale = np.array([mase_scale(row[:origin], season) for row in y])
     shared = Fold(window, stamps[origin], None, None, None, np.nan, refit)
-    return _PanelFold(shared, origin, stamps[origin:stop], filled, y[:, origin:origin + spec.horizon], scale)
+    return _PanelFold(shared, origin, stamps[origin:stop], filled, y[:, origin:origin + spec.horizon], scale,
+                      observed[:, origin:origin + spec.horizon])
 
 
 def _fit(name: str, spec: TrainSpec, stamps: pd.DatetimeIndex, y: np.ndarray,
@@ -194,7 +201,9 @@ def _score(model: Optional[ForecastModel], fold: _PanelFold, i: int, records: li
         forecast = model.forecast_columns(fold.test, {c: v[i] for c, v in fold.columns.items()})
     except Exception:  # noqa: BLE001 - e.g. a non-finite forecast: the per-entity path records it
         return False
-    records.append({**fold.fold.record(name), **window_metrics(fold.actual[i], forecast, fold.scale[i])})
+    scored = fold.observed[i]
+    records.append({**fold.fold.record(name), **window_metrics(fold.actual[i], forecast, fold.scale[i],
+                                                               None if scored.all() else scored)})
     return True
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from engine.training.backtest import Fold, backtest_folds, usable_windows
-from engine.training.history import prepare
+from engine.training.history import prepare, unobserved
 from engine.training.search import TrialFailed, TrialTimeout, entity_loss, time_limit
 
 
@@ -21,7 +21,7 @@ def sample_folds(rows: pd.DataFrame, spec) -> Optional[list[Fold]]:
     windows = usable_windows(history, spec)
     if windows < 1:
         return None
-    return backtest_folds(history, spec, windows, future.attrs.get("scenario", ()))
+    return backtest_folds(history, spec, windows, future.attrs.get("scenario", ()), unobserved(rows, history["ds"]))
 
 
 def sample_loss(name: str, params: Mapping[str, Any], entities: Mapping[str, list[Fold]], spec,

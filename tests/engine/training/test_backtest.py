@@ -11,8 +11,8 @@ import pytest
 
 from engine.config import parse_config
 from engine.training.backtest import _fold_model, backtest_candidate, backtest_folds, usable_windows
-from engine.training.entity import TrainSpec
-from engine.training.history import prepare
+from engine.training.entity import TrainSpec, train_entity
+from engine.training.history import prepare, unobserved
 from tests.engine.training.test_entity import entity, spec_for
 
 
@@ -125,3 +125,28 @@ def test_backtest_years_is_checked(backtest, message):
     with pytest.raises(ConfigError, match="'backtest.years' must be 0 with global_nn among the models"):
         parse_config({"name": "t", "source": {"kind": "synthetic"}, "series": {"freq": "D"},
                       "backtest": {"years": 1}, "models": ["seasonal_naive", "global_nn"]})
+
+
+def test_imputed_values_are_not_scored_and_a_window_of_them_only_is_left_out():
+    """Gold fills a missing stretch from the same hours a week before (`is_imputed`): seasonal naive
+    reproduces those values exactly, and would win every backtest scored on them."""
+    spec = dataclasses.replace(spec_for(["seasonal_naive", "theta"]), windows=3)
+    rng = np.random.default_rng(5)
+    n = 24 * 28
+    y = 300 + 50 * np.sin(np.arange(n) * 2 * np.pi / 24) + np.cumsum(rng.normal(0, 4, n))
+    rows = entity("e", y)
+    rows["is_imputed"] = False
+    gap = slice(n - 24 - 12, n)             # half of the second window and all of the last
+    rows.loc[rows.index[gap], "y"] = y[n - 24 - 12 - 168:n - 168]
+    rows.loc[rows.index[gap], "is_imputed"] = True
+
+    result = train_entity(rows, spec)
+    records = json.loads(result["backtests"].iloc[0])
+    naive = [r for r in records if r["candidate"] == "seasonal_naive"]
+    assert result["windows"].iloc[0] == 2 and [r["window"] for r in naive] == [0, 1]   # the all-imputed one is out
+    assert all(r["mae"] > 0 for r in naive)     # scored on observed hours only: no perfect copy
+    history, future, _ = prepare(rows, spec)
+    folds = backtest_folds(history, spec, 3, future.attrs["scenario"], unobserved(rows, history["ds"]))
+    assert [f.window for f in folds] == [0, 1] and folds[0].observed is None and folds[1].observed.sum() == 12
+    everything = rows.assign(is_imputed=True)        # nothing observed anywhere: scored as it is
+    assert len(backtest_folds(history, spec, 3, (), unobserved(everything, history["ds"]))) == 3

@@ -33,6 +33,10 @@ def hourly_panel() -> pd.DataFrame:
     gold.loc[gold["entity_id"] == "entity_04", "y"] = 7.0
     gold = gold[(gold["entity_id"] != "entity_05") | (gold["ds"] < start + pd.Timedelta(days=2))]
     gold.loc[(gold["entity_id"] == "entity_06") & (gold["ds"] == end), "y"] = None
+    # Imputed in gold: half a backtest window (scored on the rest), a whole window (left to train_entity).
+    gold["is_imputed"] = False
+    gold.loc[(gold["entity_id"] == "entity_07") & (gold["ds"] > end - pd.Timedelta(hours=12)), "is_imputed"] = True
+    gold.loc[(gold["entity_id"] == "entity_08") & (gold["ds"] > end - pd.Timedelta(hours=24)), "is_imputed"] = True
     return gold
 
 
@@ -59,8 +63,8 @@ DAILY = parse_config({"name": "panel_daily", "source": {"kind": "synthetic", "ex
 
 
 @pytest.mark.parametrize("config, gold, panel", [
-    (HOURLY, hourly_panel, {"entity_00", "entity_01", "entity_02", "entity_03",
-                            *(f"entity_{i:02d}" for i in range(7, 12))}),
+    (HOURLY, hourly_panel, {"entity_00", "entity_01", "entity_02", "entity_03", "entity_07",
+                            *(f"entity_{i:02d}" for i in range(9, 12))}),
     (DAILY, daily_panel, {f"site_{k}" for k in range(5)}),
 ], ids=["hourly", "daily-normal-weather"])
 def test_entities_on_one_clean_grid_are_trained_as_a_panel_with_the_per_entity_rows(monkeypatch, config, gold,
