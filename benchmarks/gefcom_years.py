@@ -27,6 +27,7 @@ they were measured. Appends rows to benchmarks/results/gefcom_years.csv.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -70,7 +71,10 @@ def truth() -> pd.DataFrame:
 
 def night_config(base: dict, variant: str, year: int) -> Path:
     folder = WORK / f"{variant}-{year}"
-    folder.mkdir(parents=True, exist_ok=True)
+    # A fresh lake and MLflow store: on an earlier run's, the registry's gate would compare the
+    # new champion with that run's and could keep the old one, whose forecasts are then scored.
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     config = dict(base, lake={"root": str(folder / "lake")}, backend="local",
                   mlflow={**base["mlflow"], "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"})
     for section, value in VARIANTS[variant].items():
