@@ -135,7 +135,8 @@ def publish(config: Config, run_id: str, train_seconds: Optional[dict[str, float
         # The gate last: the champion alias only ever moves to a version whose children are all logged.
         decision = _decision_of(client.get_run(parent), client, name, version)
         if decision is None:
-            decision = gate(client, name, version, metric, aggregate, config.mlflow.promotion_tolerance)
+            decision = gate(client, name, version, metric, aggregate, config.mlflow.promotion_tolerance,
+                            backtest_windows(config))
             _log_decision(client, parent, decision)
         crash_point("after-alias")
         _log_figures(client, parent, {"mlflow.child_runs": logged,
@@ -343,3 +344,11 @@ def _log_decision(client: MlflowClient, parent: str, decision: GateDecision) -> 
 def _log_figures(client: MlflowClient, parent: str, figures: dict[str, float]) -> None:
     now = int(time.time() * 1000)
     log_batch(client, parent, metrics=[Metric(k, float(v), now, 0) for k, v in figures.items()])
+
+
+def backtest_windows(config) -> str:
+    """What a version's aggregate figure was measured on: the backtest windows and how they were
+    scored (imputed hours left out since scoring 2). The gate compares only equal ones."""
+    b = config.backtest
+    return (f"horizon {config.horizon}; windows {b.windows}, step {b.step}; years {b.years}; "
+            f"refit {b.refit_every}; select {b.select}; scoring 2")

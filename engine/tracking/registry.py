@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG = "manymodels.aggregate.{metric}"
+BACKTEST_TAG = "manymodels.backtest"     # the windows a version's figure was measured on
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,14 @@ class GateDecision:
         return f"version {self.version} {verdict}: {self.reason}"
 
 
-def gate(client: MlflowClient, name: str, version: str, metric: str, value: float, tolerance: float) -> GateDecision:
-    """Tag `version` with its figure, alias it `challenger`, and promote it if it passes."""
+def gate(client: MlflowClient, name: str, version: str, metric: str, value: float, tolerance: float,
+         backtest: str = "") -> GateDecision:
+    """Tag `version` with its figure, alias it `challenger`, and promote it if it passes. `backtest`
+    names the windows the figure was measured on: a champion measured on other windows (another
+    `backtest` config) has no figure to compare with, so the new version is promoted."""
     client.set_model_version_tag(name, version, METRIC_TAG.format(metric=metric), repr(value))
     client.set_model_version_tag(name, version, "manymodels.metric", metric)
+    client.set_model_version_tag(name, version, BACKTEST_TAG, backtest)
     client.set_registered_model_alias(name, CHALLENGER, version)
     current = _champion(client, name)
     if current is not None and str(current.version) == str(version):
@@ -46,9 +51,15 @@ def gate(client: MlflowClient, name: str, version: str, metric: str, value: floa
                                 f"champion version {current.version} comes from a run that never finished")
     else:
         figure = current.tags.get(METRIC_TAG.format(metric=metric))
+        measured_on = current.tags.get(BACKTEST_TAG, "")
         if figure is None:
             decision = GateDecision(version, True, metric, value, str(current.version), None, tolerance,
                                     f"champion version {current.version} has no {metric} figure to compare with")
+        elif measured_on != backtest:
+            decision = GateDecision(version, True, metric, value, str(current.version), None, tolerance,
+                                    f"champion version {current.version} was measured on other backtest windows "
+                                    f"({measured_on or 'not recorded'}; now {backtest or 'not recorded'}): "
+                                    "no like-for-like figure to compare with")
         else:
             best = float(figure)
             limit = best * (1 + tolerance) if best >= 0 else best * (1 - tolerance)
