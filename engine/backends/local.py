@@ -196,7 +196,10 @@ class LocalBackend(PandasBackend):
                             f"a training worker died {LOCAL_MAX_ATTEMPTS} times on a task with entities "
                             f"{plan.entities_in(bucket)[:10]}: most likely out of memory; lower "
                             "training.workers or training.max_history") from None
-        return pd.concat(results, ignore_index=True) if results else TASK_RESULT_SCHEMA.empty_table().to_pandas()
+        # One Arrow table of every task's rows, read back as the Spark backend reads its results: a
+        # pandas concat would guess each column's type from tasks where it is all missing.
+        return pa.concat_tables([pa.Table.from_pandas(frame, schema=TASK_RESULT_SCHEMA, preserve_index=False)
+                                 for frame in results] or [TASK_RESULT_SCHEMA.empty_table()]).to_pandas()
 
     def _run_pool(self, tasks, attempts, spec, results, progress) -> None:
         job = (os.getpid(), dict(os.environ), os.getcwd())
