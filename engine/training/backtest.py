@@ -60,7 +60,12 @@ def usable_windows(history: pd.DataFrame, spec: "TrainSpec") -> int:
     """Backtest windows the history allows (up to `spec.windows`); 0 for a constant series."""
     if np.ptp(history["y"].to_numpy()) == 0:
         return 0
-    return max(0, min(spec.windows, (len(history) - spec.min_length()) // spec.step + 1))
+    return window_count(len(history), spec)
+
+
+def window_count(n: int, spec: "TrainSpec") -> int:
+    """Recent backtest windows an `n`-row history allows (up to `spec.windows`)."""
+    return max(0, min(spec.windows, (n - spec.min_length()) // spec.step + 1))
 
 
 def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,

@@ -119,7 +119,7 @@ class EntityInputs:
         history, future, notes = prepare(rows, spec)
         windows = usable_windows(history, spec)
         folds = (backtest_folds(history, spec, windows, future.attrs.get("scenario", ()),
-                                unobserved(rows, history["ds"])) if windows >= 1 else [])
+                                unobserved(rows, spec)) if windows >= 1 else [])
         return cls(history, future, notes, folds)
 
 

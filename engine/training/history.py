@@ -34,10 +34,9 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
     # Columns as arrays, one frame built at the end: this runs once per entity per night (and
     # per search trial), where each pandas step costs tens of microseconds.
     stamps = pd.DatetimeIndex(rows["ds"])
-    order = None if stamps.is_monotonic_increasing else np.argsort(stamps.asi8, kind="stable")
+    order = _time_order(stamps)
     ds = stamps if order is None else stamps.take(order)
-    y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)
-    y = y if order is None else y[order]
+    y = _target(rows, order)
     start, end = recent_span(y, spec.max_history)
     target, notes = filled_target(y[start:end].copy())
     kept, ahead_columns = {}, {}
@@ -55,15 +54,28 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
     return history, future_rows(history, ahead, spec), notes
 
 
-def unobserved(rows: pd.DataFrame, stamps) -> np.ndarray:
-    """Which rows of `prepare`'s history (its `stamps`) were not observed: imputed in gold (`is_imputed`) or
-    interpolated by `prepare`. A backtest scores forecasts on the observed ones only: an imputed
-    value is the imputation's guess, and a model that copies it (seasonal naive of a gap filled
-    from the week before) would look perfect."""
-    at = pd.DatetimeIndex(rows["ds"]).get_indexer(pd.DatetimeIndex(stamps))
-    flag = (rows["is_imputed"].to_numpy(dtype=bool, na_value=False) if "is_imputed" in rows
-            else np.zeros(len(rows), dtype=bool))
-    return flag[at] | np.isnan(rows["y"].to_numpy(dtype="float64", na_value=np.nan)[at])
+def unobserved(rows: pd.DataFrame, spec: "TrainSpec") -> np.ndarray:
+    """Which rows of `prepare`'s history of `rows` were not observed: imputed in gold
+    (`is_imputed`) or interpolated by `prepare`. A backtest scores forecasts on the observed ones
+    only: an imputed value is the imputation's guess, and a model that copies it (seasonal naive of
+    a gap filled from the week before) would look perfect."""
+    order = _time_order(pd.DatetimeIndex(rows["ds"]))
+    y = _target(rows, order)
+    start, end = recent_span(y, spec.max_history)
+    if "is_imputed" not in rows:
+        return np.isnan(y[start:end])
+    flag = rows["is_imputed"].to_numpy(dtype=bool, na_value=False)
+    return (flag if order is None else flag[order])[start:end] | np.isnan(y[start:end])
+
+
+def _time_order(stamps: pd.DatetimeIndex) -> Optional[np.ndarray]:
+    """The rows in time order (None: they are already)."""
+    return None if stamps.is_monotonic_increasing else np.argsort(stamps.asi8, kind="stable")
+
+
+def _target(rows: pd.DataFrame, order: Optional[np.ndarray]) -> np.ndarray:
+    y = rows["y"].to_numpy(dtype="float64", na_value=np.nan)
+    return y if order is None else y[order]
 
 
 def recent_span(y: np.ndarray, max_history: int) -> tuple[int, int]:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from engine.models import ForecastModel, model_class
-from engine.training.backtest import Fold, fold_origins, mase_season, ranked, summarize
+from engine.training.backtest import Fold, fold_origins, mase_season, ranked, summarize, window_count
 from engine.training.entity import OK, TrainSpec, result_of
 from engine.training.history import (EmptySeries, filled_regressor, filled_target, recent_span, scenario_values,
                                      unobserved)
@@ -43,7 +43,7 @@ def panel_candidates(spec: TrainSpec) -> bool:
 
 @dataclass(frozen=True)
 class _Series:
-    """One entity's recent history as arrays (`prepare`'s history, when it needs no repair)."""
+    """One entity's recent history as arrays: `prepare`'s history, gaps interpolated and noted."""
 
     index: int              # its position among the task's entities
     entity: str
@@ -99,14 +99,14 @@ def _clean_series(index: int, rows: pd.DataFrame, spec: TrainSpec) -> Optional[_
         notes += note
         if filled is not None:
             columns[column] = filled
-    return _Series(index, entity, stamps[start:end], target, columns, notes, unobserved(rows, stamps[start:end]))
+    return _Series(index, entity, stamps[start:end], target, columns, notes, unobserved(rows, spec))
 
 
 def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, Any]]:
     """`train_entity`'s rows of entities on one grid; those the panel cannot finish are left out."""
     started = time.perf_counter()
     stamps, n = members[0].stamps, len(members[0].stamps)
-    windows = max(0, min(spec.windows, (n - spec.min_length()) // spec.step + 1))
+    windows = window_count(n, spec)       # constant series never get here (`_clean_series`)
     if windows < 1:
         return {}
     y = np.stack([m.y for m in members])
@@ -201,9 +201,8 @@ def _score(model: Optional[ForecastModel], fold: _PanelFold, i: int, records: li
         forecast = model.forecast_columns(fold.test, {c: v[i] for c, v in fold.columns.items()})
     except Exception:  # noqa: BLE001 - e.g. a non-finite forecast: the per-entity path records it
         return False
-    scored = fold.observed[i]
-    records.append({**fold.fold.record(name), **window_metrics(fold.actual[i], forecast, fold.scale[i],
-                                                               None if scored.all() else scored)})
+    records.append({**fold.fold.record(name),
+                    **window_metrics(fold.actual[i], forecast, fold.scale[i], fold.observed[i])})
     return True
 
 

@@ -21,7 +21,7 @@ def sample_folds(rows: pd.DataFrame, spec) -> Optional[list[Fold]]:
     windows = usable_windows(history, spec)
     if windows < 1:
         return None
-    return backtest_folds(history, spec, windows, future.attrs.get("scenario", ()), unobserved(rows, history["ds"]))
+    return backtest_folds(history, spec, windows, future.attrs.get("scenario", ()), unobserved(rows, spec))
 
 
 def sample_loss(name: str, params: Mapping[str, Any], entities: Mapping[str, list[Fold]], spec,
