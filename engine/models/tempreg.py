@@ -12,6 +12,15 @@ temperature replaced by its month-and-hour mean, as a forecast made with normal 
 see it: the in-sample residuals, fitted on the temperatures that occurred, leave out the error
 of not knowing the weather (their bands covered about half of what 80% should in GEFCom2012's
 backtests). `bands: known_weather` keeps the in-sample spread, for ingested weather forecasts.
+
+What temperature does not explain persists: a load above the fit today is likely above it
+tomorrow, less so. With `memory` (steps, default a day) each forecast step adds the mean in-sample
+error of the history's last `memory` steps times how much of such an error was still there that
+many steps later in the history (a least-squares slope per step ahead, up to two of the longest
+seasons; none after): regression with autocorrelated errors, in the direct form a fixed horizon
+allows. Like a hierarchy's adjustment it belongs to the steps after the training end, whatever
+temperatures a request sends. On 39 summer weeks of GEFCom2012 (2005-2007) it lowered tempreg's
+weighted RMSE by 2.1%, 0.5% and 0.9% (benchmarks/gefcom_memory.py).
 """
 from __future__ import annotations
 
@@ -50,6 +59,8 @@ class TempRegModel(ForecastModel):
                                 "(month-and-hour mean) temperature, or of the fit on the temperatures that occurred "
                                 "(known_weather: for ingested weather forecasts)",
                                 choices=("normal_weather", "known_weather")),
+        "memory": Hyperparameter(24, "steps of the latest in-sample error carried into the forecast, by how it "
+                                 "persisted in the history (0: none)", low=0, high=168, integer=True),
     }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
@@ -67,13 +78,15 @@ class TempRegModel(ForecastModel):
         gram = (design.T @ design).toarray()
         beta, *_ = np.linalg.lstsq(gram, design.T @ y, rcond=1e-10)
         self.beta_ = beta
+        errors = y - design @ beta
+        self.persistence_ = _persistence(errors, self.hyper["memory"], 2 * max(self.spec.season_lengths, default=1))
+        self.recent_ = _recent(errors, self.hyper["memory"])
         if self.hyper["bands"] == "normal_weather":
             ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
             normal = pd.Series(temp).groupby([ds.month, ds.hour]).transform("mean").to_numpy()
             self._put_temperature(values, normal)
-            design = self._matrix(values, columns)
-        residuals = y - design @ beta
-        self.sigma_ = float(np.sqrt(np.mean(residuals ** 2)))
+            errors = y - self._matrix(values, columns) @ beta
+        self.sigma_ = float(np.sqrt(np.mean(errors ** 2)))
 
     @property
     def _width(self) -> int:
@@ -119,6 +132,8 @@ class TempRegModel(ForecastModel):
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
         mean = self._design(future) @ self.beta_
+        carried = min(horizon, len(self.persistence_))     # `future` starts after the training end
+        mean[:carried] += self.persistence_[:carried] * self.recent_
         bounds = {}
         for level in self.spec.levels:
             half = z_score(level) * self.sigma_
@@ -129,14 +144,45 @@ class TempRegModel(ForecastModel):
         return {"coefficients": len(self.beta_), "holiday": self.holiday_, "sigma": round(self.sigma_, 6)}
 
     def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
-        return {}
+        """The latest error at the new history's end."""
+        memory = self.hyper["memory"]
+        if memory == 0 or len(y) < memory:
+            return {"recent": 0.0}
+        return {"recent": _recent(y[-memory:] - self._design(history.iloc[-memory:]) @ self.beta_, memory)}
 
     def _state(self) -> dict[str, Any]:
         return {"beta": self.beta_, "origin": self.origin_, "temp_center": self.temp_center_,
-                "temp_scale": self.temp_scale_, "holiday": self.holiday_, "sigma": self.sigma_}
+                "temp_scale": self.temp_scale_, "holiday": self.holiday_, "sigma": self.sigma_,
+                "persistence": self.persistence_, "recent": self.recent_}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.beta_ = np.asarray(state["beta"], dtype="float64")
         self.origin_, self.sigma_ = int(state["origin"]), float(state["sigma"])
         self.temp_center_, self.temp_scale_ = float(state["temp_center"]), float(state["temp_scale"])
         self.holiday_ = bool(state["holiday"])
+        # Models stored before `memory` carry no error persistence: they forecast as they did.
+        self.persistence_ = np.asarray(state.get("persistence", []), dtype="float64")
+        self.recent_ = float(state.get("recent", 0.0))
+
+
+def _recent(errors: np.ndarray, memory: int) -> float:
+    """The mean of the last `memory` errors (0 without memory)."""
+    if memory == 0 or len(errors) < memory:
+        return 0.0
+    return float(errors[-memory:].mean())
+
+
+def _persistence(errors: np.ndarray, memory: int, steps: int) -> np.ndarray:
+    """Per step ahead (1..`steps`), the least-squares slope of the error that many steps later on
+    the mean of the `memory` errors before: how much of a recent error persists (empty without
+    memory or with too short a history)."""
+    if memory == 0 or len(errors) < memory + 2 * steps:
+        return np.zeros(0)
+    window = np.convolve(errors, np.ones(memory) / memory, mode="valid")      # mean of errors[t-memory+1..t]
+    slopes = np.zeros(steps)
+    for ahead in range(1, steps + 1):
+        x, later = window[:-ahead], errors[memory - 1 + ahead:]
+        x, later = x - x.mean(), later - later.mean()
+        spread = x @ x
+        slopes[ahead - 1] = (x @ later) / spread if spread > 0 else 0.0
+    return slopes

@@ -210,6 +210,40 @@ def test_tempreg_learns_a_u_shaped_temperature_response_and_needs_temperature():
         make_model("tempreg", without).fit(history)
 
 
+def test_tempreg_carries_a_lingering_error_into_the_next_steps():
+    """Load that temperature does not explain lingers (an AR(1) error, 0.97 an hour): with memory
+    each origin's next day starts from the latest error and beats the same fit without it, the
+    refreshed model taking each new history's latest error; a model stored before memory existed
+    forecasts as memory 0 does."""
+    rng = np.random.default_rng(11)
+    n = 24 * 400
+    ds = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
+    temperature = 60 + 20 * np.sin(2 * np.pi * ds.dayofyear.to_numpy() / 365) + rng.normal(0, 3, n)
+    shocks, lingering = rng.normal(0, 20, n), np.zeros(n)
+    for t in range(1, n):
+        lingering[t] = 0.97 * lingering[t - 1] + shocks[t]
+    y = 1000 + 0.8 * (temperature - 62) ** 2 + lingering
+    frame = pd.DataFrame({"ds": ds, "y": y, "temperature": temperature})
+    first = n - 24 * 30
+    models = {memory: make_model("tempreg", HOURLY_SPEC, {"memory": memory}).fit(frame.iloc[:first])
+              for memory in (0, 24)}
+    errors = {memory: [] for memory in models}
+    for origin in range(first, n - 24, 24 * 2):
+        future = frame.iloc[origin:origin + 24].drop(columns="y")
+        for memory, model in models.items():
+            forecast = model.refreshed(frame.iloc[:origin]).forecast(future).mean
+            errors[memory].append(np.mean((forecast - y[origin:origin + 24]) ** 2))
+    assert np.mean(errors[24]) < 0.6 * np.mean(errors[0])
+
+    envelope = json.loads(zlib.decompress(models[24].to_bytes()))
+    for key in ("persistence", "recent"):
+        del envelope["state"][key]
+    stored_before = load_model(zlib.compress(json.dumps(envelope).encode()))
+    future = frame.iloc[first:first + 48].drop(columns="y")
+    np.testing.assert_allclose(stored_before.forecast(future).mean, models[0].forecast(future).mean)
+    assert not np.allclose(models[24].forecast(future).mean, models[0].forecast(future).mean)
+
+
 def test_tempreg_bands_cover_a_forecast_made_with_normal_weather():
     """Weather that swings around its season by 8 degrees: a forecast given each hour's normal
     temperature misses by the swing, and the default bands allow for it; known_weather's do not."""
