@@ -272,6 +272,22 @@ def forecast(state: dict[str, Any], t: np.ndarray, exog: Optional[np.ndarray] = 
     return X @ np.asarray(state["beta"], dtype="float64") * state["y_scale"]
 
 
+def forecast_panel(states: list[dict[str, Any]], t: np.ndarray, exog: Optional[np.ndarray] = None) -> np.ndarray:
+    """`forecast` of entities with one layout at the same times `t` (days): (B, T); `exog`
+    (B, T, E) their regressors there. The design is built once for all of them; each row's product
+    is the one `forecast` makes of that entity alone, bit for bit (the same values, one matrix-
+    vector product each)."""
+    layout = layout_from_state(states[0])
+    xs = None
+    if layout.regressors:
+        mean = np.stack([np.asarray(s["exog_mean"], dtype="float64") for s in states])[:, None, :]
+        scale = np.stack([np.asarray(s["exog_scale"], dtype="float64") for s in states])[:, None, :]
+        xs = (np.asarray(exog, dtype="float64") - mean) / scale
+    X = design(np, np.asarray(t, dtype="float64"), np.array([s["first"] for s in states], dtype="float64"),
+               np.array([s["span"] for s in states], dtype="float64"), layout, xs)
+    return np.stack([X[i] @ np.asarray(s["beta"], dtype="float64") * s["y_scale"] for i, s in enumerate(states)])
+
+
 def days(ds) -> np.ndarray:
     """Timestamps as days since the epoch (float64), the time axis of the design; naive ones are UTC."""
     import pandas as pd

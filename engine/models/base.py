@@ -320,6 +320,21 @@ class ForecastModel(ABC):
         arrays without a frame override it with the same arithmetic."""
         return self.forecast(pd.DataFrame({"ds": ds, **columns}))
 
+    @classmethod
+    def forecast_grid(cls, models: list["ForecastModel"], ds: pd.DatetimeIndex,
+                      columns: Mapping[str, np.ndarray]) -> list[Optional[Forecast]]:
+        """`forecast_columns` of each of `models` (fitted on one grid) at the stamps `ds`, row i of
+        each of `columns` (name -> (E, steps)) being model i's regressors; None where a model
+        cannot forecast (it meets the same error alone). Models that forecast a panel in one
+        call override it with the same arithmetic."""
+        out: list[Optional[Forecast]] = []
+        for i, model in enumerate(models):
+            try:
+                out.append(model.forecast_columns(ds, {c: v[i] for c, v in columns.items()}))
+            except Exception:  # noqa: BLE001 - the caller leaves the entity to the path that records it
+                out.append(None)
+        return out
+
     def _check_future(self, missing: list[str]) -> None:
         if not self.fitted_:
             raise ModelError(f"{self.name}: forecast() called before fit()")

@@ -119,9 +119,31 @@ class GpuAdditiveModel(ForecastModel):
         self._check_future([c for c in self.exogenous_ if c not in columns or np.isnan(columns[c]).any()])
         return self._finished(self._forecast_at(additive.days(ds), self._regressors(columns)), len(ds))
 
+    @classmethod
+    def forecast_grid(cls, models: list[ForecastModel], ds: pd.DatetimeIndex,
+                      columns: Mapping[str, np.ndarray]) -> list[Optional[Forecast]]:
+        """Every model's `forecast_columns` from one design of the panel (`additive.forecast_panel`)
+        when they share a layout and regressors, else one by one."""
+        layouts = {(m.state_["layout"]["changepoints"], m.state_["layout"]["changepoint_range"],
+                    str(m.state_["layout"]["seasons"]), m.exogenous_) for m in models}
+        if len(layouts) != 1 or any(c not in columns or np.isnan(columns[c]).any() for c in models[0].exogenous_):
+            return super().forecast_grid(models, ds, columns)
+        t = additive.days(ds)
+        exog = np.stack([columns[c] for c in models[0].exogenous_], axis=-1) if models[0].exogenous_ else None
+        means = additive.forecast_panel([m.state_ for m in models], t, exog)
+        out: list[Optional[Forecast]] = []
+        for model, mean in zip(models, means):
+            try:
+                out.append(model._finished(model._with_bounds(mean), len(ds)))
+            except ModelError:
+                out.append(None)
+        return out
+
     def _forecast_at(self, t: np.ndarray, exog: Optional[np.ndarray]) -> Forecast:
-        mean = additive.forecast(self.state_, t, exog)
-        return Forecast(mean, normal_bounds(mean, np.full(len(t), self.state_["sigma"]), self.spec.levels))
+        return self._with_bounds(additive.forecast(self.state_, t, exog))
+
+    def _with_bounds(self, mean: np.ndarray) -> Forecast:
+        return Forecast(mean, normal_bounds(mean, np.full(len(mean), self.state_["sigma"]), self.spec.levels))
 
     def params(self) -> dict[str, Any]:
         layout = additive.layout_from_state(self.state_)

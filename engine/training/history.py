@@ -61,7 +61,13 @@ def unobserved(rows: pd.DataFrame, spec: "TrainSpec") -> np.ndarray:
     a gap filled from the week before) would look perfect."""
     order = _time_order(pd.DatetimeIndex(rows["ds"]))
     y = _target(rows, order)
-    start, end = recent_span(y, spec.max_history)
+    return unobserved_span(rows, order, y, *recent_span(y, spec.max_history))
+
+
+def unobserved_span(rows: pd.DataFrame, order: Optional[np.ndarray], y: np.ndarray, start: int,
+                    end: int) -> np.ndarray:
+    """`unobserved` for a caller that has put `rows` in time `order` (None: they are) with target
+    values `y` and found the history's span [`start`, `end`) already."""
     if "is_imputed" not in rows:
         return np.isnan(y[start:end])
     flag = rows["is_imputed"].to_numpy(dtype=bool, na_value=False)

@@ -21,11 +21,11 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from engine.models import ForecastModel, model_class
+from engine.models import Forecast, ForecastModel, model_class
 from engine.training.backtest import Fold, fold_origins, mase_season, ranked, summarize, window_count
 from engine.training.entity import OK, TrainSpec, result_of
 from engine.training.history import (EmptySeries, filled_regressor, filled_target, recent_span, scenario_values,
-                                     unobserved)
+                                     unobserved_span)
 from engine.training.metrics import mase_scale, window_metrics
 
 CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
@@ -99,7 +99,7 @@ def _clean_series(index: int, rows: pd.DataFrame, spec: TrainSpec) -> Optional[_
         notes += note
         if filled is not None:
             columns[column] = filled
-    return _Series(index, entity, stamps[start:end], target, columns, notes, unobserved(rows, spec))
+    return _Series(index, entity, stamps[start:end], target, columns, notes, unobserved_span(rows, None, y, start, end))
 
 
 def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, Any]]:
@@ -123,9 +123,9 @@ def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, 
         for fold in folds:
             models = _fit(name, spec, stamps[:fold.origin], y[:, :fold.origin],
                           {c: v[:, :fold.origin] for c, v in columns.items()})
-            for i, model in enumerate(models):
-                if alive[i]:
-                    alive[i] = _score(model, fold, i, records[i], name)
+            forecasts = _forecasts(models, alive, fold.test, fold.columns)
+            for i, forecast in forecasts.items():
+                alive[i] = _score(forecast, fold, i, records[i], name)
     champions: dict[str, list[int]] = {}
     summaries = {}
     for i in np.flatnonzero(alive):
@@ -138,9 +138,10 @@ def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, 
     out = {}
     for name, chosen in champions.items():
         models = _fit(name, spec, stamps, y[chosen], {c: v[chosen] for c, v in columns.items()})
-        for i, model in zip(chosen, models):
-            row = _result(model, members[i], stamps, ds, {c: v[i] for c, v in future.items()}, windows, spec,
-                          summaries[i], records[i])
+        forecasts = _forecasts(models, np.ones(len(chosen), dtype=bool), ds, {c: v[chosen] for c, v in future.items()})
+        for k, forecast in forecasts.items():
+            i = chosen[k]
+            row = _result(models[k], forecast, members[i], stamps, ds, windows, spec, summaries[i], records[i])
             if row is not None:
                 out[members[i].index] = row
     seconds = (time.perf_counter() - started) / len(members)
@@ -192,29 +193,35 @@ def _fit(name: str, spec: TrainSpec, stamps: pd.DatetimeIndex, y: np.ndarray,
         return [None] * len(y)
 
 
-def _score(model: Optional[ForecastModel], fold: _PanelFold, i: int, records: list[dict], name: str) -> bool:
+def _forecasts(models: list[Optional[ForecastModel]], wanted: np.ndarray, ds: pd.DatetimeIndex,
+               columns: dict[str, np.ndarray]) -> dict[int, Optional[Forecast]]:
+    """By row, the forecast of each wanted row's model at `ds` (regressors: `columns`' rows), all
+    in one call (`forecast_grid`); None where a row has no model or cannot forecast."""
+    rows = [i for i in np.flatnonzero(wanted) if models[i] is not None]
+    out: dict[int, Optional[Forecast]] = {int(i): None for i in np.flatnonzero(wanted)}
+    if rows:
+        forecasts = type(models[rows[0]]).forecast_grid([models[i] for i in rows], ds,
+                                                        {c: v[rows] for c, v in columns.items()})
+        out.update(zip(rows, forecasts))
+    return out
+
+
+def _score(forecast: Optional[Forecast], fold: _PanelFold, i: int, records: list[dict], name: str) -> bool:
     """Append entity i's record of `fold` (what `backtest_candidate` records); False when the
-    entity must go through `train_entity` instead."""
-    if model is None:
-        return False
-    try:
-        forecast = model.forecast_columns(fold.test, {c: v[i] for c, v in fold.columns.items()})
-    except Exception:  # noqa: BLE001 - e.g. a non-finite forecast: the per-entity path records it
+    entity must go through `train_entity` instead (no model, or no forecast: e.g. a non-finite one)."""
+    if forecast is None:
         return False
     records.append({**fold.fold.record(name),
                     **window_metrics(fold.actual[i], forecast, fold.scale[i], fold.observed[i])})
     return True
 
 
-def _result(model: Optional[ForecastModel], series: _Series, stamps: pd.DatetimeIndex, ds: pd.DatetimeIndex,
-            future: dict[str, np.ndarray], windows: int, spec: TrainSpec, summary: dict,
+def _result(model: Optional[ForecastModel], forecast: Optional[Forecast], series: _Series,
+            stamps: pd.DatetimeIndex, ds: pd.DatetimeIndex, windows: int, spec: TrainSpec, summary: dict,
             records: list[dict]) -> Optional[dict[str, Any]]:
-    """`train_entity`'s row for the champion `model`, or None to leave the entity to it."""
-    if model is None:
-        return None
-    try:
-        forecast = model.forecast_columns(ds, future)
-    except Exception:  # noqa: BLE001 - the per-entity path records it
+    """`train_entity`'s row for the champion `model` and its `forecast`, or None to leave the
+    entity to it (no model or no forecast: the per-entity path records why)."""
+    if model is None or forecast is None:
         return None
     row = result_of(OK, model, stamps, {"ds": ds}, windows, spec, list(series.notes), summary, records,
                     params_from=spec.sources.get(model.name, "defaults"), scores=dict(summary.get(model.name, {})),

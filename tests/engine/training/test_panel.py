@@ -110,3 +110,26 @@ def _raw(config) -> dict:
     return {"name": config.name, "source": {"kind": "synthetic", "exogenous": ["temperature"],
                                             "synthetic": {"entities": 4, "periods": 24 * 21}},
             "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24, "models": ["gpu_additive"]}
+
+
+def test_a_panel_forecast_in_one_call_is_each_models_own_bit_for_bit():
+    """`forecast_grid` builds one design for the panel: each row equals that model's
+    `forecast_columns`; a model that cannot forecast (NaN regressors) gets None, not an error."""
+    from engine.models import model_class
+    spec = TrainSpec.from_config(HOURLY)
+    wide = synthetic_panel(HOURLY.source.synthetic).pivot(index="ds", columns="entity_id")
+    wide = wide.interpolate(limit_direction="both")
+    stamps, y, temperature = pd.DatetimeIndex(wide.index), wide["y"].to_numpy().T, wide["temperature"].to_numpy().T
+    cls = model_class("gpu_additive")
+    models = cls.fit_grid(spec.model, None, stamps[:-24], y[:, :-24], {"temperature": temperature[:, :-24]})
+    ahead = {"temperature": temperature[:, -24:]}
+    together = cls.forecast_grid(models, stamps[-24:], ahead)
+    for i, (model, forecast) in enumerate(zip(models, together)):
+        alone = model.forecast_columns(stamps[-24:], {"temperature": ahead["temperature"][i]})
+        assert forecast.columns().keys() == alone.columns().keys()
+        for name, values in alone.columns().items():
+            assert np.array_equal(forecast.columns()[name], values), (i, name)
+    ahead["temperature"][1, 3] = np.nan
+    apart = cls.forecast_grid(models, stamps[-24:], ahead)
+    assert apart[1] is None
+    assert np.array_equal(apart[0].mean, together[0].mean)
