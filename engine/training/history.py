@@ -61,17 +61,22 @@ def unobserved(rows: pd.DataFrame, spec: "TrainSpec") -> np.ndarray:
     a gap filled from the week before) would look perfect."""
     order = _time_order(pd.DatetimeIndex(rows["ds"]))
     y = _target(rows, order)
-    return unobserved_span(rows, order, y, *recent_span(y, spec.max_history))
+    imputed = imputed_flags(rows)
+    if imputed is not None and order is not None:
+        imputed = imputed[order]
+    return unobserved_span(imputed, y, *recent_span(y, spec.max_history))
 
 
-def unobserved_span(rows: pd.DataFrame, order: Optional[np.ndarray], y: np.ndarray, start: int,
-                    end: int) -> np.ndarray:
-    """`unobserved` for a caller that has put `rows` in time `order` (None: they are) with target
-    values `y` and found the history's span [`start`, `end`) already."""
-    if "is_imputed" not in rows:
-        return np.isnan(y[start:end])
-    flag = rows["is_imputed"].to_numpy(dtype=bool, na_value=False)
-    return (flag if order is None else flag[order])[start:end] | np.isnan(y[start:end])
+def imputed_flags(rows: pd.DataFrame) -> Optional[np.ndarray]:
+    """Gold's `is_imputed` flags of `rows` (missing: False), None without the column."""
+    return rows["is_imputed"].to_numpy(dtype=bool, na_value=False) if "is_imputed" in rows else None
+
+
+def unobserved_span(imputed: Optional[np.ndarray], y: np.ndarray, start: int, end: int) -> np.ndarray:
+    """`unobserved` for a caller that has the rows in time order already: their `imputed` flags
+    (None: no such column), target values `y` and the history's span [`start`, `end`)."""
+    missing = np.isnan(y[start:end])
+    return missing if imputed is None else imputed[start:end] | missing
 
 
 def _time_order(stamps: pd.DatetimeIndex) -> Optional[np.ndarray]:

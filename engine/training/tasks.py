@@ -25,11 +25,13 @@ def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.Da
     candidate that fits in batches, a slice of the others at a time is prepared and its fits
     batched first (engine.training.ahead)."""
     from threadpoolctl import threadpool_limits
-    groups = list(rows.groupby("entity_id", sort=True))
+    grouped = rows.groupby("entity_id", sort=True)
+    groups = list(grouped)
     results: dict[int, dict] = {}
     with threadpool_limits(limits=1):
         if panel_candidates(spec):
-            results.update(train_panel(groups, spec))
+            positions = grouped.indices
+            results.update(train_panel(rows, [(entity, positions[entity]) for entity, _ in groups], spec))
         rest = [i for i in range(len(groups)) if i not in results]
         if ahead_candidates(spec):
             for start in range(0, len(rest), SLICE):

@@ -75,10 +75,10 @@ def test_entities_on_one_clean_grid_are_trained_as_a_panel_with_the_per_entity_r
     trained = []
     train_panel = tasks.train_panel
 
-    def spy(groups, spec):
-        rows = train_panel(groups, spec)
-        trained.append({str(groups[i][0]) for i in rows})
-        return rows
+    def spy(rows, groups, spec):
+        results = train_panel(rows, groups, spec)
+        trained.append({str(groups[i][0]) for i in results})
+        return results
     monkeypatch.setattr(tasks, "train_panel", spy)
 
     with threadpool_limits(limits=1):
