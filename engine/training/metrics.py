@@ -27,15 +27,28 @@ def window_metrics(actual: np.ndarray, forecast: Forecast, scale: float,
     """The window's metrics over its `observed` steps (a mask; all when None)."""
     if observed is not None and not observed.all():
         actual, forecast = actual[observed], forecast.at(observed)
-    error = actual - forecast.mean
-    denominator = np.abs(actual) + np.abs(forecast.mean)
+    return windows_metrics(actual[None], [forecast], np.array([scale], dtype="float64"))[0]
+
+
+def windows_metrics(actual: np.ndarray, forecasts: list[Forecast], scale: np.ndarray) -> list[dict[str, float]]:
+    """`window_metrics` of windows of one length at once, every step scored: row i of `actual`
+    (E, steps) against `forecasts[i]` (all with the same levels), scaled by `scale[i]`. A panel's
+    windows (engine.training.panel) are scored here in one pass; each row's reductions are those
+    of the row alone, so its figures are the same to the last bit."""
+    mean = np.stack([f.mean for f in forecasts])
+    error = actual - mean
+    denominator = np.abs(actual) + np.abs(mean)
     smape_terms = np.divide(2 * np.abs(error), denominator, out=np.zeros_like(error), where=denominator > 0)
-    out = {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2))),
-           "smape": float(100 * np.mean(smape_terms)), "mase": float(np.mean(np.abs(error)) / scale)}
-    out["pinball"] = float(np.mean([_pinball(actual, q, path) for q, path in quantile_paths(forecast)]) / scale)
-    for level, (lower, upper) in forecast.bounds.items():
-        out[f"coverage_{level}"] = float(np.mean((actual >= lower) & (actual <= upper)))
-    return out
+    absolute = np.mean(np.abs(error), axis=1)
+    out = {"mae": absolute, "rmse": np.sqrt(np.mean(error ** 2, axis=1)), "smape": 100 * np.mean(smape_terms, axis=1),
+           "mase": absolute / scale}
+    paths = [quantile_paths(f) for f in forecasts]
+    losses = [_pinball(actual, q, np.stack([p[k][1] for p in paths])) for k, (q, _) in enumerate(paths[0])]
+    out["pinball"] = np.mean(np.stack(losses), axis=0) / scale
+    for level in forecasts[0].bounds:
+        lower, upper = (np.stack([f.bounds[level][side] for f in forecasts]) for side in (0, 1))
+        out[f"coverage_{level}"] = np.mean((actual >= lower) & (actual <= upper), axis=1)
+    return [{name: float(values[i]) for name, values in out.items()} for i in range(len(forecasts))]
 
 
 def quantile_paths(forecast: Forecast) -> list[tuple[float, np.ndarray]]:
@@ -46,6 +59,7 @@ def quantile_paths(forecast: Forecast) -> list[tuple[float, np.ndarray]]:
     return paths
 
 
-def _pinball(actual: np.ndarray, q: float, path: np.ndarray) -> float:
+def _pinball(actual: np.ndarray, q: float, path: np.ndarray) -> np.ndarray:
+    """Each row's mean pinball loss of quantile `q`'s `path` (rows as `actual`'s)."""
     diff = actual - path
-    return float(np.mean(np.maximum(q * diff, (q - 1.0) * diff)))
+    return np.mean(np.maximum(q * diff, (q - 1.0) * diff), axis=-1)

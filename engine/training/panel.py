@@ -26,7 +26,7 @@ from engine.training.backtest import Fold, fold_origins, mase_season, ranked, su
 from engine.training.entity import OK, TrainSpec, result_of
 from engine.training.history import (EmptySeries, filled_regressor, filled_target, imputed_flags, recent_span,
                                      scenario_values, unobserved_span)
-from engine.training.metrics import mase_scale, window_metrics
+from engine.training.metrics import mase_scale, window_metrics, windows_metrics
 
 CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
 
@@ -143,8 +143,10 @@ def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, 
             models = _fit(name, spec, stamps[:fold.origin], y[:, :fold.origin],
                           {c: v[:, :fold.origin] for c, v in columns.items()})
             forecasts = _forecasts(models, alive, fold.test, fold.columns)
-            for i, forecast in forecasts.items():
-                alive[i] = _score(forecast, fold, i, records[i], name)
+            for i, scored in _scores(forecasts, fold, name).items():
+                alive[i] = scored is not None
+                if scored is not None:
+                    records[i].append(scored)
     champions: dict[str, list[int]] = {}
     summaries = {}
     for i in np.flatnonzero(alive):
@@ -225,14 +227,20 @@ def _forecasts(models: list[Optional[ForecastModel]], wanted: np.ndarray, ds: pd
     return out
 
 
-def _score(forecast: Optional[Forecast], fold: _PanelFold, i: int, records: list[dict], name: str) -> bool:
-    """Append entity i's record of `fold` (what `backtest_candidate` records); False when the
-    entity must go through `train_entity` instead (no model, or no forecast: e.g. a non-finite one)."""
-    if forecast is None:
-        return False
-    records.append({**fold.fold.record(name),
-                    **window_metrics(fold.actual[i], forecast, fold.scale[i], fold.observed[i])})
-    return True
+def _scores(forecasts: dict[int, Optional[Forecast]], fold: _PanelFold, name: str) -> dict[int, Optional[dict]]:
+    """By entity, its record of `fold` (what `backtest_candidate` records), or None when it must
+    go through `train_entity` instead (no model, or no forecast: e.g. a non-finite one). Windows
+    scored on every step are scored together."""
+    out: dict[int, Optional[dict]] = {i: None for i, f in forecasts.items() if f is None}
+    whole = [i for i, f in forecasts.items() if f is not None and fold.observed[i].all()]
+    if whole:
+        metrics = windows_metrics(fold.actual[whole], [forecasts[i] for i in whole], fold.scale[whole])
+        out.update((i, {**fold.fold.record(name), **m}) for i, m in zip(whole, metrics))
+    for i, forecast in forecasts.items():
+        if forecast is not None and i not in out:
+            out[i] = {**fold.fold.record(name),
+                      **window_metrics(fold.actual[i], forecast, fold.scale[i], fold.observed[i])}
+    return out
 
 
 def _result(model: Optional[ForecastModel], forecast: Optional[Forecast], series: _Series,
