@@ -11,9 +11,30 @@ import pytest
 from engine.errors import ConfigError
 from engine.models import Forecast
 from engine.training.entity import train_entity
-from engine.training.metrics import quantile_paths, window_metrics
+from engine.training.metrics import quantile_paths, window_metrics, windows_metrics
 from tests.conftest import small_config
 from tests.engine.training.test_entity import entity, spec_for
+
+
+def test_windows_scored_together_get_each_windows_own_figures_to_the_last_bit():
+    """A panel's windows in one pass (engine.training.panel) against each window alone, the
+    figures as written by hand for one of them."""
+    rng = np.random.default_rng(4)
+    actual = rng.normal(100, 20, (9, 24)) * np.logspace(-3, 5, 9)[:, None]
+    forecasts = []
+    for row in actual:
+        mean = row + rng.normal(0, 0.1 * np.abs(row).mean(), 24)
+        spread = np.abs(row).mean() * np.array([0.1, 0.3])
+        forecasts.append(Forecast(mean, {80: (mean - spread[0], mean + spread[0]),
+                                         95: (mean - spread[1], mean + spread[1])}))
+    scale = rng.uniform(0.5, 3, 9)
+    together = windows_metrics(actual, forecasts, scale)
+    assert together == [window_metrics(actual[i], forecasts[i], scale[i]) for i in range(9)]
+    error = actual[2] - forecasts[2].mean
+    assert together[2]["rmse"] == pytest.approx(np.sqrt(np.mean(error ** 2)))
+    assert together[2]["mase"] == pytest.approx(np.mean(np.abs(error)) / scale[2])
+    lower, upper = forecasts[2].bounds[80]
+    assert together[2]["coverage_80"] == pytest.approx(np.mean((actual[2] >= lower) & (actual[2] <= upper)))
 
 
 def test_pinball_loss_averages_the_median_and_each_bound_scaled_like_mase():
