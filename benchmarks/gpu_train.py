@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import med, record, say  # noqa: E402
 from engine.config import parse_config  # noqa: E402
 from engine.sources.synthetic import synthetic_panel  # noqa: E402
-from engine.training.entity import TrainSpec, train_entity  # noqa: E402
+from engine.training.entity import RESULT_COLUMNS, TrainSpec, train_entity  # noqa: E402
 from engine.training.tasks import train_bucket  # noqa: E402
 from gpu import additive  # noqa: E402
 
@@ -50,8 +50,11 @@ def per_entity(gold: pd.DataFrame, spec: TrainSpec) -> pd.DataFrame:
     """Today's path without batching: every entity alone, as `train_bucket` did."""
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1):
-        return pd.concat([train_entity(group, spec) for _, group in gold.groupby("entity_id", sort=True)],
-                         ignore_index=True)
+        rows = [row for _, group in gold.groupby("entity_id", sort=True)
+                for row in train_entity(group, spec).to_dict("records")]
+    # One frame from the rows, as `train_bucket` builds its own (a concat of one-row frames would
+    # guess a column's type from rows where it is missing).
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 class FitClock:
