@@ -217,12 +217,16 @@ def _fit(name: str, spec: TrainSpec, stamps: pd.DatetimeIndex, y: np.ndarray,
 def _forecasts(models: list[Optional[ForecastModel]], wanted: np.ndarray, ds: pd.DatetimeIndex,
                columns: dict[str, np.ndarray]) -> dict[int, Optional[Forecast]]:
     """By row, the forecast of each wanted row's model at `ds` (regressors: `columns`' rows), all
-    in one call (`forecast_grid`); None where a row has no model or cannot forecast."""
+    in one call (`forecast_grid`); None where a row has no model or cannot forecast, and for every
+    row when the call fails (each entity then forecasts alone, and fails alone)."""
     rows = [i for i in np.flatnonzero(wanted) if models[i] is not None]
     out: dict[int, Optional[Forecast]] = {int(i): None for i in np.flatnonzero(wanted)}
     if rows:
-        forecasts = type(models[rows[0]]).forecast_grid([models[i] for i in rows], ds,
-                                                        {c: v[rows] for c, v in columns.items()})
+        try:
+            forecasts = type(models[rows[0]]).forecast_grid([models[i] for i in rows], ds,
+                                                            {c: v[rows] for c, v in columns.items()})
+        except Exception:  # noqa: BLE001 - the per-entity path meets the same error and records it
+            return out
         out.update(zip(rows, forecasts))
     return out
 

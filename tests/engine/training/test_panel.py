@@ -133,3 +133,21 @@ def test_a_panel_forecast_in_one_call_is_each_models_own_bit_for_bit():
     apart = cls.forecast_grid(models, stamps[-24:], ahead)
     assert apart[1] is None
     assert np.array_equal(apart[0].mean, together[0].mean)
+
+
+def test_a_panel_forecast_that_fails_leaves_its_entities_to_the_per_entity_path(monkeypatch):
+    """A batched forecast that raises costs the task nothing: its entities train one by one and
+    get the rows they get alone."""
+    from engine.models import model_class
+    spec = TrainSpec.from_config(HOURLY)
+    gold = hourly_panel()
+    with threadpool_limits(limits=1):
+        alone = pd.concat([train_entity(group, spec) for _, group in gold.groupby("entity_id", sort=True)],
+                          ignore_index=True)
+
+    def broken(cls, models, ds, columns):
+        raise RuntimeError("out of device memory")
+    monkeypatch.setattr(model_class("gpu_additive"), "forecast_grid", classmethod(broken))
+    together = train_bucket(gold, spec)
+    columns = [c for c in alone.columns if c != "fit_seconds"]
+    pd.testing.assert_frame_equal(together[columns], alone[columns])
