@@ -262,21 +262,14 @@ def _normal_equations_observed(torch, t, first, span, layout: Layout, xs, ys):
 
 def forecast(state: dict[str, Any], t: np.ndarray, exog: Optional[np.ndarray] = None) -> np.ndarray:
     """One entity's mean forecast at times `t` (days); `exog` (T, E) its regressors there."""
-    layout = layout_from_state(state)
-    xs = None
-    if layout.regressors:
-        xs = ((np.asarray(exog, dtype="float64") - np.asarray(state["exog_mean"]))
-              / np.asarray(state["exog_scale"]))[None]
-    X = design(np, np.asarray(t, dtype="float64"), np.array([state["first"]]), np.array([state["span"]]),
-               layout, xs)[0]
-    return X @ np.asarray(state["beta"], dtype="float64") * state["y_scale"]
+    return forecast_panel([state], t, None if exog is None else np.asarray(exog)[None])[0]
 
 
 def forecast_panel(states: list[dict[str, Any]], t: np.ndarray, exog: Optional[np.ndarray] = None) -> np.ndarray:
-    """`forecast` of entities with one layout at the same times `t` (days): (B, T); `exog`
-    (B, T, E) their regressors there. The design is built once for all of them; each row's product
-    is the one `forecast` makes of that entity alone, bit for bit (the same values, one matrix-
-    vector product each)."""
+    """The mean forecasts of entities with one layout at the same times `t` (days): (B, T); `exog`
+    (B, T, E) their regressors there. The design is built once for all of them, then each row gets
+    its own matrix-vector product, so a row is what the entity alone gets (`forecast`, the one-row
+    case), bit for bit."""
     layout = layout_from_state(states[0])
     xs = None
     if layout.regressors:

@@ -124,8 +124,7 @@ class GpuAdditiveModel(ForecastModel):
                       columns: Mapping[str, np.ndarray]) -> list[Optional[Forecast]]:
         """Every model's `forecast_columns` from one design of the panel (`additive.forecast_panel`)
         when they share a layout and regressors, else one by one."""
-        layouts = {(m.state_["layout"]["changepoints"], m.state_["layout"]["changepoint_range"],
-                    str(m.state_["layout"]["seasons"]), m.exogenous_) for m in models}
+        layouts = {(additive.layout_from_state(m.state_), m.exogenous_) for m in models}
         if len(layouts) != 1 or any(c not in columns or np.isnan(columns[c]).any() for c in models[0].exogenous_):
             return super().forecast_grid(models, ds, columns)
         t = additive.days(ds)

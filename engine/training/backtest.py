@@ -74,7 +74,7 @@ def backtest_folds(history: pd.DataFrame, spec: "TrainSpec", windows: int,
     the `backtest.years` ones the history allows (oldest first). Regressors in `scenario` (those
     the real forecast must fill without knowing them) are filled the same way from each window's
     own past, so a model is judged on the information it will have, not on realized weather.
-    Steps `unobserved` in the history (imputed, `history.unobserved`) are not scored, and a window
+    Steps `unobserved` in the history (imputed, `history.prepare_scored`) are not scored, and a window
     with no observed step is left out (unless every window would be)."""
     n, h = len(history), spec.horizon
     y = history["y"].to_numpy()

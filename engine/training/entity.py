@@ -30,7 +30,7 @@ from engine.models.ensemble import EnsembleModel
 from engine.training.backtest import (CandidateSearch, add_ensemble, backtest_candidates, backtest_folds, describe,
                                       ranked, summarize, usable_windows)
 from engine.training import conformal
-from engine.training.history import prepare, unobserved
+from engine.training.history import prepare, prepare_scored
 from engine.training.search import EntitySearch
 
 OK, FALLBACK_STATUS, FAILED = "ok", "fallback", "failed"
@@ -116,10 +116,10 @@ class EntityInputs:
 
     @classmethod
     def of(cls, rows: pd.DataFrame, spec: TrainSpec) -> "EntityInputs":
-        history, future, notes = prepare(rows, spec)
+        history, future, notes, unobserved = prepare_scored(rows, spec)
         windows = usable_windows(history, spec)
-        folds = (backtest_folds(history, spec, windows, future.attrs.get("scenario", ()),
-                                unobserved(rows, spec)) if windows >= 1 else [])
+        folds = (backtest_folds(history, spec, windows, future.attrs.get("scenario", ()), unobserved)
+                 if windows >= 1 else [])
         return cls(history, future, notes, folds)
 
 

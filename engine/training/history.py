@@ -22,7 +22,19 @@ class EmptySeries(ManymodelsError):
 
 
 def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Recent, gap-free history and the future rows to forecast (with exogenous values).
+    """Recent, gap-free history and the future rows to forecast (with exogenous values), and
+    what was repaired (see `prepare_scored`)."""
+    history, future, notes, _ = prepare_scored(rows, spec)
+    return history, future, notes
+
+
+def prepare_scored(rows: pd.DataFrame, spec: "TrainSpec") \
+        -> tuple[pd.DataFrame, pd.DataFrame, list[str], np.ndarray]:
+    """Recent, gap-free history and the future rows to forecast (with exogenous values), the
+    notes on what was repaired, and which of the history's rows were not observed: imputed in
+    gold (`is_imputed`) or interpolated here. A backtest scores forecasts on the observed ones
+    only: an imputed value is the imputation's guess, and a model that copies it (seasonal naive
+    of a gap filled from the week before) would look perfect.
 
     Exogenous values for the future come from gold rows past the last observed target (e.g. an
     ingested weather forecast) where present. Otherwise a weather-like column takes the mean of
@@ -51,20 +63,10 @@ def prepare(rows: pd.DataFrame, spec: "TrainSpec") -> tuple[pd.DataFrame, pd.Dat
         ahead_columns[column] = raw[end:]
     history = pd.DataFrame({"ds": ds[start:end], "y": target, **kept}, copy=True)
     ahead = pd.DataFrame({"ds": ds[end:], **ahead_columns}) if end < len(ds) else None
-    return history, future_rows(history, ahead, spec), notes
-
-
-def unobserved(rows: pd.DataFrame, spec: "TrainSpec") -> np.ndarray:
-    """Which rows of `prepare`'s history of `rows` were not observed: imputed in gold
-    (`is_imputed`) or interpolated by `prepare`. A backtest scores forecasts on the observed ones
-    only: an imputed value is the imputation's guess, and a model that copies it (seasonal naive of
-    a gap filled from the week before) would look perfect."""
-    order = _time_order(pd.DatetimeIndex(rows["ds"]))
-    y = _target(rows, order)
     imputed = imputed_flags(rows)
     if imputed is not None and order is not None:
         imputed = imputed[order]
-    return unobserved_span(imputed, y, *recent_span(y, spec.max_history))
+    return history, future_rows(history, ahead, spec), notes, unobserved_span(imputed, y, start, end)
 
 
 def imputed_flags(rows: pd.DataFrame) -> Optional[np.ndarray]:
@@ -73,8 +75,8 @@ def imputed_flags(rows: pd.DataFrame) -> Optional[np.ndarray]:
 
 
 def unobserved_span(imputed: Optional[np.ndarray], y: np.ndarray, start: int, end: int) -> np.ndarray:
-    """`unobserved` for a caller that has the rows in time order already: their `imputed` flags
-    (None: no such column), target values `y` and the history's span [`start`, `end`)."""
+    """Which of the history's rows [`start`, `end`) of target values `y` (in time order) were not
+    observed (`prepare_scored`), given their `imputed` flags (None: no such column)."""
     missing = np.isnan(y[start:end])
     return missing if imputed is None else imputed[start:end] | missing
 

@@ -51,7 +51,7 @@ class _Series:
     y: np.ndarray
     columns: dict[str, np.ndarray]
     notes: list[str]            # what `prepare` says of the rows (gaps interpolated)
-    unobserved: np.ndarray      # rows imputed in gold or interpolated: not scored (`history.unobserved`)
+    unobserved: np.ndarray      # rows imputed in gold or interpolated: not scored (`history.prepare_scored`)
 
     @property
     def grid(self) -> tuple:

@@ -11,17 +11,17 @@ import numpy as np
 import pandas as pd
 
 from engine.training.backtest import Fold, backtest_folds, usable_windows
-from engine.training.history import prepare, unobserved
+from engine.training.history import prepare_scored
 from engine.training.search import TrialFailed, TrialTimeout, entity_loss, time_limit
 
 
 def sample_folds(rows: pd.DataFrame, spec) -> Optional[list[Fold]]:
     """One entity's backtest folds as training would build them; None if it cannot be backtested."""
-    history, future, _ = prepare(rows, spec)
+    history, future, _, unobserved = prepare_scored(rows, spec)
     windows = usable_windows(history, spec)
     if windows < 1:
         return None
-    return backtest_folds(history, spec, windows, future.attrs.get("scenario", ()), unobserved(rows, spec))
+    return backtest_folds(history, spec, windows, future.attrs.get("scenario", ()), unobserved)
 
 
 def sample_loss(name: str, params: Mapping[str, Any], entities: Mapping[str, list[Fold]], spec,

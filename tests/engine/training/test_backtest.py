@@ -12,7 +12,7 @@ import pytest
 from engine.config import parse_config
 from engine.training.backtest import _fold_model, backtest_candidate, backtest_folds, usable_windows
 from engine.training.entity import TrainSpec, train_entity
-from engine.training.history import prepare, unobserved
+from engine.training.history import prepare, prepare_scored
 from tests.engine.training.test_entity import entity, spec_for
 
 
@@ -146,10 +146,10 @@ def test_imputed_values_are_not_scored_and_a_window_of_them_only_is_left_out():
     assert result["windows"].iloc[0] == 2 and [r["window"] for r in naive] == [0, 1]   # the all-imputed one is out
     assert all(r["mae"] > 0 for r in naive)     # scored on observed hours only: no perfect copy
     history, future, _ = prepare(rows, spec)
-    folds = backtest_folds(history, spec, 3, future.attrs["scenario"], unobserved(rows, spec))
+    folds = backtest_folds(history, spec, 3, future.attrs["scenario"], prepare_scored(rows, spec)[3])
     assert [f.window for f in folds] == [0, 1] and folds[0].observed is None and folds[1].observed.sum() == 12
     everything = rows.assign(is_imputed=True)        # nothing observed anywhere: scored as it is
-    assert len(backtest_folds(history, spec, 3, (), unobserved(everything, spec))) == 3
+    assert len(backtest_folds(history, spec, 3, (), prepare_scored(everything, spec)[3])) == 3
 
 
 def test_a_repeated_stamp_is_no_reason_to_fail_finding_the_unobserved_hours():
@@ -159,5 +159,5 @@ def test_a_repeated_stamp_is_no_reason_to_fail_finding_the_unobserved_hours():
     rows = entity("e", 100 + 10 * np.sin(np.arange(24 * 28) / 3))
     rows = pd.concat([rows, rows.iloc[[5]]], ignore_index=True)
     history, _, _ = prepare(rows, spec)
-    assert len(unobserved(rows, spec)) == len(history) and not unobserved(rows, spec).any()
+    assert len(prepare_scored(rows, spec)[3]) == len(history) and not prepare_scored(rows, spec)[3].any()
     assert train_entity(rows, spec)["status"].iloc[0] == "ok"
