@@ -16,11 +16,13 @@ import zlib
 from statistics import NormalDist
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar, Mapping, Optional
 
 import numpy as np
 import pandas as pd
 
+from engine import jsontext
 from engine.errors import ManymodelsError
 from engine.frequency import Frequency, frequency
 from engine.models.regressors import Seen, from_state, seen_in, to_state
@@ -60,11 +62,17 @@ class ModelSpec:
         return tuple(s for s in self.season_lengths if s > 1 and n >= cycles * s)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(_spec_dict(self))       # a copy: the cached one is every model's
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@lru_cache(maxsize=64)
+def _spec_dict(spec: ModelSpec) -> dict:
+    """`asdict` once per spec: every stored model of a run carries the same one (20 us each)."""
+    return asdict(spec)
 
 
 @dataclass
@@ -423,7 +431,7 @@ def read_envelope(blob: bytes) -> dict[str, Any]:
 
 def write_envelope(envelope: dict[str, Any]) -> bytes:
     """The stored form of a model envelope (`read_envelope` reads it back)."""
-    return zlib.compress(json.dumps(envelope, default=_json_default).encode("utf-8"), 6)
+    return zlib.compress(jsontext.dumps(envelope, default=_json_default).encode("utf-8"), 6)
 
 
 def _json_default(value: Any) -> Any:

@@ -181,7 +181,7 @@ def _model_arguments(folder: str | Path, cache_size: int, code: str) -> dict[str
 
 # What any routing model imports, and what the champions' libraries need at the verified versions
 # (statsforecast's own dependency pins are loose; these are the ones its forecasts were tested with).
-_BASE = ("mlflow-skinny", "numpy", "pandas", "pyarrow")
+_BASE = ("mlflow-skinny", "numpy", "pandas", "pyarrow", "ujson")
 _WITH = {"statsforecast": ("statsforecast", "coreforecast", "scipy", "statsmodels"),
          "statsmodels": ("statsmodels", "scipy"), "prophet": ("prophet", "cmdstanpy", "holidays")}
 

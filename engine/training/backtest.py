@@ -207,7 +207,10 @@ def summarize(records: list[dict], candidates: tuple[str, ...]) -> dict[str, dic
 def mean_metrics(records: list[dict]) -> dict[str, float]:
     ok = [r for r in records if not r["error"]]
     keys = [k for k in (ok[0] if ok else {}) if k not in ("candidate", "window", "origin", "error")]
-    out = {k: _finite(float(np.mean([r[k] for r in ok]))) for k in keys}
+    # One (keys, windows) array: each row's mean is np.mean of that key's values, to the last bit
+    # (a reduction along contiguous rows sums pairwise, as np.mean of one list does).
+    means = np.array([[r[k] for r in ok] for k in keys], dtype="float64").mean(axis=1) if ok else ()
+    out = {k: _finite(float(m)) for k, m in zip(keys, means)}
     out["failed_windows"] = len(records) - len(ok)
     return out
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from engine import jsontext
 from engine.config import Config
 from engine.errors import ManymodelsError
 from engine.medallion.schemas import TS
@@ -308,7 +309,7 @@ def result_of(status, model, stamps, future, windows, spec, notes, summary, back
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=_plain, sort_keys=True)
+    return jsontext.dumps(value, default=_plain, sort_keys=True)
 
 
 def _plain(value: Any) -> Any:
@@ -323,9 +324,17 @@ def forecast_json(columns: Mapping[str, Any], ds) -> str:
     """Forecast rows as a result row stores them: `columns` of values by name (a forecast's
     `Forecast.columns()`), `ds` in epoch nanoseconds whatever unit the gold timestamps came in
     with (`forecast_frame` reads them back)."""
-    stamps = pd.DatetimeIndex(ds)
-    stamps = stamps.tz_localize("UTC") if stamps.tz is None else stamps.tz_convert("UTC")
-    return _json({"ds": stamps.as_unit("ns").asi8.tolist(), **{c: np.asarray(v).tolist() for c, v in columns.items()}})
+    return _json({"ds": epoch_ns(ds), **{c: np.asarray(v).tolist() for c, v in columns.items()}})
+
+
+def epoch_ns(ds) -> list[int]:
+    """Timestamps as UTC epoch nanoseconds, naive ones read as UTC."""
+    stamps = ds if isinstance(ds, pd.DatetimeIndex) else pd.DatetimeIndex(ds)
+    if stamps.tz is None:
+        stamps = stamps.tz_localize("UTC")
+    if stamps.unit != "ns":
+        stamps = stamps.as_unit("ns")
+    return stamps.asi8.tolist()        # the instant, whatever the zone: no conversion needed
 
 
 def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:

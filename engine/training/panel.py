@@ -29,6 +29,7 @@ from engine.training.history import (EmptySeries, filled_regressor, filled_targe
 from engine.training.metrics import mase_scale, window_metrics, windows_metrics
 
 CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
+_NAT = np.iinfo(np.int64).min   # NaT's integer
 
 
 def panel_candidates(spec: TrainSpec) -> bool:
@@ -47,15 +48,20 @@ class _Series:
 
     index: int              # its position among the task's entities
     entity: str
-    stamps: pd.DatetimeIndex
+    table: _Table
+    rows: np.ndarray            # positions of the history's rows in `table`
     y: np.ndarray
     columns: dict[str, np.ndarray]
     notes: list[str]            # what `prepare` says of the rows (gaps interpolated)
     unobserved: np.ndarray      # rows imputed in gold or interpolated: not scored (`history.prepare_scored`)
 
     @property
+    def stamps(self) -> pd.DatetimeIndex:
+        return self.table.stamps[self.rows]     # built for one entity of a grid, not every one
+
+    @property
     def grid(self) -> tuple:
-        return (str(self.stamps.dtype), self.stamps.asi8.tobytes(), tuple(self.columns))
+        return (str(self.table.stamps.dtype), self.table.ns[self.rows].tobytes(), tuple(self.columns))
 
 
 def train_panel(rows: pd.DataFrame, groups: list[tuple[Any, np.ndarray]], spec: TrainSpec) -> dict[int, dict[str, Any]]:
@@ -80,13 +86,15 @@ class _Table:
     (a column of a per-entity frame costs tens of microseconds to reach)."""
 
     stamps: pd.DatetimeIndex
+    ns: np.ndarray              # `stamps` as integers (NaT the smallest)
     y: np.ndarray
     exogenous: dict[str, np.ndarray]
     imputed: Optional[np.ndarray]
 
     @classmethod
     def of(cls, rows: pd.DataFrame, spec: TrainSpec) -> "_Table":
-        return cls(pd.DatetimeIndex(rows["ds"]), rows["y"].to_numpy(dtype="float64", na_value=np.nan),
+        stamps = pd.DatetimeIndex(rows["ds"])
+        return cls(stamps, stamps.asi8, rows["y"].to_numpy(dtype="float64", na_value=np.nan),
                    {c: rows[c].to_numpy(dtype="float64", na_value=np.nan) for c in spec.model.exogenous if c in rows},
                    imputed_flags(rows))
 
@@ -98,8 +106,8 @@ def _clean_series(index: int, entity: str, table: _Table, at: np.ndarray, spec: 
     backtested; else None."""
     if entity in spec.keep_paths:
         return None
-    stamps = table.stamps[at]
-    if not stamps.is_monotonic_increasing:
+    ns = table.ns[at]
+    if (ns[1:] < ns[:-1]).any() or (ns == _NAT).any():      # what `is_monotonic_increasing` refuses
         return None
     y = table.y[at]
     try:
@@ -109,7 +117,7 @@ def _clean_series(index: int, entity: str, table: _Table, at: np.ndarray, spec: 
     if end < len(y):
         return None
     target, notes = filled_target(y[start:end].copy())
-    if len(target) < 2 or not np.isfinite(target).all() or np.ptp(target) == 0:
+    if len(target) < 2 or not np.isfinite(target).all() or target.max() == target.min():
         return None
     columns = {}
     for column, values in table.exogenous.items():
@@ -118,7 +126,7 @@ def _clean_series(index: int, entity: str, table: _Table, at: np.ndarray, spec: 
         if filled is not None:
             columns[column] = filled
     imputed = None if table.imputed is None else table.imputed[at]
-    return _Series(index, entity, stamps[start:end], target, columns, notes, unobserved_span(imputed, y, start, end))
+    return _Series(index, entity, table, at[start:end], target, columns, notes, unobserved_span(imputed, y, start, end))
 
 
 def _train_grid(members: list[_Series], spec: TrainSpec) -> dict[int, dict[str, Any]]:

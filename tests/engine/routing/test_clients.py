@@ -76,7 +76,8 @@ def test_the_model_carries_its_code_and_only_the_libraries_its_champions_need(se
     assert sorted(p.name for p in (path / "code").iterdir()) == ["engine", "gpu"]
     assert not list((path / "code").rglob("__pycache__"))
     requirements = [line.split("==")[0] for line in (path / "requirements.txt").read_text().split()]
-    assert requirements[:4] == ["mlflow-skinny", "numpy", "pandas", "pyarrow"] and "statsforecast" in requirements
+    assert requirements[:5] == ["mlflow-skinny", "numpy", "pandas", "pyarrow", "ujson"]
+    assert "statsforecast" in requirements
     assert not {"mlflow", "prophet", "torch", "pyspark", "deltalake"} & set(requirements)
     inputs = json.loads(mlmodel["signature"]["inputs"])
     assert [c["name"] for c in inputs] == ["entity_id", "ds", "temperature", "is_holiday"]   # the config's order
