@@ -18,6 +18,7 @@ estimate (models stored as arima implementation 2 load with it).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -193,11 +194,15 @@ def regression(y: np.ndarray, design: Optional[np.ndarray], differenced: bool = 
 def select_order(y: np.ndarray, design: np.ndarray, max_p: int, max_q: int) -> tuple[int, int, int]:
     """(p, d, q) of the regression errors: d by KPSS, p and q by AICc over Hannan-Rissanen fits."""
     from statsmodels.tsa.arima.estimators.hannan_rissanen import hannan_rissanen
+    from statsmodels.tools.sm_exceptions import InterpolationWarning
     from statsmodels.tsa.stattools import kpss
     _, resid = regression(y, design if design.shape[1] else None)
     d = 0
     if np.std(resid) > 0:
-        _, pvalue, *_ = kpss(resid, regression="c", nlags="auto")
+        with warnings.catch_warnings():
+            # Past the table's range KPSS says so and returns the table's end: on the same side of 0.05.
+            warnings.simplefilter("ignore", InterpolationWarning)
+            _, pvalue, *_ = kpss(resid, regression="c", nlags="auto")
         d = 1 if pvalue < 0.05 else 0
     series = np.diff(resid) if d else resid
     n = len(series)
