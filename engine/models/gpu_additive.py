@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from engine.models.base import Forecast, ForecastModel, Hyperparameter, ModelError, ModelSpec, normal_bounds
-from engine.models.regressors import seen_of
+from engine.models.regressors import seen_rows
 from gpu import additive
 from gpu.device import ENV
 
@@ -73,11 +73,12 @@ class GpuAdditiveModel(ForecastModel):
         layout = additive.layout_for(spec.step_days, spec.season_lengths, first.hyper, len(exogenous))
         exog = np.stack([columns[c] for c in exogenous], axis=-1) if exogenous else None
         fit = additive.fit_batch(additive.days(ds), y, layout, first.hyper, exog, device=device)
+        seen = seen_rows({c: columns[c] for c in exogenous}, len(y))
         models = []
         for i in range(len(y)):
             model = first if i == 0 else cls(spec, params)
             model.exogenous_, model.state_ = exogenous, fit.state(i)
-            model._fitted_with(seen_of({c: columns[c][i] for c in exogenous}), y[i])
+            model._fitted_with(seen[i], y[i])
             models.append(model)
         return models
 
@@ -124,16 +125,20 @@ class GpuAdditiveModel(ForecastModel):
                       columns: Mapping[str, np.ndarray]) -> list[Optional[Forecast]]:
         """Every model's `forecast_columns` from one design of the panel (`additive.forecast_panel`)
         when they share a layout and regressors, else one by one."""
-        layouts = {(additive.layout_from_state(m.state_), m.exogenous_) for m in models}
+        layouts = {(additive.layout_from_state(m.state_), m.exogenous_, m.spec.levels) for m in models}
         if len(layouts) != 1 or any(c not in columns or np.isnan(columns[c]).any() for c in models[0].exogenous_):
             return super().forecast_grid(models, ds, columns)
         t = additive.days(ds)
         exog = np.stack([columns[c] for c in models[0].exogenous_], axis=-1) if models[0].exogenous_ else None
         means = additive.forecast_panel([m.state_ for m in models], t, exog)
+        # Every row's bands at once: elementwise, so each is what `_with_bounds` gives its row alone.
+        sigma = np.array([m.state_["sigma"] for m in models], dtype="float64")
+        bounds = normal_bounds(means, np.repeat(sigma[:, None], means.shape[1], axis=1), models[0].spec.levels)
         out: list[Optional[Forecast]] = []
-        for model, mean in zip(models, means):
+        for i, model in enumerate(models):
             try:
-                out.append(model._finished(model._with_bounds(mean), len(ds)))
+                own = Forecast(means[i], {level: (low[i], high[i]) for level, (low, high) in bounds.items()})
+                out.append(model._finished(own, len(ds)))
             except ModelError:
                 out.append(None)
         return out

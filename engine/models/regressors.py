@@ -50,14 +50,23 @@ def seen_in(history: pd.DataFrame, columns: Iterable[str]) -> dict[str, Seen]:
 
 
 def seen_of(columns: Mapping[str, np.ndarray]) -> dict[str, Seen]:
-    """`seen_in` of columns given as arrays."""
-    seen = {}
+    """`seen_in` of columns given as arrays (`seen_rows`' one-row case)."""
+    return seen_rows({column: np.asarray(values, dtype="float64")[None] for column, values in columns.items()}, 1)[0]
+
+
+def seen_rows(columns: Mapping[str, np.ndarray], rows: int) -> list[dict[str, Seen]]:
+    """`seen_of` of each of `rows` rows of (rows, T) arrays by column, in one pass (a panel's fits)."""
+    out: list[dict[str, Seen]] = [{} for _ in range(rows)]
     for column, values in columns.items():
-        values = values[np.isfinite(values)]
-        if len(values):
-            flag = bool(((values == 0.0) | (values == 1.0)).all())       # np.isin's answer, without its cost
-            seen[column] = Seen(float(values.min()), float(values.max()), flag)
-    return seen
+        if not values.shape[1]:
+            continue
+        finite = np.isfinite(values)
+        low = np.where(finite, values, np.inf).min(axis=1)
+        high = np.where(finite, values, -np.inf).max(axis=1)
+        flag = ((values == 0.0) | (values == 1.0) | ~finite).all(axis=1)      # only 0s and 1s where finite
+        for i in np.flatnonzero(finite.any(axis=1)):
+            out[i][column] = Seen(float(low[i]), float(high[i]), bool(flag[i]))
+    return out
 
 
 def merged(parts: Iterable[Mapping[str, Seen]]) -> dict[str, Seen]:

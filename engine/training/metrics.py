@@ -16,10 +16,18 @@ from engine.models.base import Forecast
 
 def mase_scale(history: np.ndarray, season: int) -> float:
     """In-sample mean absolute seasonal difference (Hyndman & Koehler 2006); 1-step if too short."""
-    m = season if len(history) > season else 1
-    diffs = np.abs(history[m:] - history[:-m]) if len(history) > m else np.array([])
-    scale = float(np.mean(diffs)) if len(diffs) else 0.0
-    return scale if scale > 0 else np.nan
+    return float(mase_scales(np.asarray(history, dtype="float64")[None], season)[0])
+
+
+def mase_scales(histories: np.ndarray, season: int) -> np.ndarray:
+    """`mase_scale` of each row of (E, T) `histories` in one pass: a row's differences are one
+    contiguous row whose mean sums pairwise, as np.mean of that row alone does (to the last bit)."""
+    n = histories.shape[1]
+    m = season if n > season else 1
+    if n <= m:
+        return np.full(len(histories), np.nan)
+    scale = np.abs(histories[:, m:] - histories[:, :-m]).mean(axis=1)
+    return np.where(scale > 0, scale, np.nan)
 
 
 def window_metrics(actual: np.ndarray, forecast: Forecast, scale: float,

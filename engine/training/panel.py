@@ -26,7 +26,7 @@ from engine.training.backtest import Fold, fold_origins, mase_season, ranked, su
 from engine.training.entity import OK, TrainSpec, result_of
 from engine.training.history import (EmptySeries, filled_regressor, filled_target, imputed_flags, recent_span,
                                      scenario_values, unobserved_span)
-from engine.training.metrics import mase_scale, window_metrics, windows_metrics
+from engine.training.metrics import mase_scales, window_metrics, windows_metrics
 
 CHUNK = 4096    # entities trained together at most: the panel's arrays and models stay small
 _NAT = np.iinfo(np.int64).min   # NaT's integer
@@ -201,7 +201,7 @@ def _fold(window: int, origin: int, refit: bool, stamps: pd.DatetimeIndex, y: np
     filled = {c: scenario_values(v[:, :origin], stamps[:origin], ahead, spec)[:, :stop - origin]
               for c, v in columns.items()}
     season = mase_season(spec, origin)
-    scale = np.array([mase_scale(row[:origin], season) for row in y])
+    scale = mase_scales(y[:, :origin], season)
     shared = Fold(window, stamps[origin], None, None, None, np.nan, refit)
     return _PanelFold(shared, origin, stamps[origin:stop], filled, y[:, origin:origin + spec.horizon], scale,
                       observed[:, origin:origin + spec.horizon])
