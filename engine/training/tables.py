@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow as pa
 
 from engine.medallion.schemas import TS
-from engine.training.entity import forecast_frame
 
 BACKTESTS, MODELS, FORECASTS = "gold/backtests", "gold/models", "gold/forecasts"
 KEYS = {BACKTESTS: ("run_id", "entity_id", "candidate", "window"), MODELS: ("run_id", "entity_id"),
@@ -78,18 +77,24 @@ class RunContext:
                               trained_at=pd.Timestamp(self.trained_at))
 
     def _forecast_rows(self, results: pd.DataFrame) -> pd.DataFrame:
-        parts = []
-        widest = max(self.levels)
-        for _, result in results.iterrows():
-            frame = forecast_frame(result)
-            if frame is None:
-                continue
-            parts.append(frame.assign(entity_id=result["entity_id"], model=result["champion"],
-                                      status=result["status"], forecast_origin=result["forecast_origin"],
-                                      yhat_lower=frame[f"yhat_lower_{widest}"],
-                                      yhat_upper=frame[f"yhat_upper_{widest}"],
-                                      reconciliation=frame.get("reconciliation")))
-        if not parts:
+        """Every result's forecast rows (`forecast_frame`'s), column by column for all results
+        at once: a frame per entity cost about 1.5 ms of the driver's time."""
+        kept = results[[isinstance(f, str) for f in results["forecast"]]]
+        if kept.empty:
             return pd.DataFrame()
-        return pd.concat(parts, ignore_index=True).assign(run_id=self.run_id)
-
+        parsed = [json.loads(f) for f in kept["forecast"]]
+        lengths = [len(p["ds"]) for p in parsed]
+        names = list(dict.fromkeys(name for p in parsed for name in p))
+        merged: dict[str, list] = {name: [] for name in names}
+        for p, n in zip(parsed, lengths):
+            for name in names:
+                merged[name].extend(p.get(name, [None] * n))    # a column one forecast lacks: missing there
+        frame = pd.DataFrame(merged)
+        frame["ds"] = pd.to_datetime(frame["ds"], unit="ns", utc=True)
+        at = np.repeat(np.arange(len(kept)), lengths)
+        for column, source in (("entity_id", "entity_id"), ("model", "champion"), ("status", "status"),
+                               ("forecast_origin", "forecast_origin")):
+            frame[column] = kept[source].array.take(at)
+        widest = max(self.levels)
+        return frame.assign(yhat_lower=frame[f"yhat_lower_{widest}"], yhat_upper=frame[f"yhat_upper_{widest}"],
+                            reconciliation=frame.get("reconciliation"), run_id=self.run_id)
