@@ -3,11 +3,13 @@ function, one after another (or, for candidates that fit in batches, as a panel 
 same rows). Every backend (engine.backends) runs exactly this on its cores."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import pandas as pd
 import pyarrow as pa
 
+from engine.models import model_class
 from engine.training.ahead import SLICE, ahead_candidates, fitted_ahead
 from engine.training.entity import RESULT_COLUMNS, RESULT_SCHEMA, EntityInputs, TrainSpec, entity_result
 from engine.training.panel import panel_candidates, train_panel
@@ -24,12 +26,11 @@ def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.Da
     the entities on one clean grid are trained as a panel (engine.training.panel); with a
     candidate that fits in batches, a slice of the others at a time is prepared and its fits
     batched first (engine.training.ahead)."""
-    from threadpoolctl import threadpool_limits
     # Each entity's row positions, in groupby's sorted order; its own frame is cut only when it goes
     # through `train_entity` (a panel's entities never need one: 80 us each).
     groups = list(rows.groupby("entity_id", sort=True).indices.items())
     results: dict[int, dict] = {}
-    with threadpool_limits(limits=1):
+    with one_thread(spec):
         if panel_candidates(spec):
             results.update(train_panel(rows, groups, spec))
         rest = [i for i in range(len(groups)) if i not in results]
@@ -45,6 +46,31 @@ def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.Da
             results.update((i, entity_result(rows.iloc[groups[i][1]], spec)) for i in rest)
     out = pd.DataFrame([results[i] for i in range(len(groups))], columns=RESULT_COLUMNS)
     return out.assign(attempt=attempt)
+
+
+@contextmanager
+def one_thread(spec: TrainSpec) -> Iterator[None]:
+    """BLAS and OpenMP on one thread while a task runs (one task per core), torch's own pool too
+    when a candidate trains with it: a worker imports torch at its first fit, after threadpoolctl
+    has pinned the libraries loaded by then (on 2 cores, two tasks of two torch threads each took
+    40% longer)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1):
+        torch = None
+        if any(model_class(name).needs_torch for name in spec.models):
+            try:
+                import torch
+            except ImportError:     # such a candidate then fails for each entity and says why
+                pass
+        if torch is None:
+            yield
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _inputs(rows: pd.DataFrame, spec: TrainSpec) -> Optional[EntityInputs]:

@@ -1,0 +1,148 @@
+"""`gpu_additive` through the whole training stage, gold read from Delta to forecasts written: the
+figure issue 21 asks of a GPU machine (entity fits/s inside `manymodels train`), with the CPU's
+in the same run as the baseline.
+
+    python benchmarks/gpu_stage.py                                  # 2,048 entities; CPU, and CUDA if present
+    python benchmarks/gpu_stage.py --entities 20000 100000 --devices cpu cuda --repeats 3
+
+A synthetic hourly panel (`--weeks` of history, temperature as a regressor) is ingested once per
+size into a lake under `--work` (the local backend: delta-rs, no JVM), then trained with
+`gpu_additive` as the only candidate by `engine.training.job.train` on the local backend, its
+worker processes `--workers` (default: every core), `--repeats` times per device. Each device runs
+in a process of its own with MANYMODELS_DEVICE set (the workers' fits follow it). The stage's
+seconds are TrainReport's `total`: the planning read of gold, every task's backtest folds and
+final fits (a task's entities as a panel: engine.training.panel), and the three result tables
+written. Prints entities/s and entity fits/s ((windows + 1) fits an entity) per device (median of
+the repeats), the ratio to the CPU's, and the largest relative difference between the devices'
+forecasts (CUDA's float64 differs from the CPU's in the last digits); appends to
+benchmarks/results/gpu_stage.csv.
+
+On a machine without pyspark or MLflow (the device machine) this needs only what
+`engine.training` imports: numpy, pandas, pyarrow, torch, deltalake (with arro3-core), ujson,
+threadpoolctl and pyyaml; carry the missing ones as wheels (see the device tool's README).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import med, record, say  # noqa: E402
+
+NAME = "gpu_stage"
+WORK = Path(__file__).resolve().parent / ".work" / NAME
+
+
+def stage_config(lake: Path, entities: int, weeks: int, windows: int, history: int, workers: int):
+    from engine.config import parse_config
+    return parse_config({"name": NAME, "backend": "local", "lake": {"root": str(lake)},
+                         "mlflow": {"tracking_uri": f"sqlite:///{lake}.mlflow.db"},
+                         "source": {"kind": "synthetic", "synthetic": {"entities": entities, "periods": 24 * 7 * weeks},
+                                    "exogenous": ["temperature"]},
+                         "series": {"freq": "h", "season_lengths": [24, 168]}, "horizon": 24,
+                         "backtest": {"windows": windows, "step": 24}, "models": ["gpu_additive"],
+                         "training": {"max_history": history, "workers": workers}})
+
+
+def cell(args: argparse.Namespace) -> None:
+    """One device's runs (this process's MANYMODELS_DEVICE): the stage's seconds as JSON."""
+    import numpy as np
+    from engine.lake import DeltaRsLake
+    from engine.training.job import train
+    from engine.training.tables import FORECASTS
+    config = stage_config(args.cell, args.entities[0], args.weeks, args.windows, args.history, args.workers)
+    seconds, train_seconds = [], []
+    for repeat in range(args.repeats):
+        report = train(config, backend="local", run_id=f"{os.environ['MANYMODELS_DEVICE']}-{repeat}")
+        seconds.append(report.seconds["total"])
+        train_seconds.append(report.seconds["train"])
+        say(f"    #{repeat}: {report.seconds['total']:.2f}s (tasks {report.seconds['train']:.2f}s), "
+            f"{int((report.summary['status'] == 'ok').sum())} of {report.entities} entities ok")
+    forecasts = DeltaRsLake(config.lake).read(FORECASTS, filters=[("run_id", "=", report.run_id)])
+    forecasts = forecasts.sort_values(["entity_id", "ds"])
+    np.save(args.cell.with_suffix(f".{os.environ['MANYMODELS_DEVICE']}.npy"), forecasts["yhat"].to_numpy())
+    print(json.dumps({"seconds": seconds, "train_seconds": train_seconds, "entities": int(report.entities)}))
+
+
+def run_device(device: str, lake: Path, entities: int, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--cell", str(lake), "--entities", str(entities), "--weeks", str(args.weeks),
+               "--windows", str(args.windows), "--history", str(args.history), "--workers", str(args.workers),
+               "--repeats", str(args.repeats)]
+    done = subprocess.run(command, env={**os.environ, "MANYMODELS_DEVICE": device}, stdout=subprocess.PIPE, text=True)
+    lines = done.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        say(line)
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"the {device} run failed (exit {done.returncode}); its error is above")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--entities", type=int, nargs="+", default=[2048], help="panel sizes")
+    parser.add_argument("--weeks", type=int, default=4, help="hourly history per entity, in weeks")
+    parser.add_argument("--windows", type=int, default=3, help="backtest windows (each one fit)")
+    parser.add_argument("--history", type=int, default=336, help="training.max_history (rows a fit sees)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local backend's worker processes")
+    parser.add_argument("--devices", nargs="+", help="torch devices to train on (default: cpu, and cuda if present)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per device and size")
+    parser.add_argument("--work", type=Path, default=WORK, help="lakes (one per size, rebuilt)")
+    parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
+    parser.add_argument("--cell", type=Path, help=argparse.SUPPRESS)      # internal: one device's runs
+    args = parser.parse_args()
+    if args.cell:
+        return cell(args)
+
+    import numpy as np
+    import torch
+    from engine.backends import backend_for
+    from engine.medallion.pipeline import ingest
+    devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise SystemExit("--devices cuda: torch sees no CUDA device here")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    fits_per_entity = args.windows + 1
+    rows = []
+    for entities in args.entities:
+        lake = args.work / f"lake-{entities}"
+        shutil.rmtree(lake, ignore_errors=True)
+        config = stage_config(lake, entities, args.weeks, args.windows, args.history, args.workers)
+        say(f"{entities:,} entities x {24 * 7 * args.weeks} hours: ingesting into {lake} ...")
+        ingest(config, backend_for(config, "local"), progress=lambda line: None)
+        rates = {}
+        for device in devices:
+            say(f"  {device}: {args.repeats} run(s) of the training stage, {args.workers} worker(s)")
+            out = run_device(device, lake, entities, args)
+            seconds = med(out["seconds"])
+            rates[device] = entities / seconds
+            rows.append({"entities": entities, "weeks": args.weeks, "windows": args.windows,
+                         "max_history": args.history, "workers": args.workers, "device": device, "gpu": gpu,
+                         "repeats": args.repeats, "seconds": round(seconds, 3),
+                         "tasks_seconds": round(med(out["train_seconds"]), 3),
+                         "entities_per_s": round(rates[device], 1),
+                         "entity_fits_per_s": round(rates[device] * fits_per_entity, 1)})
+            say(f"  {device}: {seconds:.2f}s (median of {args.repeats}): {rates[device]:,.1f} entities/s, "
+                f"{rates[device] * fits_per_entity:,.1f} entity fits/s")
+        if "cpu" in rates:
+            base = np.load(lake.with_suffix(".cpu.npy"))
+            for device in (d for d in devices if d != "cpu"):
+                other = np.load(lake.with_suffix(f".{device}.npy"))
+                same_rows = len(base) == len(other)
+                gap = float(np.max(np.abs(other - base) / np.maximum(np.abs(base), 1e-9))) if same_rows else np.nan
+                for row in rows[-len(devices):]:
+                    if row["device"] == device:
+                        row.update(ratio_to_cpu=round(rates[device] / rates["cpu"], 2), forecast_rel_gap=gap)
+                say(f"  {device} / cpu: {rates[device] / rates['cpu']:.2f}x; forecasts differ by at most "
+                    f"{gap:.2e} (relative)")
+    path = record(NAME, rows, args.results)
+    say(f"results appended to {path}")
+
+
+if __name__ == "__main__":
+    main()
