@@ -4,18 +4,22 @@ in the same run as the baseline.
 
     python benchmarks/gpu_stage.py                                  # 2,048 entities; CPU, and CUDA if present
     python benchmarks/gpu_stage.py --entities 20000 100000 --devices cpu cuda --repeats 3
+    git worktree add /tmp/baseline <commit> && python benchmarks/gpu_stage.py --baseline /tmp/baseline
 
 A synthetic hourly panel (`--weeks` of history, temperature as a regressor) is ingested once per
 size into a lake under `--work` (the local backend: delta-rs, no JVM), then trained with
 `gpu_additive` as the only candidate by `engine.training.job.train` on the local backend, its
-worker processes `--workers` (default: every core), `--repeats` times per device. Each device runs
-in a process of its own with MANYMODELS_DEVICE set (the workers' fits follow it). The stage's
+worker processes `--workers` (default: every core), `--repeats` rounds of one run per device in
+turn, each run in a process of its own (MANYMODELS_DEVICE set: the workers' fits follow it) on a
+fresh copy of the lake as ingested. The stage's
 seconds are TrainReport's `total`: the planning read of gold, every task's backtest folds and
 final fits (a task's entities as a panel: engine.training.panel), and the three result tables
 written. Prints entities/s and entity fits/s ((windows + 1) fits an entity) per device (median of
 the repeats), the ratio to the CPU's, and the largest relative difference between the devices'
 forecasts (CUDA's float64 differs from the CPU's in the last digits); appends to
-benchmarks/results/gpu_stage.csv.
+benchmarks/results/gpu_stage.csv. With `--baseline DIR` (a checkout of an earlier commit), that
+engine's training stage runs on the CPU too, on the same lake, as one more "device": the ratio
+is then this checkout's against it.
 
 On a machine without pyspark or MLflow (the device machine) this needs only what
 `engine.training` imports: numpy, pandas, pyarrow, torch, deltalake (with arro3-core), ujson,
@@ -51,30 +55,37 @@ def stage_config(lake: Path, entities: int, weeks: int, windows: int, history: i
 
 
 def cell(args: argparse.Namespace) -> None:
-    """One device's runs (this process's MANYMODELS_DEVICE): the stage's seconds as JSON."""
+    """One training stage on this process's MANYMODELS_DEVICE: its seconds as JSON."""
+    if args.engine:
+        sys.path.insert(0, str(args.engine))       # a baseline's engine, imported instead of this one
     import numpy as np
     from engine.lake import DeltaRsLake
     from engine.training.job import train
     from engine.training.tables import FORECASTS
+    import engine
+    say(f"    engine from {Path(engine.__file__).parent.parent}")
     config = stage_config(args.cell, args.entities[0], args.weeks, args.windows, args.history, args.workers)
-    seconds, train_seconds = [], []
-    for repeat in range(args.repeats):
-        report = train(config, backend="local", run_id=f"{os.environ['MANYMODELS_DEVICE']}-{repeat}")
-        seconds.append(report.seconds["total"])
-        train_seconds.append(report.seconds["train"])
-        say(f"    #{repeat}: {report.seconds['total']:.2f}s (tasks {report.seconds['train']:.2f}s), "
-            f"{int((report.summary['status'] == 'ok').sum())} of {report.entities} entities ok")
+    label = "baseline" if args.engine else os.environ["MANYMODELS_DEVICE"]
+    report = train(config, backend="local", run_id=label)
+    say(f"    {label}: {report.seconds['total']:.2f}s (tasks {report.seconds['train']:.2f}s), "
+        f"{int((report.summary['status'] == 'ok').sum())} of {report.entities} entities ok")
     forecasts = DeltaRsLake(config.lake).read(FORECASTS, filters=[("run_id", "=", report.run_id)])
     forecasts = forecasts.sort_values(["entity_id", "ds"])
-    np.save(args.cell.with_suffix(f".{os.environ['MANYMODELS_DEVICE']}.npy"), forecasts["yhat"].to_numpy())
-    print(json.dumps({"seconds": seconds, "train_seconds": train_seconds, "entities": int(report.entities)}))
+    np.save(args.cell.with_suffix(f".{label}.npy"), forecasts["yhat"].to_numpy())
+    print(json.dumps({"seconds": report.seconds["total"], "train_seconds": report.seconds["train"]}))
 
 
 def run_device(device: str, lake: Path, entities: int, args: argparse.Namespace) -> dict:
+    """One training stage of `device` in a process of its own, on the lake as ingested (a run's
+    tables would make the next one's writes merge into them)."""
+    shutil.rmtree(lake, ignore_errors=True)
+    shutil.copytree(lake.with_suffix(".ingested"), lake)
     command = [sys.executable, __file__, "--cell", str(lake), "--entities", str(entities), "--weeks", str(args.weeks),
-               "--windows", str(args.windows), "--history", str(args.history), "--workers", str(args.workers),
-               "--repeats", str(args.repeats)]
-    done = subprocess.run(command, env={**os.environ, "MANYMODELS_DEVICE": device}, stdout=subprocess.PIPE, text=True)
+               "--windows", str(args.windows), "--history", str(args.history), "--workers", str(args.workers)]
+    if device == "baseline":
+        command += ["--engine", str(args.baseline.resolve())]
+    env = {**os.environ, "MANYMODELS_DEVICE": "cpu" if device == "baseline" else device}
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
     for line in lines[:-1]:
         say(line)
@@ -94,7 +105,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per device and size")
     parser.add_argument("--work", type=Path, default=WORK, help="lakes (one per size, rebuilt)")
     parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit, run on the CPU too")
     parser.add_argument("--cell", type=Path, help=argparse.SUPPRESS)      # internal: one device's runs
+    parser.add_argument("--engine", type=Path, help=argparse.SUPPRESS)    # internal: the baseline's checkout
     args = parser.parse_args()
     if args.cell:
         return cell(args)
@@ -104,6 +117,8 @@ def main() -> None:
     from engine.backends import backend_for
     from engine.medallion.pipeline import ingest
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    if args.baseline:
+        devices = ["baseline", *devices]
     if "cuda" in devices and not torch.cuda.is_available():
         raise SystemExit("--devices cuda: torch sees no CUDA device here")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -115,16 +130,21 @@ def main() -> None:
         config = stage_config(lake, entities, args.weeks, args.windows, args.history, args.workers)
         say(f"{entities:,} entities x {24 * 7 * args.weeks} hours: ingesting into {lake} ...")
         ingest(config, backend_for(config, "local"), progress=lambda line: None)
+        shutil.rmtree(lake.with_suffix(".ingested"), ignore_errors=True)
+        shutil.copytree(lake, lake.with_suffix(".ingested"))
+        runs: dict[str, list[dict]] = {device: [] for device in devices}
+        for repeat in range(args.repeats):          # the devices in turn: the machine's drift hits each alike
+            say(f"  round {repeat + 1} of {args.repeats}: {', '.join(devices)}, {args.workers} worker(s) each")
+            for device in devices:
+                runs[device].append(run_device(device, lake, entities, args))
         rates = {}
         for device in devices:
-            say(f"  {device}: {args.repeats} run(s) of the training stage, {args.workers} worker(s)")
-            out = run_device(device, lake, entities, args)
-            seconds = med(out["seconds"])
+            seconds = med(r["seconds"] for r in runs[device])
             rates[device] = entities / seconds
             rows.append({"entities": entities, "weeks": args.weeks, "windows": args.windows,
                          "max_history": args.history, "workers": args.workers, "device": device, "gpu": gpu,
                          "repeats": args.repeats, "seconds": round(seconds, 3),
-                         "tasks_seconds": round(med(out["train_seconds"]), 3),
+                         "tasks_seconds": round(med(r["train_seconds"] for r in runs[device]), 3),
                          "entities_per_s": round(rates[device], 1),
                          "entity_fits_per_s": round(rates[device] * fits_per_entity, 1)})
             say(f"  {device}: {seconds:.2f}s (median of {args.repeats}): {rates[device]:,.1f} entities/s, "
@@ -138,8 +158,12 @@ def main() -> None:
                 for row in rows[-len(devices):]:
                     if row["device"] == device:
                         row.update(ratio_to_cpu=round(rates[device] / rates["cpu"], 2), forecast_rel_gap=gap)
-                say(f"  {device} / cpu: {rates[device] / rates['cpu']:.2f}x; forecasts differ by at most "
-                    f"{gap:.2e} (relative)")
+                if device == "baseline":
+                    say(f"  this checkout on the cpu / the baseline: {rates['cpu'] / rates[device]:.2f}x; "
+                        f"forecasts differ by at most {gap:.2e} (relative)")
+                else:
+                    say(f"  {device} / cpu: {rates[device] / rates['cpu']:.2f}x; forecasts differ by at most "
+                        f"{gap:.2e} (relative)")
     path = record(NAME, rows, args.results)
     say(f"results appended to {path}")
 
