@@ -9,6 +9,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -126,12 +127,17 @@ class PandasBackend(Backend):
         return stats.reset_index()
 
     def extents(self, gold: pd.DataFrame) -> pd.DataFrame:
-        seen = gold[gold["y"].notna()]
-        observed = seen.groupby("entity_id")["ds"].agg(["count", "max"]).join(
-            seen.groupby("entity_id")["y"].agg(["mean", "std"]))
-        extents = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left")
-        return extents.rename(columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
-            observed=lambda f: f["observed"].fillna(0).astype(int))
+        # The ids hashed once, then grouped by their integer codes: grouping by the strings hashed
+        # them once per aggregation (about 1.5 s of 10,000 entities' 6.7 million rows).
+        codes, ids = pd.factorize(gold["entity_id"], sort=True)
+        named = codes >= 0
+        y = gold["y"].to_numpy(dtype="float64", na_value=np.nan)
+        seen = named & ~np.isnan(y)
+        observed = pd.DataFrame({"ds": gold["ds"].array[seen], "y": y[seen]}).groupby(codes[seen]).agg(
+            observed=("ds", "count"), last_observed=("ds", "max"), mean=("y", "mean"), std=("y", "std"))
+        extents = pd.DataFrame({"entity_id": ids, "rows": np.bincount(codes[named], minlength=len(ids))})
+        extents = extents.join(observed.reindex(range(len(ids))))
+        return extents.assign(observed=extents["observed"].fillna(0).astype(int))
 
     def persist(self, frame):
         return frame
@@ -144,9 +150,12 @@ class PandasBackend(Backend):
         return self.workers
 
     def tag_with_plan(self, gold: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
-        merged = gold.merge(mapping, on="entity_id")
-        keep = merged["cutoff"].isna() | (merged["ds"] >= merged["cutoff"])
-        return merged[keep].drop(columns="cutoff").reset_index(drop=True)
+        # An inner join on entity_id, in gold's row order, by position rather than a merge (which
+        # copied every column of gold's rows twice).
+        at = pd.Index(mapping["entity_id"]).get_indexer(gold["entity_id"])
+        cutoff = mapping["cutoff"].array.take(at)           # at -1 (no such entity): dropped below
+        keep = (at >= 0) & (cutoff.isna() | (gold["ds"].array >= cutoff))
+        return gold[keep].assign(bucket=mapping["bucket"].to_numpy()[at[keep]]).reset_index(drop=True)
 
     def ship(self, folder: str) -> Callable[[], str]:
         return lambda: folder

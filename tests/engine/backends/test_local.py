@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 from engine.backends.local import LocalBackend
 from engine.config import parse_config
@@ -45,3 +46,28 @@ def test_local_backend_reruns_tasks_of_a_dead_worker():
     assert (results["status"] == "ok").all()
     crashed = results[results["entity_id"] == "entity_0"]
     assert crashed["attempt"].iloc[0] >= 1
+
+
+def test_extents_and_the_plan_tags_are_the_grouped_and_merged_ones():
+    """Grouped by integer codes and joined by position, as a groupby by id and a merge give them:
+    unsorted rows, missing values, an entity never observed, one the plan leaves out."""
+    rng = np.random.default_rng(5)
+    ds = pd.date_range("2024-01-01", periods=30, freq="h", tz="UTC")
+    gold = pd.DataFrame({"entity_id": np.repeat(["b", "a", "c", "d"], 30), "ds": np.tile(ds, 4),
+                         "y": rng.normal(10, 2, 120)}).sample(frac=1, random_state=1).reset_index(drop=True)
+    gold.loc[gold.sample(20, random_state=2).index, "y"] = np.nan
+    gold.loc[gold["entity_id"] == "c", "y"] = np.nan
+    backend = LocalBackend(CONFIG.lake)
+    seen = gold[gold["y"].notna()]
+    observed = seen.groupby("entity_id")["ds"].agg(["count", "max"]).join(
+        seen.groupby("entity_id")["y"].agg(["mean", "std"]))
+    expected = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left").rename(
+        columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
+        observed=lambda f: f["observed"].fillna(0).astype(int))
+    pd.testing.assert_frame_equal(backend.extents(gold), expected)
+
+    mapping = pd.DataFrame({"entity_id": ["a", "b", "c"], "bucket": np.array([0, 1, 0], dtype="int32"),
+                            "cutoff": [ds[10], pd.NaT, ds[29]]})
+    merged = gold.merge(mapping, on="entity_id")
+    merged = merged[merged["cutoff"].isna() | (merged["ds"] >= merged["cutoff"])].drop(columns="cutoff")
+    pd.testing.assert_frame_equal(backend.tag_with_plan(gold, mapping), merged.reset_index(drop=True))
