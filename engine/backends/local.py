@@ -127,17 +127,27 @@ class PandasBackend(Backend):
         return stats.reset_index()
 
     def extents(self, gold: pd.DataFrame) -> pd.DataFrame:
-        # The ids hashed once, then grouped by their integer codes: grouping by the strings hashed
-        # them once per aggregation (about 1.5 s of 10,000 entities' 6.7 million rows).
+        # The ids hashed once, then counted, maxed and summed by their integer codes: a groupby by
+        # the strings hashed and sorted 6.7 million rows once per aggregation (1.5 s of 10,000
+        # entities' stage). The mean and (two-pass) sample std are the groupby's to rounding.
         codes, ids = pd.factorize(gold["entity_id"], sort=True)
-        named = codes >= 0
+        n = len(ids)
         y = gold["y"].to_numpy(dtype="float64", na_value=np.nan)
-        seen = named & ~np.isnan(y)
-        observed = pd.DataFrame({"ds": gold["ds"].array[seen], "y": y[seen]}).groupby(codes[seen]).agg(
-            observed=("ds", "count"), last_observed=("ds", "max"), mean=("y", "mean"), std=("y", "std"))
-        extents = pd.DataFrame({"entity_id": ids, "rows": np.bincount(codes[named], minlength=len(ids))})
-        extents = extents.join(observed.reindex(range(len(ids))))
-        return extents.assign(observed=extents["observed"].fillna(0).astype(int))
+        seen = (codes >= 0) & ~np.isnan(y)
+        stamps = gold["ds"].array
+        dated = seen & ~stamps.isna()
+        last = np.full(n, np.iinfo(np.int64).min)           # NaT where an entity has no observation
+        np.maximum.at(last, codes[dated], stamps.asi8[dated])
+        at, values = codes[seen], y[seen]
+        counts = np.bincount(at, minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(at, weights=values, minlength=n) / counts           # NaN without a value
+            spread = np.bincount(at, weights=(values - mean[at]) ** 2, minlength=n)
+            std = np.where(counts > 1, np.sqrt(spread / (counts - 1)), np.nan)
+        return pd.DataFrame({"entity_id": ids, "rows": np.bincount(codes[codes >= 0], minlength=n),
+                             "observed": np.bincount(codes[dated], minlength=n),
+                             "last_observed": pd.array(last, dtype=f"M8[{stamps.unit}]").tz_localize(stamps.tz),
+                             "mean": mean, "std": std})
 
     def persist(self, frame):
         return frame
