@@ -132,8 +132,9 @@ class PandasBackend(Backend):
         # entities' stage). The mean and (two-pass) sample std are the groupby's to rounding.
         codes, ids = pd.factorize(gold["entity_id"], sort=True)
         n = len(ids)
+        named = codes >= 0                                   # a missing id: no entity's row
         y = gold["y"].to_numpy(dtype="float64", na_value=np.nan)
-        seen = (codes >= 0) & ~np.isnan(y)
+        seen = named & ~np.isnan(y)
         stamps = gold["ds"].array
         dated = seen & ~stamps.isna()
         last = np.full(n, np.iinfo(np.int64).min)           # NaT where an entity has no observation
@@ -144,7 +145,7 @@ class PandasBackend(Backend):
             mean = np.bincount(at, weights=values, minlength=n) / counts           # NaN without a value
             spread = np.bincount(at, weights=(values - mean[at]) ** 2, minlength=n)
             std = np.where(counts > 1, np.sqrt(spread / (counts - 1)), np.nan)
-        return pd.DataFrame({"entity_id": ids, "rows": np.bincount(codes[codes >= 0], minlength=n),
+        return pd.DataFrame({"entity_id": ids, "rows": np.bincount(codes[named], minlength=n),
                              "observed": np.bincount(codes[dated], minlength=n),
                              "last_observed": pd.array(last, dtype=f"M8[{stamps.unit}]").tz_localize(stamps.tz),
                              "mean": mean, "std": std})

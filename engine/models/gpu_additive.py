@@ -131,23 +131,16 @@ class GpuAdditiveModel(ForecastModel):
         t = additive.days(ds)
         exog = np.stack([columns[c] for c in models[0].exogenous_], axis=-1) if models[0].exogenous_ else None
         means = additive.forecast_panel([m.state_ for m in models], t, exog)
-        # Every row's bands at once: elementwise, so each is what `_with_bounds` gives its row alone.
-        sigma = np.array([m.state_["sigma"] for m in models], dtype="float64")
-        bounds = normal_bounds(means, np.repeat(sigma[:, None], means.shape[1], axis=1), models[0].spec.levels)
         out: list[Optional[Forecast]] = []
-        for i, model in enumerate(models):
+        for model, own in zip(models, _with_bounds(models, means)):
             try:
-                own = Forecast(means[i], {level: (low[i], high[i]) for level, (low, high) in bounds.items()})
                 out.append(model._finished(own, len(ds)))
             except ModelError:
                 out.append(None)
         return out
 
     def _forecast_at(self, t: np.ndarray, exog: Optional[np.ndarray]) -> Forecast:
-        return self._with_bounds(additive.forecast(self.state_, t, exog))
-
-    def _with_bounds(self, mean: np.ndarray) -> Forecast:
-        return Forecast(mean, normal_bounds(mean, np.full(len(mean), self.state_["sigma"]), self.spec.levels))
+        return _with_bounds([self], additive.forecast(self.state_, t, exog)[None])[0]
 
     def params(self) -> dict[str, Any]:
         layout = additive.layout_from_state(self.state_)
@@ -160,6 +153,15 @@ class GpuAdditiveModel(ForecastModel):
     def _restore(self, state: dict[str, Any]) -> None:
         self.state_ = {**state, **{k: np.asarray(state[k], dtype="float64") for k in ("beta", "exog_mean",
                                                                                       "exog_scale")}}
+
+
+def _with_bounds(models: list[GpuAdditiveModel], means: np.ndarray) -> list[Forecast]:
+    """Row i of `means` (E, steps) with model i's normal bands, every row's at once: the arithmetic
+    is elementwise, so a row's bands are what it gets alone (`_forecast_at`, the one-row case)."""
+    sigma = np.array([m.state_["sigma"] for m in models], dtype="float64")
+    bounds = normal_bounds(means, np.repeat(sigma[:, None], means.shape[1], axis=1), models[0].spec.levels)
+    return [Forecast(means[i], {level: (low[i], high[i]) for level, (low, high) in bounds.items()})
+            for i in range(len(models))]
 
 
 # States fitted ahead in batches (`GpuAdditiveModel.fit_ahead`), by a digest of their exact inputs.
