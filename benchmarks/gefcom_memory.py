@@ -1,16 +1,18 @@
-"""GEFCom2012: does tempreg's error memory help a week-ahead forecast, judged on many earlier weeks?
+"""GEFCom2012: does tempreg's error memory, or a weather scenario, help a week-ahead forecast,
+judged on many earlier weeks?
 
     python benchmarks/gefcom_memory.py [--years 2005 2006 2007] [--memory 0 24] [--first 06-02 --last 08-25]
+    python benchmarks/gefcom_memory.py --weather normal persisted --memory 0
 
 One week per year (`gefcom_years.py`) is three samples of a week's weather: a change that helps on
 average can lose on it. This fits tempreg per zone (1-21) as the nightly does (`prepare` on the
-rows before 06:00 of each origin day, normal weather for the forecast week, the config's
-`training.long_history`), once per `memory` value, at weekly origins from `--first` to `--last`
-of each year, and scores the 168 hours after each origin with the competition's weights (a
-zone-hour 1, a system-hour 20); a week with hours of no load is left out. The competition week
-(2008-07-01..07) is the test set and is never among the origins. Prints each year's weighted
-RMSE per memory value, its ratio to the first value's and how many origins it won; appends rows
-to benchmarks/results/gefcom_memory.csv.
+rows before 06:00 of each origin day, the forecast week's weather by `training.weather`, the
+config's `training.long_history`), once per `--weather` scenario and `memory` value, at weekly
+origins from `--first` to `--last` of each year, and scores the 168 hours after each origin with
+the competition's weights (a zone-hour 1, a system-hour 20); a week with hours of no load is left
+out. The competition week (2008-07-01..07) is the test set and is never among the origins. Prints
+each year's weighted RMSE per variant, its ratio to the first variant's and how many origins it
+won; appends rows to benchmarks/results/gefcom_memory.csv.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import record, say  # noqa: E402
 from benchmarks.gefcom_years import SYSTEM_WEIGHT  # noqa: E402
+from engine.config import WEATHER  # noqa: E402
 
 COMPETITION_YEAR = 2008
 
@@ -63,6 +66,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/nightly.yaml")
     parser.add_argument("--years", type=int, nargs="+", default=[2005, 2006, 2007])
     parser.add_argument("--memory", type=int, nargs="+", default=[0, 24], help="values compared (first: baseline)")
+    parser.add_argument("--weather", nargs="+", default=["persisted"], choices=WEATHER,
+                        help="future weather scenarios compared (training.weather; first: baseline)")
     parser.add_argument("--first", default="06-02", help="first origin of each year (MM-DD)")
     parser.add_argument("--last", default="08-25", help="last origin of each year (MM-DD)")
     args = parser.parse_args()
@@ -73,31 +78,33 @@ def main() -> None:
     from engine.training.entity import TrainSpec
 
     spec = TrainSpec.from_config(load_config(args.config))
-    spec = dataclasses.replace(spec, horizon=168)
+    variants = [(weather, memory) for weather in args.weather for memory in args.memory]
+    specs = {weather: dataclasses.replace(spec, horizon=168, weather=weather) for weather in args.weather}
     rows = gold_rows()
     zones = {entity: group.reset_index(drop=True) for entity, group in rows.groupby("entity_id")}
     results = []
     for year in args.years:
         started = time.perf_counter()
         origins = pd.date_range(f"{year}-{args.first} 06:00", f"{year}-{args.last} 06:00", freq="7D", tz="UTC")
-        # Weighted mean squared error per origin and memory value.
-        scores = np.zeros((len(origins), len(args.memory)))
+        # Weighted mean squared error per origin and variant.
+        scores = np.zeros((len(origins), len(variants)))
         for i, origin in enumerate(origins):
             for entity, zone in zones.items():
                 weight = SYSTEM_WEIGHT if entity == "zone_21" else 1
-                for j, memory in enumerate(args.memory):
-                    scores[i, j] += weight * squared_errors(zone, origin, spec, memory)
+                for j, (weather, memory) in enumerate(variants):
+                    scores[i, j] += weight * squared_errors(zone, origin, specs[weather], memory)
         scores /= len(zones) - 1 + SYSTEM_WEIGHT
         scored = np.isfinite(scores).all(axis=1)
         origins, scores = origins[scored], scores[scored]
         wrmse = np.sqrt(scores.mean(axis=0))
-        for j, memory in enumerate(args.memory):
+        for j, (weather, memory) in enumerate(variants):
             won = int((scores[:, j] < scores[:, 0]).sum())
-            results.append({"year": year, "origins": len(origins), "memory": memory, "wrmse": round(wrmse[j], 1),
-                            "ratio": round(wrmse[j] / wrmse[0], 4), "origins_won": won,
+            results.append({"year": year, "origins": len(origins), "memory": memory, "weather": weather,
+                            "wrmse": round(wrmse[j], 1), "ratio": round(wrmse[j] / wrmse[0], 4), "origins_won": won,
                             "seconds": round(time.perf_counter() - started, 1)})
-            say(f"{year}: memory {memory:>3}: weighted RMSE {wrmse[j]:>9,.0f}  ({wrmse[j] / wrmse[0]:.3f} of memory "
-                f"{args.memory[0]}; better on {won} of {len(origins)} weeks)")
+            say(f"{year}: weather {weather:>9}, memory {memory:>3}: weighted RMSE {wrmse[j]:>9,.0f}  "
+                f"({wrmse[j] / wrmse[0]:.3f} of {variants[0][0]}, memory {variants[0][1]}; "
+                f"better on {won} of {len(origins)} weeks)")
     record("gefcom_memory", results)
 
 

@@ -16,7 +16,9 @@ lake and MLflow store, once per variant of the backtest:
 - `rmse`:     the last three weeks, candidates ranked by RMSE (the competition's loss) instead of MASE:
               the default since it won here;
 - `rmse_combine`, `rmse_seasonal`, `rmse_weather`: `combine`, `seasonal` and `weather` ranked by RMSE;
-- `rmse_daily`: ranked by RMSE over seven week-long windows a day apart (the last two weeks).
+- `rmse_daily`: ranked by RMSE over seven week-long windows a day apart (the last two weeks);
+- `rmse_daily_normal`: `rmse_daily` with future weather as normal weather alone (`training.weather:
+              normal`), as the engine filled it before the last day's departure was persisted.
 
 and scores each night's published (reconciled) 168 hours against the load history with the
 competition's weights (a zone-hour 1, a system-hour 20, as 8 and 160 per day). The variant that
@@ -55,7 +57,9 @@ VARIANTS = {"recent": {"backtest": MASE}, "seasonal": {"backtest": {**MASE, "yea
             "rmse_combine": {"backtest": {**MASE, "metric": "rmse", "select": "combine"}},
             "rmse_seasonal": {"backtest": {**MASE, "metric": "rmse", "years": 2}},
             "rmse_weather": {"backtest": {**MASE, "metric": "rmse"}, "models": ["seasonal_naive", "tempreg"]},
-            "rmse_daily": {"backtest": {**MASE, "metric": "rmse", "windows": 7, "step": 24}}}
+            "rmse_daily": {"backtest": {**MASE, "metric": "rmse", "windows": 7, "step": 24}},
+            "rmse_daily_normal": {"backtest": {**MASE, "metric": "rmse", "windows": 7, "step": 24},
+                                  "training": {"weather": "normal"}}}
 SYSTEM_WEIGHT = 20          # 160 per system-day against 8 per zone-day
 
 

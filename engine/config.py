@@ -29,6 +29,9 @@ METRICS = ("mae", "rmse", "smape", "mase", "pinball")
 SELECTIONS = ("best", "combine")
 SOURCE_KINDS = ("gefcom2012", "csv", "parquet", "synthetic")
 INTERVALS = ("model", "conformal", "auto")
+# Future weather where nothing gives it: normal weather plus the persisting part of the last day's
+# departure from it (engine.training.history.persisted_departure), or normal weather alone.
+WEATHER = ("persisted", "normal")
 LOAD_SOURCES = ("gefcom2012",)      # electric load: never below zero, whatever a model extrapolates
 
 
@@ -331,6 +334,7 @@ class TrainingConfig:
     # model: each model's own bands; conformal: from the champion's backtest errors per step;
     # auto: conformal for the entities whose champion's own bands score worse on held-out windows
     intervals: str = "model"
+    weather: str = "persisted"
     ensemble_size: Optional[int] = None      # default: 3 (2 at monthly and longer steps, where they are combined)
     seed: int = 0
     workers: int = 0
@@ -348,6 +352,8 @@ class TrainingConfig:
         _check(len(set(self.levels)) == len(self.levels), "training.levels", "lists a level twice")
         _check(self.intervals in INTERVALS, "training.intervals",
                f"must be one of {', '.join(INTERVALS)}, got {self.intervals!r}")
+        _check(self.weather in WEATHER, "training.weather",
+               f"must be one of {', '.join(WEATHER)}, got {self.weather!r}")
         _check(self.ensemble_size is None or self.ensemble_size >= 2, "training.ensemble_size", "must be >= 2")
         _check(self.workers >= 0, "training.workers", "must be >= 0 (0: one per CPU core)")
         _check(bool(self.tuned_params.strip()), "training.tuned_params",

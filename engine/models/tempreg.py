@@ -6,7 +6,8 @@ calendar and temperature (Hong's "vanilla" model, the GEFCom2012 benchmark's fam
 fitted by least squares on a long history (`training.long_history`: years, so that every
 month's temperature response is seen). It needs a `temperature` exogenous column; the future's
 temperature comes from the caller (a weather forecast in gold) or, by default, from the
-same hours of the same dates in earlier years (see `engine.training.entity.prepare`).
+same hours of the same dates in earlier years plus what persists of the last day's departure
+from them (`training.weather`; see `engine.training.history.prepare_scored`).
 Intervals are normal. By default their spread is that of the residuals with each hour's
 temperature replaced by its month-and-hour mean, as a forecast made with normal weather will
 see it: the in-sample residuals, fitted on the temperatures that occurred, leave out the error

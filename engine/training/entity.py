@@ -69,6 +69,7 @@ class TrainSpec:
     # Entities of a hierarchy: their champion's backtest forecasts are kept, to reconcile by (`paths`).
     keep_paths: frozenset[str] = frozenset()
     intervals: str = "model"    # conformal/auto: bands from the champion's backtest errors (training.conformal)
+    weather: str = "persisted"  # future weather nothing gives: normal + the last day's persisting departure
 
     @classmethod
     def from_config(cls, config: Config, tuned: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -85,7 +86,8 @@ class TrainSpec:
                    refit_every=config.backtest.refit_every, years=config.backtest.years,
                    model=config.model_spec(), fail_fast=config.training.fail_fast, hyperparameters=params,
                    sources=sources, tuned_by=tuned_by if tuned else None, search=EntitySearch.from_config(config),
-                   keep_paths=frozenset(config.hierarchy.tree.nodes), intervals=config.training.intervals)
+                   keep_paths=frozenset(config.hierarchy.tree.nodes), intervals=config.training.intervals,
+                   weather=config.training.weather)
 
     @property
     def min_train(self) -> int:

@@ -190,7 +190,7 @@ def test_future_weather_is_the_same_dates_in_earlier_years_once_history_spans_a_
     import dataclasses
 
     from engine.training.history import prepare
-    spec = spec_for(["tempreg", "theta"])
+    spec = spec_for(["tempreg", "theta"], weather="normal")
     assert spec.max_history == 26280 and spec_for(["theta"]).max_history == 24 * 28
     spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, exogenous=("temperature", "is_holiday")))
     hours = 24 * 800
@@ -208,3 +208,60 @@ def test_future_weather_is_the_same_dates_in_earlier_years_once_history_spans_a_
     short = rows.tail(24 * 200)
     _, persisted, _ = prepare(short, spec)
     np.testing.assert_allclose(persisted["temperature"].to_numpy(), short["temperature"].to_numpy()[-168:][:24])
+
+
+def departures(days: int, persistence: float, seed: int = 0):
+    """Hourly temperatures of `days` days: the same seasons every year plus a departure whose daily
+    mean keeps `persistence` of itself from one day to the next (an hourly AR(1))."""
+    ds = pd.date_range("2021-01-01", periods=24 * days, freq="h", tz="UTC")
+    rng = np.random.default_rng(seed)
+    hourly = persistence ** (1 / 24)
+    departure = np.zeros(len(ds))
+    noise = rng.normal(0, 1.5, len(ds))
+    for t in range(1, len(ds)):
+        departure[t] = hourly * departure[t - 1] + noise[t]
+    normal = 60 + 20 * np.sin(2 * np.pi * ds.dayofyear.to_numpy() / 365) + 5 * np.sin(2 * np.pi * ds.hour / 24)
+    return ds, np.asarray(normal) + departure
+
+
+def test_future_weather_keeps_what_persists_of_the_last_days_departure_from_normal():
+    import dataclasses
+
+    from engine.training.history import prepare, same_dates_earlier_years
+    ds, temperature = departures(3 * 365, persistence=0.7)
+    rows = entity("e", 100 + temperature, temperature=temperature)
+    spec = spec_for(["tempreg"], weather="persisted")
+    spec = dataclasses.replace(spec, horizon=168)
+    history, future, _ = prepare(rows, spec)
+    _, normal, _ = prepare(rows, dataclasses.replace(spec, weather="normal"))
+    stamps = pd.DatetimeIndex(history["ds"])
+    values = history["temperature"].to_numpy()[None]
+    assert np.array_equal(normal["temperature"].to_numpy(), same_dates_earlier_years(values, stamps, pd.DatetimeIndex(future["ds"]))[0])
+    last_day = np.mean(values[0, -24:] - same_dates_earlier_years(values, stamps, stamps[-24:])[0])
+    kept = (future["temperature"] - normal["temperature"]).to_numpy() / last_day
+    # What the history says persists: nearly all of it an hour ahead, about 0.7 a day ahead, and
+    # much less a week ahead; never more than the departure, never of the other sign.
+    assert abs(last_day) > 1.0
+    assert 0.8 < kept[0] <= 1.0 and 0.45 < kept[23] < 0.9 and kept[-1] < 0.35
+    assert (kept >= 0).all() and (kept <= 1).all()
+    assert kept[:24].mean() > kept[24:48].mean() > kept[144:].mean()
+
+
+def test_a_persisted_departure_needs_a_year_and_enough_origins_and_is_the_same_in_a_panel():
+    from engine.training.history import MIN_ORIGINS, persisted_departure
+    ds, warm = departures(2 * 365, persistence=0.8, seed=1)
+    _, mild = departures(2 * 365, persistence=0.5, seed=2)
+    stamps = pd.DatetimeIndex(ds)
+    panel = persisted_departure(np.stack([warm, mild, warm + 3.0]), stamps, 168, 24)
+    for row, values in enumerate((warm, mild, warm + 3.0)):
+        assert np.array_equal(panel[row], persisted_departure(values[None], stamps, 168, 24)[0])
+    assert np.any(panel != 0)
+    # A year and a week of history is only where departures begin: fewer than MIN_ORIGINS origins.
+    short = 24 * (365 + 7 + MIN_ORIGINS // 2) + 168
+    assert not persisted_departure(warm[None, :short], stamps[:short], 168, 24).any()
+
+
+def test_training_weather_must_be_a_known_scenario():
+    from engine.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"training.weather.*persisted, normal.*'forecast'"):
+        spec_for(["tempreg"], weather="forecast")
