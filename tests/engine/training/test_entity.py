@@ -236,7 +236,8 @@ def test_future_weather_keeps_what_persists_of_the_last_days_departure_from_norm
     _, normal, _ = prepare(rows, dataclasses.replace(spec, weather="normal"))
     stamps = pd.DatetimeIndex(history["ds"])
     values = history["temperature"].to_numpy()[None]
-    assert np.array_equal(normal["temperature"].to_numpy(), same_dates_earlier_years(values, stamps, pd.DatetimeIndex(future["ds"]))[0])
+    expected = same_dates_earlier_years(values, stamps, pd.DatetimeIndex(future["ds"]))[0]
+    assert np.array_equal(normal["temperature"].to_numpy(), expected)
     last_day = np.mean(values[0, -24:] - same_dates_earlier_years(values, stamps, stamps[-24:])[0])
     kept = (future["temperature"] - normal["temperature"]).to_numpy() / last_day
     # What the history says persists: nearly all of it an hour ahead, about 0.7 a day ahead, and
