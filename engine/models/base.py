@@ -418,7 +418,7 @@ class ForecastModel(ABC):
 
 def read_envelope(blob: bytes) -> dict[str, Any]:
     try:
-        envelope = json.loads(zlib.decompress(blob).decode("utf-8"))
+        envelope = jsontext.loads(zlib.decompress(blob).decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"not a serialized manymodels model ({exc})") from None
     if envelope.get("format") != FORMAT:

@@ -12,7 +12,6 @@ Policy for data that cannot be modelled (documented in the README):
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -343,6 +342,6 @@ def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:
     """The forecast rows stored in one result row (None when there is no forecast)."""
     if not isinstance(result["forecast"], str):
         return None
-    frame = pd.DataFrame(json.loads(result["forecast"]))
+    frame = pd.DataFrame(jsontext.loads(result["forecast"]))
     frame["ds"] = pd.to_datetime(frame["ds"], unit="ns", utc=True)
     return frame

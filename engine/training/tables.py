@@ -8,7 +8,6 @@ once: a later run forecasting the same origin supersedes it, earlier origins sta
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from engine import jsontext
 from engine.medallion.schemas import TS
 
 BACKTESTS, MODELS, FORECASTS = "gold/backtests", "gold/models", "gold/forecasts"
@@ -64,7 +64,7 @@ class RunContext:
         return convert
 
     def _backtest_rows(self, results: pd.DataFrame) -> pd.DataFrame:
-        rows = [{"entity_id": r.entity_id, **b} for r in results.itertuples() for b in json.loads(r.backtests)]
+        rows = [{"entity_id": r.entity_id, **b} for r in results.itertuples() for b in jsontext.loads(r.backtests)]
         if not rows:
             return pd.DataFrame()
         frame = pd.DataFrame(rows)
@@ -82,7 +82,7 @@ class RunContext:
         kept = results[[isinstance(f, str) for f in results["forecast"]]]
         if kept.empty:
             return pd.DataFrame()
-        parsed = [json.loads(f) for f in kept["forecast"]]
+        parsed = [jsontext.loads(f) for f in kept["forecast"]]
         lengths = [len(p["ds"]) for p in parsed]
         names = list(dict.fromkeys(name for p in parsed for name in p))
         merged: dict[str, list] = {name: [] for name in names}

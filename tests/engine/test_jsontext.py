@@ -58,6 +58,8 @@ def test_text_reads_back_as_the_standard_librarys_does(value, default, sort_keys
         return
     text = jsontext.dumps(value, default=default, sort_keys=sort_keys)
     assert _same(json.loads(text), expected)
+    assert _same(jsontext.loads(text), expected)
+    assert _same(jsontext.loads(json.dumps(value, default=default, sort_keys=sort_keys)), expected)
     if sort_keys and all(isinstance(k, str) for k in value):
         assert list(json.loads(text)) == sorted(value)
 
@@ -67,3 +69,24 @@ def test_documents_are_written_compact_and_a_nan_stays_a_nan():
     assert text == '{"a":null,"b":[1.5,2.0],"p":"a/b"}'
     assert jsontext.dumps({"b": [float("nan")]}) == '{"b":[NaN]}'
     assert jsontext.dumps({"a": np.array([1.0, np.inf])}, default=_json_default) == '{"a":[1.0,Infinity]}'
+
+
+def test_read_back_doubles_are_the_standard_librarys_to_the_bit():
+    rng = np.random.default_rng(0)
+    every_exponent = rng.integers(0, 2 ** 64, 200_000, dtype=np.uint64).view(np.float64)
+    values = [*every_exponent[np.isfinite(every_exponent)].tolist(), *rng.normal(0, 1e4, 50_000).tolist(),
+              0.0, -0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1, 1 / 3]
+    for text in (jsontext.dumps(values), json.dumps(values)):
+        ours, theirs = np.array(jsontext.loads(text)), np.array(json.loads(text))
+        assert np.array_equal(ours.view(np.uint64), theirs.view(np.uint64))
+
+
+@pytest.mark.parametrize("text", ["[NaN, Infinity, -Infinity, null, 1e400, -1e400]", "[18446744073709551616, -0]",
+                                  '{"a": 1, "a": 2}', '["\\u00e9\\ud83d\\ude00", "a\\/b"]', "[1.0, 1, 1e5, 1E-5]"])
+def test_read_back_values_are_the_standard_librarys(text):
+    assert _same(jsontext.loads(text), json.loads(text))
+
+
+def test_text_that_is_not_json_gets_the_standard_librarys_error():
+    with pytest.raises(json.JSONDecodeError, match="Expecting value"):
+        jsontext.loads('{"yhat": [1.0, }')
