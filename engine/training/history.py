@@ -163,7 +163,8 @@ def scenario_values(values: np.ndarray, stamps: pd.DatetimeIndex, ds: pd.Datetim
                     spec: "TrainSpec") -> np.ndarray:
     """A regressor's values at the future stamps `ds` when nothing gives them, one row per entity
     of `values` (E, T) on the history's `stamps`: normal weather for a weather-like row with over
-    a year of history, else the same position of the longest season that fits (persistence).
+    a year of history (plus the last day's persisting departure from it with `training.weather:
+    persisted`), else the same position of the longest season that fits (persistence).
     One entity's history and a panel's rows on one grid (engine.training.panel) take the same steps."""
     lag = max(spec.model.usable_seasons(values.shape[1], cycles=1), default=1)
     fill = values[:, -lag:][:, np.arange(len(ds)) % lag]
