@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -342,6 +342,20 @@ def forecast_frame(result: pd.Series) -> Optional[pd.DataFrame]:
     """The forecast rows stored in one result row (None when there is no forecast)."""
     if not isinstance(result["forecast"], str):
         return None
-    frame = pd.DataFrame(jsontext.loads(result["forecast"]))
+    return forecast_frames([result["forecast"]])[0]
+
+
+def forecast_frames(forecasts: Sequence[str]) -> tuple[pd.DataFrame, list[int]]:
+    """The rows of several stored forecasts stacked column by column (a column one forecast lacks
+    is missing there), and each forecast's number of rows: gold.forecasts is written from all of
+    a run's at once, where a frame per entity cost about 1.5 ms of the driver's time."""
+    parsed = [jsontext.loads(f) for f in forecasts]
+    lengths = [len(p["ds"]) for p in parsed]
+    names = list(dict.fromkeys(name for p in parsed for name in p))
+    merged: dict[str, list] = {name: [] for name in names}
+    for p, n in zip(parsed, lengths):
+        for name in names:
+            merged[name].extend(p.get(name, [None] * n))
+    frame = pd.DataFrame(merged)
     frame["ds"] = pd.to_datetime(frame["ds"], unit="ns", utc=True)
-    return frame
+    return frame, lengths

@@ -180,6 +180,8 @@ def scenario_values(values: np.ndarray, stamps: pd.DatetimeIndex, ds: pd.Datetim
 
 # Daily origins a slope per step ahead needs before it is trusted (fewer: normal weather alone).
 MIN_ORIGINS = 30
+# Normal weather averages the same time of day within this many days of the same date.
+NORMAL_DAYS = 7
 
 
 def persisted_departure(values: np.ndarray, stamps: pd.DatetimeIndex, horizon: int, day: int) -> np.ndarray:
@@ -192,8 +194,9 @@ def persisted_departure(values: np.ndarray, stamps: pd.DatetimeIndex, horizon: i
     Zeros where the history has a year or less, or fewer than MIN_ORIGINS origins."""
     rows, steps = values.shape
     out = np.zeros((rows, horizon))
-    # Departures exist from a year (and the week normal weather spreads over) into the history.
-    start = int(np.searchsorted(stamps.as_unit("ns").asi8, stamps[0].as_unit("ns").value + (365 + 7) * DAY_NS))
+    # Departures exist from where normal weather does: a year and the days it spreads over.
+    start = int(np.searchsorted(stamps.as_unit("ns").asi8,
+                                stamps[0].as_unit("ns").value + (365 + NORMAL_DAYS) * DAY_NS))
     origins = np.arange(steps - 1 - horizon, start + day - 2, -day)[::-1]
     if start >= steps or len(origins) < MIN_ORIGINS:
         return out
@@ -211,12 +214,11 @@ def persisted_departure(values: np.ndarray, stamps: pd.DatetimeIndex, horizon: i
         daily = np.where(2 * seen >= day, (sums[:, ends] - sums[:, begins]) / seen, np.nan)
     later_at = origins[:, None] + np.arange(1, horizon + 1)[None, :]      # (origins, steps ahead)
     for row in range(rows):         # row by row: an entity gets the same bits alone or in a panel
-        now = daily[row, origins][:, None]
-        later = departure[row][later_at]
-        pair = np.isfinite(now) & np.isfinite(later)
-        last = daily[row, -1]
+        now, last = daily[row, origins][:, None], daily[row, -1]
         if np.isfinite(now).sum() < MIN_ORIGINS or not np.isfinite(last):
             continue
+        later = departure[row][later_at]
+        pair = np.isfinite(now) & np.isfinite(later)
         products = np.where(pair, now * later, 0.0).sum(axis=0)
         squares = np.where(pair, now * now, 0.0).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -225,7 +227,7 @@ def persisted_departure(values: np.ndarray, stamps: pd.DatetimeIndex, horizon: i
 
 
 def same_dates_earlier_years(values: np.ndarray, stamps: pd.DatetimeIndex, ds: pd.DatetimeIndex,
-                             days: int = 7) -> np.ndarray:
+                             days: int = NORMAL_DAYS) -> np.ndarray:
     """Per entity (row of `values`, (E, T) on `stamps`) and future step, the mean of the same time
     of day within +-`days` days of the same date in every earlier year the history covers (a
     normal-weather scenario), NaN with under a year."""
