@@ -24,10 +24,20 @@ temperatures a request sends. `memory: 24` lowered tempreg's weighted RMSE on 35
 GEFCom2012 by 2.1%, 0.5% and 0.9% (2005-2007, benchmarks/gefcom_memory.py), but raised the
 default nightly's on the competition week from 99,712 to 106,586: a small mean gain with a wide
 spread per week, so it stays opt-in.
+
+Buildings store heat: load answers the hours and days before as well as this hour's temperature.
+`lag_hours` and `lag_days` (off by default) add the recency effect of Wang, Liu & Hong (2016):
+the temperatures 1..lag_hours hours before and the mean temperatures of the 1..lag_days days
+before, each a polynomial by hour. The first forecast steps read their lags from the history's
+last hours, which the fitted model keeps. Off by default because the forecast week's lags are
+mostly the weather scenario's: with the persisted-departure scenario (`training.weather`) on 35
+summer weeks of GEFCom2012, `lag_days: 1` scored 0.994, 1.018 and 1.004 of tempreg without lags
+(2005-2007), and 12 hours with 2 days 0.989, 1.043 and 1.016 (benchmarks/gefcom_memory.py
+--lags). It is for gold with weather forecasts, where the lags are real temperatures.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -44,7 +54,8 @@ class TempRegModel(ForecastModel):
                "benchmark's family): trend, month, weekday x hour, and temperature, temperature^2, temperature^3 "
                "each by hour and by month (plus holiday x hour when `is_holiday` is a regressor), least squares on "
                "`training.long_history` steps (3 years hourly) so every month's temperature response is seen; "
-               "normal bands from the residual spread of forecasts made with normal weather")
+               "normal bands from the residual spread of forecasts made with normal weather; opt-in: error memory "
+               "and the recency effect (lagged hourly and daily mean temperatures)")
     # Not measured by benchmarks/model_cost.py yet: the planner's default estimate.
     needs_exogenous = ("temperature",)
     needs_why = "regresses load on temperature"
@@ -64,6 +75,10 @@ class TempRegModel(ForecastModel):
                                 choices=("normal_weather", "known_weather")),
         "memory": Hyperparameter(0, "steps of the latest in-sample error carried into the forecast, by how it "
                                  "persisted in the history (0: none)", low=0, high=168, integer=True),
+        "lag_hours": Hyperparameter(0, "recency effect: the temperatures 1..lag_hours hours before, each a "
+                                    "polynomial by hour", low=0, high=24, integer=True),
+        "lag_days": Hyperparameter(0, "recency effect: the mean temperatures of the 1..lag_days days before, each "
+                                   "a polynomial by hour", low=0, high=7, integer=True),
     }
 
     def _fit(self, history: pd.DataFrame, y: np.ndarray) -> None:
@@ -73,7 +88,9 @@ class TempRegModel(ForecastModel):
         self.origin_ = pd.Timestamp(history["ds"].iloc[0]).as_unit("ns").value
         self.temp_center_, self.temp_scale_ = float(temp.mean()), float(temp.std() or 1.0)
         self.holiday_ = HOLIDAY in self.exogenous_
-        values, columns = self._entries(history)
+        ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
+        self.tail_ = self._tail(ds, temp)
+        values, columns = self._entries(history, _known(ds, temp))
         design = self._matrix(values, columns)
         # Normal equations: a few hundred columns over years of hours; each row has only a dozen
         # entries, so the sparse Gram matrix costs next to nothing (dense, 0.3 s a fit). The
@@ -85,21 +102,25 @@ class TempRegModel(ForecastModel):
         self.persistence_ = _persistence(errors, self.hyper["memory"], 2 * max(self.spec.season_lengths, default=1))
         self.recent_ = _recent(errors, self.hyper["memory"])
         if self.hyper["bands"] == "normal_weather":
-            ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
             normal = pd.Series(temp).groupby([ds.month, ds.hour]).transform("mean").to_numpy()
-            self._put_temperature(values, normal)
+            self._put_temperature(values, normal, self._lagged(ds, normal, _known(ds, normal)))
             errors = y - self._matrix(values, columns) @ beta
         self.sigma_ = float(np.sqrt(np.mean(errors ** 2)))
 
     @property
-    def _width(self) -> int:
-        return _CALENDAR + 36 * self.hyper["degree"] + 24 * self.holiday_
+    def _lags(self) -> int:
+        return self.hyper["lag_hours"] + self.hyper["lag_days"]
 
-    def _design(self, frame: pd.DataFrame):
+    @property
+    def _width(self) -> int:
+        return _CALENDAR + (36 + 24 * self._lags) * self.hyper["degree"] + 24 * self.holiday_
+
+    def _design(self, frame: pd.DataFrame, known: pd.Series):
         """The regression's design (sparse, rows by `_width` columns), in a stored model's column
         order: 1, years, months 2..12, the week's hours 2..168, then per power of temperature its
-        24 by-hour and 12 by-month columns, then the 24 holiday-by-hour columns."""
-        return self._matrix(*self._entries(frame))
+        24 by-hour and 12 by-month columns, then per lagged temperature and power its 24 by-hour
+        columns, then the 24 holiday-by-hour columns. `known`: the temperatures the lags read."""
+        return self._matrix(*self._entries(frame, known))
 
     def _matrix(self, values: np.ndarray, columns: np.ndarray):
         from scipy.sparse import csr_matrix
@@ -107,13 +128,14 @@ class TempRegModel(ForecastModel):
         return csr_matrix((values.ravel().copy(), columns.ravel(), np.arange(0, rows * per_row + 1, per_row)),
                           shape=(rows, self._width))
 
-    def _entries(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _entries(self, frame: pd.DataFrame, known: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         """Each row's nonzero entries of the design, the same slots in every row: (values, columns).
         A January row's month slot and a week's first hour's slot hold an explicit 0."""
         ds = pd.DatetimeIndex(pd.to_datetime(frame["ds"], utc=True))
         hour, month, weekday = ds.hour.to_numpy(), ds.month.to_numpy(), ds.dayofweek.to_numpy()
         slot = weekday * 24 + hour
-        per_row = 4 + 2 * self.hyper["degree"] + self.holiday_
+        degree = self.hyper["degree"]
+        per_row = 4 + (2 + self._lags) * degree + self.holiday_
         values, columns = np.zeros((len(ds), per_row)), np.zeros((len(ds), per_row), dtype=np.int64)
         values[:, 0] = 1.0
         values[:, 1], columns[:, 1] = (ds.as_unit("ns").asi8 - self.origin_) / (365.25 * 86400e9), 1
@@ -122,19 +144,60 @@ class TempRegModel(ForecastModel):
         for power in range(1, self.hyper["degree"] + 1):
             first = _CALENDAR + 36 * (power - 1)
             columns[:, 2 + 2 * power], columns[:, 3 + 2 * power] = first + hour, first + 23 + month
-        self._put_temperature(values, frame[TEMPERATURE].to_numpy(dtype="float64"))
+        lagged_first = _CALENDAR + 36 * degree
+        for slot in range(self._lags * degree):     # lag k's power p: slot k * degree + p - 1
+            columns[:, 4 + 2 * degree + slot] = lagged_first + 24 * slot + hour
+        temp = frame[TEMPERATURE].to_numpy(dtype="float64")
+        self._put_temperature(values, temp, self._lagged(ds, temp, known))
         if self.holiday_:
             values[:, -1], columns[:, -1] = frame[HOLIDAY].to_numpy(dtype="float64"), self._width - 24 + hour
         return values, columns
 
-    def _put_temperature(self, values: np.ndarray, temperature: np.ndarray) -> None:
-        """(Re)write the temperature entries (by hour and by month, per power) of `_entries`' values."""
+    def _put_temperature(self, values: np.ndarray, temperature: np.ndarray, lagged: np.ndarray) -> None:
+        """(Re)write the temperature entries (by hour and by month, per power; then each lagged
+        temperature's by hour, per power) of `_entries`' values."""
+        degree = self.hyper["degree"]
         temp = (temperature - self.temp_center_) / self.temp_scale_
-        for power in range(1, self.hyper["degree"] + 1):
+        lagged = (lagged - self.temp_center_) / self.temp_scale_
+        for power in range(1, degree + 1):
             values[:, 2 + 2 * power] = values[:, 3 + 2 * power] = temp ** power
+            for lag in range(self._lags):
+                values[:, 3 + 2 * degree + lag * degree + power] = lagged[:, lag] ** power
+
+    def _lagged(self, ds: pd.DatetimeIndex, own: np.ndarray, known: pd.Series) -> np.ndarray:
+        """The recency effect's regressors (Wang, Liu & Hong 2016), rows by lags: the temperature
+        1..lag_hours hours before each stamp, then the mean temperature of each of the lag_days
+        days before it (the 24 hours before, the 24 before those, ...), read from `known`
+        (temperature by stamp, sorted). Where `known` does not reach back, the row's `own`
+        temperature stands in: the fit's first day, or a request that does not continue the
+        history."""
+        out = np.empty((len(ds), self._lags))
+        if not self._lags:
+            return out
+        for lag in range(self.hyper["lag_hours"]):
+            out[:, lag] = known.reindex(ds - pd.Timedelta(hours=lag + 1)).to_numpy()
+        if self.hyper["lag_days"]:
+            daily = known.rolling("24h").mean()         # the 24 hours up to each stamp
+            for day in range(self.hyper["lag_days"]):
+                out[:, self.hyper["lag_hours"] + day] = daily.reindex(ds - pd.Timedelta(hours=24 * day + 1)).to_numpy()
+        missing = np.isnan(out)
+        out[missing] = np.broadcast_to(own[:, None], out.shape)[missing]
+        return out
+
+    def _tail(self, ds: pd.DatetimeIndex, temp: np.ndarray) -> pd.Series:
+        """The history's last temperatures that the lags of the steps after it read."""
+        reach = pd.Timedelta(hours=max(self.hyper["lag_hours"], 24 * self.hyper["lag_days"]))
+        if not self._lags or len(ds) == 0:
+            return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype="float64")
+        keep = ds > ds[-1] - reach
+        return pd.Series(temp[keep], index=ds[keep])
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
-        mean = self._design(future) @ self.beta_
+        ds = pd.DatetimeIndex(pd.to_datetime(future["ds"], utc=True))
+        temp = future[TEMPERATURE].to_numpy(dtype="float64")
+        # The lags of the first steps read the history's last hours; a request's own rows win.
+        known = _known(ds, temp, self.tail_)
+        mean = self._design(future, known) @ self.beta_
         carried = min(horizon, len(self.persistence_))     # `future` starts after the training end
         mean[:carried] += self.persistence_[:carried] * self.recent_
         bounds = {}
@@ -147,16 +210,22 @@ class TempRegModel(ForecastModel):
         return {"coefficients": len(self.beta_), "holiday": self.holiday_, "sigma": round(self.sigma_, 6)}
 
     def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
-        """The latest error at the new history's end."""
+        """The latest error and temperatures at the new history's end."""
+        ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
+        temp = history[TEMPERATURE].to_numpy(dtype="float64")
+        tail = self._tail(ds, temp)
+        state = {"tail_ds": tail.index.asi8, "tail_temp": tail.to_numpy(), "recent": 0.0}
         memory = self.hyper["memory"]
-        if memory == 0 or len(y) < memory:
-            return {"recent": 0.0}
-        return {"recent": _recent(y[-memory:] - self._design(history.iloc[-memory:]) @ self.beta_, memory)}
+        if memory and len(y) >= memory:
+            design = self._design(history.iloc[-memory:], _known(ds, temp))
+            state["recent"] = _recent(y[-memory:] - design @ self.beta_, memory)
+        return state
 
     def _state(self) -> dict[str, Any]:
         return {"beta": self.beta_, "origin": self.origin_, "temp_center": self.temp_center_,
                 "temp_scale": self.temp_scale_, "holiday": self.holiday_, "sigma": self.sigma_,
-                "persistence": self.persistence_, "recent": self.recent_}
+                "persistence": self.persistence_, "recent": self.recent_,
+                "tail_ds": self.tail_.index.asi8, "tail_temp": self.tail_.to_numpy()}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.beta_ = np.asarray(state["beta"], dtype="float64")
@@ -166,6 +235,20 @@ class TempRegModel(ForecastModel):
         # Models stored before `memory` carry no error persistence: they forecast as they did.
         self.persistence_ = np.asarray(state.get("persistence", []), dtype="float64")
         self.recent_ = float(state.get("recent", 0.0))
+        if "tail_ds" not in state:      # stored before the recency effect: no lags
+            self.hyper = {**self.hyper, "lag_hours": 0, "lag_days": 0}
+        stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(state.get("tail_ds", []), dtype="int64"), utc=True))
+        self.tail_ = pd.Series(np.asarray(state.get("tail_temp", []), dtype="float64"), index=stamps)
+
+
+def _known(ds: pd.DatetimeIndex, temp: np.ndarray, before: Optional[pd.Series] = None) -> pd.Series:
+    """Temperature by stamp, sorted: `before` (a history's tail) then the rows', which win a tie."""
+    known = pd.Series(temp, index=ds)
+    if before is not None and len(before):
+        known = pd.concat([before, known])
+    if not known.index.is_unique:
+        known = known[~known.index.duplicated(keep="last")]
+    return known if known.index.is_monotonic_increasing else known.sort_index()
 
 
 def _recent(errors: np.ndarray, memory: int) -> float:

@@ -244,6 +244,51 @@ def test_tempreg_carries_a_lingering_error_into_the_next_steps():
     assert not np.allclose(models[24].forecast(future).mean, models[0].forecast(future).mean)
 
 
+def test_tempreg_recency_effect_reads_the_days_before_and_the_historys_last_hours():
+    """Load that answers yesterday's heat as well as today's (buildings store it): with `lag_days`
+    the fit finds it and beats the same regression without; the first steps' lags read the
+    history's last hours (the same forecast as a request that carries those hours itself), a
+    refreshed model reads its new history's, a stored one forecasts the same, and a request that
+    does not continue the history still gets a forecast."""
+    rng = np.random.default_rng(21)
+    n = 24 * 500
+    ds = pd.date_range("2022-01-01", periods=n, freq="h", tz="UTC")
+    temperature = (60 + 20 * np.sin(2 * np.pi * ds.dayofyear.to_numpy() / 365)
+                   + np.repeat(rng.normal(0, 6, n // 24), 24) + rng.normal(0, 2, n))
+    yesterday = pd.Series(temperature, index=ds).rolling("24h").mean().shift(1).bfill().to_numpy()
+    y = 1000 + 0.5 * (temperature - 62) ** 2 + 0.6 * (yesterday - 62) ** 2 + rng.normal(0, 10, n)
+    frame = pd.DataFrame({"ds": ds, "y": y, "temperature": temperature})
+    first = n - 24 * 28
+    history, future = frame.iloc[:first], frame.iloc[first:first + 48].drop(columns="y")
+    models = {days: make_model("tempreg", HOURLY_SPEC, {"lag_days": days, "lag_hours": 2}).fit(history)
+              for days in (0, 1)}
+    errors = {days: np.sqrt(np.mean((model.forecast(future).mean - y[first:first + 48]) ** 2))
+              for days, model in models.items()}
+    assert errors[1] < 0.5 * errors[0]
+
+    lagged = models[1]
+    with_tail = pd.concat([history.tail(30).drop(columns="y"), future], ignore_index=True)
+    np.testing.assert_allclose(lagged.forecast(future).mean, lagged.forecast(with_tail).mean[-48:])
+    later, ahead = frame.iloc[:first + 100], frame.iloc[first + 100:first + 148].drop(columns="y")
+    refreshed = lagged.refreshed(later)
+    np.testing.assert_allclose(refreshed.forecast(ahead).mean,
+                               lagged.forecast(pd.concat([later.tail(30).drop(columns="y"), ahead])).mean[-48:])
+    assert not np.allclose(refreshed.forecast(ahead).mean, lagged.forecast(ahead).mean)
+    np.testing.assert_array_equal(load_model(refreshed.to_bytes()).forecast(ahead).mean,
+                                  refreshed.forecast(ahead).mean)
+    assert np.isfinite(lagged.forecast(frame.iloc[-24:].drop(columns="y")).mean).all()
+
+    vanilla = make_model("tempreg", HOURLY_SPEC).fit(history)
+    envelope = json.loads(zlib.decompress(vanilla.to_bytes()))     # stored before the recency effect
+    for key in ("tail_ds", "tail_temp"):
+        del envelope["state"][key]
+    for key in ("lag_days", "lag_hours"):
+        del envelope["hyper"][key]
+    stored_before = load_model(zlib.compress(json.dumps(envelope).encode()))
+    assert stored_before.hyper["lag_days"] == stored_before.hyper["lag_hours"] == 0
+    np.testing.assert_allclose(stored_before.forecast(future).mean, vanilla.forecast(future).mean)
+
+
 def test_tempreg_bands_cover_a_forecast_made_with_normal_weather():
     """Weather that swings around its season by 8 degrees: a forecast given each hour's normal
     temperature misses by the swing, and the default bands allow for it; known_weather's do not."""
