@@ -90,8 +90,8 @@ class TempRegModel(ForecastModel):
         self.temp_center_, self.temp_scale_ = float(temp.mean()), float(temp.std() or 1.0)
         self.holiday_ = HOLIDAY in self.exogenous_
         ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
-        self.tail_ = self._tail(ds, temp)
-        values, columns = self._entries(history, _known(ds, temp))
+        self.tail_ = self._tail(history)
+        values, columns = self._entries(history, self._known(ds, temp))
         design = self._matrix(values, columns)
         # Normal equations: a few hundred columns over years of hours; each row has only a dozen
         # entries, so the sparse Gram matrix costs next to nothing (dense, 0.3 s a fit). The
@@ -104,7 +104,7 @@ class TempRegModel(ForecastModel):
         self.recent_ = _recent(errors, self.hyper["memory"])
         if self.hyper["bands"] == "normal_weather":
             normal = pd.Series(temp).groupby([ds.month, ds.hour]).transform("mean").to_numpy()
-            self._put_temperature(values, normal, self._lagged(ds, normal, _known(ds, normal)))
+            self._put_temperature(values, normal, self._lagged(ds, normal, self._known(ds, normal)))
             errors = y - self._matrix(values, columns) @ beta
         self.sigma_ = float(np.sqrt(np.mean(errors ** 2)))
 
@@ -116,7 +116,7 @@ class TempRegModel(ForecastModel):
     def _width(self) -> int:
         return _CALENDAR + (36 + 24 * self._lags) * self.hyper["degree"] + 24 * self.holiday_
 
-    def _design(self, frame: pd.DataFrame, known: pd.Series):
+    def _design(self, frame: pd.DataFrame, known: Optional[pd.Series]):
         """The regression's design (sparse, rows by `_width` columns), in a stored model's column
         order: 1, years, months 2..12, the week's hours 2..168, then per power of temperature its
         24 by-hour and 12 by-month columns, then per lagged temperature and power its 24 by-hour
@@ -129,7 +129,7 @@ class TempRegModel(ForecastModel):
         return csr_matrix((values.ravel().copy(), columns.ravel(), np.arange(0, rows * per_row + 1, per_row)),
                           shape=(rows, self._width))
 
-    def _entries(self, frame: pd.DataFrame, known: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    def _entries(self, frame: pd.DataFrame, known: Optional[pd.Series]) -> tuple[np.ndarray, np.ndarray]:
         """Each row's nonzero entries of the design, the same slots in every row: (values, columns).
         A January row's month slot and a week's first hour's slot hold an explicit 0."""
         ds = pd.DatetimeIndex(pd.to_datetime(frame["ds"], utc=True))
@@ -165,11 +165,11 @@ class TempRegModel(ForecastModel):
             for lag in range(self._lags):
                 values[:, 3 + 2 * degree + lag * degree + power] = lagged[:, lag] ** power
 
-    def _lagged(self, ds: pd.DatetimeIndex, own: np.ndarray, known: pd.Series) -> np.ndarray:
+    def _lagged(self, ds: pd.DatetimeIndex, own: np.ndarray, known: Optional[pd.Series]) -> np.ndarray:
         """The recency effect's regressors (Wang, Liu & Hong 2016), rows by lags: the temperature
         1..lag_hours hours before each stamp, then the mean temperature of each of the lag_days
         days before it (the 24 hours before, the 24 before those, ...), read from `known`
-        (temperature by stamp, sorted). Where `known` does not reach back, the row's `own`
+        (temperature by stamp, sorted; None without lags). Where `known` does not reach back, the row's `own`
         temperature stands in: the fit's first day, or a request that does not continue the
         history."""
         out = np.empty((len(ds), self._lags))
@@ -185,19 +185,32 @@ class TempRegModel(ForecastModel):
         out[missing] = np.broadcast_to(own[:, None], out.shape)[missing]
         return out
 
-    def _tail(self, ds: pd.DatetimeIndex, temp: np.ndarray) -> pd.Series:
+    def _known(self, ds: pd.DatetimeIndex, temp: np.ndarray, before: Optional[pd.Series] = None):
+        """Temperature by stamp, sorted, for the lags to read (None without lags): `before` (a
+        history's tail), then the rows', which win a tie."""
+        if not self._lags:
+            return None
+        known = pd.Series(temp, index=ds)
+        if before is not None and len(before):
+            known = pd.concat([before, known])
+        if not known.index.is_unique:
+            known = known[~known.index.duplicated(keep="last")]
+        return known if known.index.is_monotonic_increasing else known.sort_index()
+
+    def _tail(self, history: pd.DataFrame) -> pd.Series:
         """The history's last temperatures that the lags of the steps after it read."""
-        reach = pd.Timedelta(hours=max(self.hyper["lag_hours"], 24 * self.hyper["lag_days"]))
-        if not self._lags or len(ds) == 0:
+        if not self._lags or history.empty:
             return pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype="float64")
+        ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
+        reach = pd.Timedelta(hours=max(self.hyper["lag_hours"], 24 * self.hyper["lag_days"]))
         keep = ds > ds[-1] - reach
-        return pd.Series(temp[keep], index=ds[keep])
+        return pd.Series(history[TEMPERATURE].to_numpy(dtype="float64")[keep], index=ds[keep])
 
     def _forecast(self, future: pd.DataFrame, horizon: int) -> Forecast:
         ds = pd.DatetimeIndex(pd.to_datetime(future["ds"], utc=True))
         temp = future[TEMPERATURE].to_numpy(dtype="float64")
         # The lags of the first steps read the history's last hours; a request's own rows win.
-        known = _known(ds, temp, self.tail_)
+        known = self._known(ds, temp, self.tail_)
         mean = self._design(future, known) @ self.beta_
         carried = min(horizon, len(self.persistence_))     # `future` starts after the training end
         mean[:carried] += self.persistence_[:carried] * self.recent_
@@ -212,13 +225,13 @@ class TempRegModel(ForecastModel):
 
     def _history_state(self, history: pd.DataFrame, y: np.ndarray) -> dict[str, Any]:
         """The latest error and temperatures at the new history's end."""
-        ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
-        temp = history[TEMPERATURE].to_numpy(dtype="float64")
-        tail = self._tail(ds, temp)
+        tail = self._tail(history)
         state = {"tail_ds": tail.index.asi8, "tail_temp": tail.to_numpy(), "recent": 0.0}
         memory = self.hyper["memory"]
         if memory and len(y) >= memory:
-            design = self._design(history.iloc[-memory:], _known(ds, temp))
+            ds = pd.DatetimeIndex(pd.to_datetime(history["ds"], utc=True))
+            known = self._known(ds, history[TEMPERATURE].to_numpy(dtype="float64"))
+            design = self._design(history.iloc[-memory:], known)
             state["recent"] = _recent(y[-memory:] - design @ self.beta_, memory)
         return state
 
@@ -240,16 +253,6 @@ class TempRegModel(ForecastModel):
             self.hyper = {**self.hyper, "lag_hours": 0, "lag_days": 0}
         stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(state.get("tail_ds", []), dtype="int64"), utc=True))
         self.tail_ = pd.Series(np.asarray(state.get("tail_temp", []), dtype="float64"), index=stamps)
-
-
-def _known(ds: pd.DatetimeIndex, temp: np.ndarray, before: Optional[pd.Series] = None) -> pd.Series:
-    """Temperature by stamp, sorted: `before` (a history's tail) then the rows', which win a tie."""
-    known = pd.Series(temp, index=ds)
-    if before is not None and len(before):
-        known = pd.concat([before, known])
-    if not known.index.is_unique:
-        known = known[~known.index.duplicated(keep="last")]
-    return known if known.index.is_monotonic_increasing else known.sort_index()
 
 
 def _recent(errors: np.ndarray, memory: int) -> float:
