@@ -19,6 +19,7 @@ lake and MLflow store, once per variant of the backtest:
 - `rmse_daily`: ranked by RMSE over seven week-long windows a day apart (the last two weeks);
 - `rmse_daily_normal`: `rmse_daily` with future weather as normal weather alone (`training.weather:
               normal`), as the engine filled it before the last day's departure was persisted.
+- `rmse_daily_lags`: `rmse_daily` with tempreg's recency effect (`model_params: {tempreg: {lag_days: 1}}`).
 
 and scores each night's published (reconciled) 168 hours against the load history with the
 competition's weights (a zone-hour 1, a system-hour 20, as 8 and 160 per day). The variant that
@@ -59,7 +60,9 @@ VARIANTS = {"recent": {"backtest": MASE}, "seasonal": {"backtest": {**MASE, "yea
             "rmse_weather": {"backtest": {**MASE, "metric": "rmse"}, "models": ["seasonal_naive", "tempreg"]},
             "rmse_daily": {"backtest": {**MASE, "metric": "rmse", "windows": 7, "step": 24}},
             "rmse_daily_normal": {"backtest": {**MASE, "metric": "rmse", "windows": 7, "step": 24},
-                                  "training": {"weather": "normal"}}}
+                                  "training": {"weather": "normal"}},
+            "rmse_daily_lags": {"backtest": {**MASE, "metric": "rmse", "windows": 7, "step": 24},
+                                "model_params": {"tempreg": {"lag_days": 1}}}}
 SYSTEM_WEIGHT = 20          # 160 per system-day against 8 per zone-day
 
 
@@ -82,7 +85,7 @@ def night_config(base: dict, variant: str, year: int) -> Path:
     config = dict(base, lake={"root": str(folder / "lake")}, backend="local",
                   mlflow={**base["mlflow"], "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}"})
     for section, value in VARIANTS[variant].items():
-        config[section] = {**base[section], **value} if isinstance(value, dict) else value
+        config[section] = {**base.get(section, {}), **value} if isinstance(value, dict) else value
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
