@@ -49,6 +49,12 @@ TEMPERATURE, HOLIDAY = "temperature", "is_holiday"
 _CALENDAR = 180      # intercept, years, 11 months, 167 week hours
 
 
+def _first_lagged_entry(degree: int) -> int:
+    """A row's first lagged-temperature entry in `_entries`: after the 4 calendar entries and the
+    by-hour and by-month entry of each power."""
+    return 4 + 2 * degree
+
+
 class TempRegModel(ForecastModel):
     name = "tempreg"
     summary = ('the utility industry\'s multiple linear regression (Hong\'s "vanilla" model, the GEFCom2012 '
@@ -145,9 +151,8 @@ class TempRegModel(ForecastModel):
         for power in range(1, self.hyper["degree"] + 1):
             first = _CALENDAR + 36 * (power - 1)
             columns[:, 2 + 2 * power], columns[:, 3 + 2 * power] = first + hour, first + 23 + month
-        lagged_first = _CALENDAR + 36 * degree
-        for slot in range(self._lags * degree):     # lag k's power p: slot k * degree + p - 1
-            columns[:, 4 + 2 * degree + slot] = lagged_first + 24 * slot + hour
+        for lagged in range(self._lags * degree):     # lag k's power p: k * degree + p - 1
+            columns[:, _first_lagged_entry(degree) + lagged] = _CALENDAR + 36 * degree + 24 * lagged + hour
         temp = frame[TEMPERATURE].to_numpy(dtype="float64")
         self._put_temperature(values, temp, self._lagged(ds, temp, known))
         if self.holiday_:
@@ -163,7 +168,7 @@ class TempRegModel(ForecastModel):
         for power in range(1, degree + 1):
             values[:, 2 + 2 * power] = values[:, 3 + 2 * power] = temp ** power
             for lag in range(self._lags):
-                values[:, 3 + 2 * degree + lag * degree + power] = lagged[:, lag] ** power
+                values[:, _first_lagged_entry(degree) + lag * degree + power - 1] = lagged[:, lag] ** power
 
     def _lagged(self, ds: pd.DatetimeIndex, own: np.ndarray, known: Optional[pd.Series]) -> np.ndarray:
         """The recency effect's regressors (Wang, Liu & Hong 2016), rows by lags: the temperature
