@@ -44,6 +44,9 @@ def library(module: str) -> types.ModuleType:
         if "statsforecast" in sys.modules:
             return importlib.import_module(name)
         found = importlib.util.find_spec("statsforecast")
+        if found is None:
+            raise ModuleNotFoundError(f"{name} is needed by this model, and statsforecast is not installed: "
+                                      "pip install -e . (the project's pinned statsforecast)", name="statsforecast")
         bare = types.ModuleType("statsforecast")
         bare.__path__, bare.__spec__ = list(found.submodule_search_locations), found
         sys.modules["statsforecast"] = bare
