@@ -18,8 +18,8 @@ written. Prints entities/s and entity fits/s ((windows + 1) fits an entity) per 
 the repeats), the ratio to the CPU's, and the largest relative difference between the devices'
 forecasts (CUDA's float64 differs from the CPU's in the last digits); appends to
 benchmarks/results/gpu_stage.csv. With `--baseline DIR` (a checkout of an earlier commit), that
-engine's training stage runs on the CPU too, on the same lake, as one more "device": the ratio
-is then this checkout's against it.
+engine's training stage runs too (on `--baseline-device`, default the CPU), on the same lake, as
+one more "device": the ratio is then this checkout's on that device against it.
 
 On a machine without pyspark or MLflow (the device machine) this needs only what
 `engine.training` imports: numpy, pandas, pyarrow, torch, deltalake (with arro3-core), ujson,
@@ -116,7 +116,7 @@ def run_device(device: str, lake: Path, entities: int, args: argparse.Namespace)
                "--windows", str(args.windows), "--history", str(args.history), "--workers", str(args.workers)]
     if device == "baseline":
         command += ["--engine", str(args.baseline.resolve())]
-    env = {**os.environ, "MANYMODELS_DEVICE": "cpu" if device == "baseline" else device}
+    env = {**os.environ, "MANYMODELS_DEVICE": args.baseline_device if device == "baseline" else device}
     done = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
     lines = done.stdout.strip().splitlines()
     for line in lines[:-1]:
@@ -139,7 +139,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per device and size")
     parser.add_argument("--work", type=Path, default=WORK, help="lakes (one per size, rebuilt)")
     parser.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
-    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit, run on the CPU too")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit, run after each round's devices")
+    parser.add_argument("--baseline-device", default="cpu", help="the torch device the baseline trains on")
     parser.add_argument("--cell", type=Path, help=argparse.SUPPRESS)      # internal: one device's runs
     parser.add_argument("--engine", type=Path, help=argparse.SUPPRESS)    # internal: the baseline's checkout
     args = parser.parse_args()
@@ -152,7 +153,7 @@ def main() -> None:
     from engine.medallion.pipeline import ingest
     devices = args.devices or ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     if args.baseline:
-        devices = ["baseline", *devices]
+        devices = [*devices, "baseline"]
     if "cuda" in devices and not torch.cuda.is_available():
         raise SystemExit("--devices cuda: torch sees no CUDA device here")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -189,21 +190,24 @@ def main() -> None:
                          "entity_fits_per_s": round(rates[device] * fits_per_entity, 1)})
             say(f"  {device}: {seconds:.2f}s (median of {args.repeats}): {rates[device]:,.1f} entities/s, "
                 f"{rates[device] * fits_per_entity:,.1f} entity fits/s")
-        if "cpu" in rates:
-            base = np.load(lake.with_suffix(".cpu.npy"))
-            for device in (d for d in devices if d != "cpu"):
-                other = np.load(lake.with_suffix(f".{device}.npy"))
-                same_rows = len(base) == len(other)
-                gap = float(np.max(np.abs(other - base) / np.maximum(np.abs(base), 1e-9))) if same_rows else np.nan
-                for row in rows[-len(devices):]:
-                    if row["device"] == device:
-                        row.update(ratio_to_cpu=round(rates[device] / rates["cpu"], 2), forecast_rel_gap=gap)
-                if device == "baseline":
-                    say(f"  this checkout on the cpu / the baseline: {rates['cpu'] / rates[device]:.2f}x; "
-                        f"forecasts differ by at most {gap:.2e} (relative)")
-                else:
-                    say(f"  {device} / cpu: {rates[device] / rates['cpu']:.2f}x; forecasts differ by at most "
-                        f"{gap:.2e} (relative)")
+        for device in devices:      # each against the CPU's run; the baseline against its own device's
+            against = args.baseline_device if device == "baseline" else "cpu"
+            if device == against or against not in rates:
+                continue
+            base = np.load(lake.with_suffix(f".{against}.npy"))
+            other = np.load(lake.with_suffix(f".{device}.npy"))
+            gap = (float(np.max(np.abs(other - base) / np.maximum(np.abs(base), 1e-9))) if len(base) == len(other)
+                   else np.nan)
+            for row in rows[-len(devices):]:
+                if row["device"] == device:
+                    row.update(ratio_to_cpu=round(rates[device] / rates[against], 2), forecast_rel_gap=gap,
+                               against=against)
+            if device == "baseline":
+                say(f"  this checkout on the {against} / the baseline: {rates[against] / rates[device]:.2f}x; "
+                    f"forecasts differ by at most {gap:.2e} (relative)")
+            else:
+                say(f"  {device} / cpu: {rates[device] / rates['cpu']:.2f}x; forecasts differ by at most "
+                    f"{gap:.2e} (relative)")
     path = record(NAME, rows, args.results)
     say(f"results appended to {path}")
 

@@ -120,9 +120,12 @@ class DeltaRsLake:
 
     @_store_errors
     def read(self, table: str, version: Optional[int] = None, columns: Optional[list[str]] = None,
-             filters=None) -> pd.DataFrame:
-        """Rows of `table` (at `version`, for time travel) as pandas."""
+             filters=None, categories: Sequence[str] = ()) -> pd.DataFrame:
+        """Rows of `table` (at `version`, for time travel) as pandas; the string columns named in
+        `categories` as pandas Categoricals (one Python string per distinct value, not per row)."""
         dt = self.table(table, version=version)
+        if categories and not filters:
+            return dt.to_pyarrow_table(columns=columns).to_pandas(categories=list(categories))
         try:
             return dt.to_pandas(columns=columns, filters=filters)
         except pa.ArrowNotImplementedError:

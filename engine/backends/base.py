@@ -39,6 +39,12 @@ class Backend(ABC):
     def read(self, table: str, version: Optional[int] = None, entities: Optional[Sequence[str]] = None):
         """A lake table (at `version`), only the rows of `entities` when given."""
 
+    def read_gold(self, version: int):
+        """gold.series at `version`, as the training stage plans and tags it (a frame `extents`
+        and `tag_with_plan` take; the local backend's holds its ids as a pandas Categorical)."""
+        from engine.lake import GOLD_SERIES
+        return self.read(GOLD_SERIES, version=version)
+
     @abstractmethod
     def read_bronze(self, dataset: str, exclude_batches: Sequence[str]): ...
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from engine.backends.base import Backend, GroupFn, Shared
 from engine.errors import WorkersLost
-from engine.lake import BRONZE_META, PART, PART_KEY, DeltaRsLake, bronze_table, observed_before
+from engine.lake import BRONZE_META, GOLD_SERIES, PART, PART_KEY, DeltaRsLake, bronze_table, observed_before
 from engine.processes import die_with_job
 from engine.training.tasks import TASK_RESULT_SCHEMA, Progress, Task, train_bucket
 from partitions.plan import PartitionPlan
@@ -130,7 +130,7 @@ class PandasBackend(Backend):
         # The ids hashed once, then counted, maxed and summed by their integer codes: a groupby by
         # the strings hashed and sorted 6.7 million rows once per aggregation (1.5 s of 10,000
         # entities' stage). The mean and (two-pass) sample std are the groupby's to rounding.
-        codes, ids = pd.factorize(gold["entity_id"], sort=True)
+        codes, ids = id_codes(gold["entity_id"])
         n = len(ids)
         named = codes >= 0                                   # a missing id: no entity's row
         y = gold["y"].to_numpy(dtype="float64", na_value=np.nan)
@@ -163,7 +163,7 @@ class PandasBackend(Backend):
     def tag_with_plan(self, gold: pd.DataFrame, mapping: pd.DataFrame) -> pd.DataFrame:
         # An inner join on entity_id, in gold's row order, by position rather than a merge (which
         # copied every column of gold's rows twice).
-        at = pd.Index(mapping["entity_id"]).get_indexer(gold["entity_id"])
+        at = positions_in(pd.Index(mapping["entity_id"]), gold["entity_id"])
         cutoff = mapping["cutoff"].array.take(at)           # at -1 (no such entity): dropped below
         keep = (at >= 0) & (cutoff.isna() | (gold["ds"].array >= cutoff))
         return gold[keep].assign(bucket=mapping["bucket"].to_numpy()[at[keep]]).reset_index(drop=True)
@@ -200,9 +200,14 @@ class LocalBackend(PandasBackend):
         super().__init__(lake, workers)
         self.task = task or train_bucket
 
+    def read_gold(self, version: int) -> pd.DataFrame:
+        # Ids as a Categorical: gold has a string per row (6.7 million at 10,000 entities), and
+        # making, hashing and pickling them was most of the driver's planning at 10^5 entities.
+        return self.lake.read(GOLD_SERIES, version=version, categories=["entity_id"])
+
     def train(self, planned: pd.DataFrame, plan: PartitionPlan, spec,
               progress: Optional[Progress] = None) -> pd.DataFrame:
-        tasks = {bucket: rows.drop(columns="bucket") for bucket, rows in planned.groupby("bucket", sort=True)}
+        tasks = {bucket: _own_ids(rows.drop(columns="bucket")) for bucket, rows in planned.groupby("bucket", sort=True)}
         attempts = {bucket: 0 for bucket in tasks}
         results: list[pd.DataFrame] = []
         while tasks:
@@ -235,6 +240,35 @@ class LocalBackend(PandasBackend):
                     del tasks[bucket]
                     if progress:
                         progress(len(frame))
+
+
+def id_codes(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's code (-1 where missing) into the sorted distinct ids, and those ids: what
+    `pd.factorize(ids, sort=True)` gives, read off a Categorical's codes without hashing a row."""
+    if not isinstance(ids.dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(ids, sort=True)
+        return codes, np.asarray(uniques, dtype=object)
+    categories, raw = ids.cat.categories, ids.cat.codes.to_numpy()
+    used = np.flatnonzero(np.bincount(raw[raw >= 0], minlength=len(categories)))    # rows filtered away
+    order = used[categories[used].argsort()]
+    rank = np.full(len(categories) + 1, -1, dtype=np.int64)         # code -1 (missing) stays -1
+    rank[order] = np.arange(len(order))
+    return rank[raw], np.asarray(categories[order], dtype=object)
+
+
+def positions_in(index: pd.Index, ids: pd.Series) -> np.ndarray:
+    """Each row's position in `index` (-1: not there), a Categorical's looked up once per id."""
+    if not isinstance(ids.dtype, pd.CategoricalDtype):
+        return index.get_indexer(ids)
+    found = np.append(index.get_indexer(ids.cat.categories), -1)
+    return found[ids.cat.codes.to_numpy()]
+
+
+def _own_ids(rows: pd.DataFrame) -> pd.DataFrame:
+    """A task's rows with only its own ids as categories (not every entity's, in every task)."""
+    if isinstance(rows["entity_id"].dtype, pd.CategoricalDtype):
+        return rows.assign(entity_id=rows["entity_id"].cat.remove_unused_categories())
+    return rows
 
 
 def worker_context():

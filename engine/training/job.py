@@ -23,7 +23,7 @@ from engine.backends.base import Backend
 from engine.config import Config
 from engine.errors import ConfigError, Exit, ManymodelsError
 from engine.faults import crash_point
-from engine.lake import GOLD_SERIES, DeltaRsLake, latest_gold_version, observed_before
+from engine.lake import DeltaRsLake, latest_gold_version, observed_before
 from engine.models import model_costs
 from engine.training.entity import FAILED, OK, TrainSpec
 from engine.training.reconcile import TreeReport, reconcile_results
@@ -112,7 +112,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     started = time.perf_counter()
 
     runner = backend_for(config, backend, spark)
-    gold = observed_before(runner.read(GOLD_SERIES, version=version), as_of)
+    gold = observed_before(runner.read_gold(version), as_of)
     extents = runner.extents(gold)
     config.check_against_data(dict(zip(extents["entity_id"], extents["rows"])))
     global_report = global_error = None
@@ -120,6 +120,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
         t0 = time.perf_counter()
         columns = ["entity_id", "ds", "y", *(c for c in spec.model.exogenous if c in gold.columns)]
         frame = runner.to_pandas(runner.select(gold, columns))
+        frame["entity_id"] = frame["entity_id"].astype(object)      # plain strings (read_gold's may be categories)
         try:
             net, global_report = train_global_nn(config, frame, spec, run_id)
             spec = dataclasses.replace(spec, trained={GLOBAL_NN: net})

@@ -26,6 +26,8 @@ def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.Da
     the entities on one clean grid are trained as a panel (engine.training.panel); with a
     candidate that fits in batches, a slice of the others at a time is prepared and its fits
     batched first (engine.training.ahead)."""
+    if isinstance(rows["entity_id"].dtype, pd.CategoricalDtype):      # the local backend's gold
+        rows = rows.assign(entity_id=rows["entity_id"].astype(object))
     # Each entity's row positions, in groupby's sorted order; its own frame is cut only when it goes
     # through `train_entity` (a panel's entities never need one: 80 us each).
     groups = list(rows.groupby("entity_id", sort=True).indices.items())

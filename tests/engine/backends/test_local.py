@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 from engine.backends.local import LocalBackend
 from engine.config import parse_config
 from engine.models import model_costs
@@ -48,9 +49,11 @@ def test_local_backend_reruns_tasks_of_a_dead_worker():
     assert crashed["attempt"].iloc[0] >= 1
 
 
-def test_extents_and_the_plan_tags_are_the_grouped_and_merged_ones():
+@pytest.mark.parametrize("ids", ["strings", "categories"])
+def test_extents_and_the_plan_tags_are_the_grouped_and_merged_ones(ids):
     """Grouped by integer codes and joined by position, as a groupby by id and a merge give them:
-    unsorted rows, missing values, an entity never observed, one the plan leaves out."""
+    unsorted rows, missing values, an entity never observed, one the plan leaves out; the same
+    from ids held as a Categorical (`read_gold`'s), unsorted and with a category no row has."""
     rng = np.random.default_rng(5)
     ds = pd.date_range("2024-01-01", periods=30, freq="h", tz="UTC")
     gold = pd.DataFrame({"entity_id": np.repeat(["b", "a", "c", "d"], 30), "ds": np.tile(ds, 4),
@@ -64,7 +67,9 @@ def test_extents_and_the_plan_tags_are_the_grouped_and_merged_ones():
     expected = gold.groupby("entity_id").size().rename("rows").to_frame().join(observed, how="left").rename(
         columns={"count": "observed", "max": "last_observed"}).reset_index().assign(
         observed=lambda f: f["observed"].fillna(0).astype(int))
-    extents = backend.extents(gold)
+    given = gold if ids == "strings" else gold.assign(
+        entity_id=pd.Categorical(gold["entity_id"], categories=["d", "zz", "b", "a", "c"]))
+    extents = backend.extents(given)
     pd.testing.assert_frame_equal(extents.drop(columns=["mean", "std"]), expected.drop(columns=["mean", "std"]))
     # Sums by code rather than the groupby's compensated sums: the same to rounding, NaN alike.
     pd.testing.assert_frame_equal(extents[["mean", "std"]], expected[["mean", "std"]], rtol=1e-12)
@@ -74,4 +79,6 @@ def test_extents_and_the_plan_tags_are_the_grouped_and_merged_ones():
                             "cutoff": [ds[10], pd.NaT, ds[29]]})
     merged = gold.merge(mapping, on="entity_id")
     merged = merged[merged["cutoff"].isna() | (merged["ds"] >= merged["cutoff"])].drop(columns="cutoff")
-    pd.testing.assert_frame_equal(backend.tag_with_plan(gold, mapping), merged.reset_index(drop=True))
+    tagged = backend.tag_with_plan(given, mapping)
+    pd.testing.assert_frame_equal(tagged.assign(entity_id=tagged["entity_id"].astype(object)),
+                                  merged.reset_index(drop=True))
