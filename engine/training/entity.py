@@ -349,6 +349,11 @@ def forecast_frames(forecasts: Sequence[str]) -> tuple[pd.DataFrame, list[int]]:
     """The rows of several stored forecasts stacked column by column (a column one forecast lacks
     is missing there), and each forecast's number of rows: gold.forecasts is written from all of
     a run's at once, where a frame per entity cost about 1.5 ms of the driver's time."""
+    read = jsontext.stacked(forecasts, strings=("reconciliation",))
+    if read is not None:
+        frame, lengths = read
+        frame["ds"] = pd.to_datetime(frame["ds"], unit="ns", utc=True)
+        return frame, lengths.tolist()
     parsed = [jsontext.loads(f) for f in forecasts]
     lengths = [len(p["ds"]) for p in parsed]
     names = list(dict.fromkeys(name for p in parsed for name in p))

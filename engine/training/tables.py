@@ -65,10 +65,15 @@ class RunContext:
         return convert
 
     def _backtest_rows(self, results: pd.DataFrame) -> pd.DataFrame:
-        rows = [{"entity_id": r.entity_id, **b} for r in results.itertuples() for b in jsontext.loads(r.backtests)]
-        if not rows:
+        read = jsontext.stacked(results["backtests"].tolist(), records=True, strings=("candidate", "origin", "error"))
+        if read is not None:
+            frame, lengths = read
+            frame.insert(0, "entity_id", results["entity_id"].array.take(np.repeat(np.arange(len(results)), lengths)))
+        else:
+            rows = [{"entity_id": r.entity_id, **b} for r in results.itertuples() for b in jsontext.loads(r.backtests)]
+            frame = pd.DataFrame(rows)
+        if frame.empty:
             return pd.DataFrame()
-        frame = pd.DataFrame(rows)
         frame["origin"] = pd.to_datetime(frame["origin"], utc=True)
         frame = frame.replace([np.inf, -np.inf], np.nan)
         return frame.assign(run_id=self.run_id, gold_version=self.gold_version)

@@ -90,3 +90,60 @@ def test_read_back_values_are_the_standard_librarys(text):
 def test_text_that_is_not_json_gets_the_standard_librarys_error():
     with pytest.raises(json.JSONDecodeError, match="Expecting value"):
         jsontext.loads('{"yhat": [1.0, }')
+
+
+def test_documents_read_together_give_the_standard_librarys_doubles_to_the_bit():
+    """Arrow's reader, on many forecasts at once: every double as `json.loads` reads it."""
+    rng = np.random.default_rng(1)
+    every_exponent = rng.integers(0, 2 ** 64, 120_000, dtype=np.uint64).view(np.float64)
+    finite = np.concatenate([every_exponent[np.isfinite(every_exponent)], rng.normal(0, 1e4, 20_000),
+                             [0.0, -0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1, 1 / 3]])
+    lengths = rng.integers(1, 60, 4_000)
+    lengths[-1] += len(finite) - lengths.sum() if lengths.sum() < len(finite) else 0
+    cuts = np.cumsum(lengths)[:-1]
+    texts = [jsontext.dumps({"ds": list(range(len(part))), "yhat": part.tolist()})
+             for part in np.split(finite, cuts) if len(part)]
+    frame, counts = jsontext.stacked(texts)
+    theirs = np.concatenate([json.loads(t)["yhat"] for t in texts])
+    assert np.array_equal(frame["yhat"].to_numpy().view(np.uint64), theirs.view(np.uint64))
+    assert counts.tolist() == [len(json.loads(t)["ds"]) for t in texts]
+    assert frame["ds"].dtype == np.int64
+
+
+def test_records_read_together_are_the_rows_of_each_document_in_turn():
+    texts = ['[{"w":0,"m":1.5,"error":null,"at":"2022-01-26T00:00:00+00:00"},{"w":1,"m":2.5,"error":"x"}]', "[]",
+             '[{"w":2,"m":null,"error":null,"at":"2022-01-27T00:00:00+00:00"}]']
+    frame, counts = jsontext.stacked(texts, records=True, strings=["at", "error"])
+    assert counts.tolist() == [2, 0, 1]
+    expected = pd.DataFrame([row for t in texts for row in json.loads(t)])
+    assert frame["w"].tolist() == [0, 1, 2] and frame["error"].tolist() == [None, "x", None]
+    assert np.array_equal(frame["m"].to_numpy(), expected["m"].to_numpy(dtype=float), equal_nan=True)
+    assert frame["at"].tolist() == expected["at"].tolist()[:1] + [None] + expected["at"].tolist()[2:]
+    assert jsontext.stacked(texts, records=True, strings=["error"]) is None     # "at" would come back as a time
+
+
+def test_nan_and_the_infinities_read_together_are_the_standard_librarys():
+    frame, _ = jsontext.stacked(['{"yhat":[1.0,NaN,Infinity]}', '{"yhat":[-Infinity,-0.0]}'])
+    assert _same(frame["yhat"].tolist(), [1.0, math.nan, math.inf, -math.inf, -0.0])
+    assert math.copysign(1, frame["yhat"].iloc[4]) == -1
+
+
+@pytest.mark.parametrize("texts", [
+    ['{"at":["2022-01-26T00:00:00"]}', '{"at":["2022-01-27T00:00:00"]}'],   # text Arrow takes for a time
+    ['{"yhat":[1.0],"reconciliation":["mint"]}', '{"yhat":[2.0]}'],   # a key one document lacks
+    ['{"yhat":[1.0,null]}', '{"yhat":[2.0]}'],                   # a null inside a list
+    ['{"yhat":[1.0],"n":[1]}', '{"yhat":[2.0],"n":[1,2]}'],       # lists of unequal length in one document
+    ['{"yhat":[1.0]}', '{"yhat":["a"]}'],                        # a type that changes
+    ['{"yhat":[1.0]}', '{"yhat":\n[2.0]}'],                      # a document over two lines
+    [],
+])
+def test_documents_arrow_would_read_otherwise_are_left_to_loads(texts):
+    assert jsontext.stacked(texts) is None
+
+
+def test_a_declared_text_key_is_a_column_where_every_document_has_it_and_none_where_none_does():
+    frame, _ = jsontext.stacked(['{"yhat":[1.0],"reconciliation":["mint"]}', '{"yhat":[2.0],"reconciliation":["ols"]}'],
+                                strings=["reconciliation"])
+    assert frame["reconciliation"].tolist() == ["mint", "ols"]
+    frame, _ = jsontext.stacked(['{"yhat":[1.0]}', '{"yhat":[2.0]}'], strings=["reconciliation"])
+    assert frame.columns.tolist() == ["yhat"]
