@@ -7,7 +7,8 @@ in the same run as the baseline.
     git worktree add /tmp/baseline <commit> && python benchmarks/gpu_stage.py --baseline /tmp/baseline
 
 A synthetic hourly panel (`--weeks` of history, temperature as a regressor) is ingested once per
-size into a lake under `--work` (the local backend: delta-rs, no JVM), then trained with
+size into a lake under `--work` (the local backend: delta-rs, no JVM; past `--ingest` entities,
+gold is tiled from the ingested ones, see `tile_gold`), then trained with
 `gpu_additive` as the only candidate by `engine.training.job.train` on the local backend, its
 worker processes `--workers` (default: every core), `--repeats` rounds of one run per device in
 turn, each run in a process of its own (MANYMODELS_DEVICE set: the workers' fits follow it) on a
