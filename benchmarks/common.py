@@ -17,8 +17,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict[str, str]:
     try:
+        here = Path(__file__).parent
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
+                                cwd=here).stdout.strip()
+        # Code that differs from the commit is not that commit's figure: say so in the row (results
+        # tables written earlier in the same run are not code).
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)benchmarks/results"],
+                                 cwd=here.parent)
+        if commit and changed.returncode:
+            commit += "+changes"
     except OSError:
         commit = ""
     return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
