@@ -124,15 +124,14 @@ class DeltaRsLake:
         """Rows of `table` (at `version`, for time travel) as pandas; the string columns named in
         `categories` as pandas Categoricals (one Python string per distinct value, not per row)."""
         dt = self.table(table, version=version)
-        if categories and not filters:
-            return dt.to_pyarrow_table(columns=columns).to_pandas(categories=list(categories))
+        as_pandas = {"categories": list(categories)} if categories else {}
         try:
-            return dt.to_pandas(columns=columns, filters=filters)
+            return dt.to_pyarrow_table(columns=columns, filters=filters).to_pandas(**as_pandas)
         except pa.ArrowNotImplementedError:
             # Files written by delta-rs MERGE can hold strings as string_view, which pyarrow's
             # filter kernels do not compare with plain strings: filter after reading instead.
             wanted = None if columns is None else list(dict.fromkeys([*columns, *(c for c, _, _ in filters)]))
-            frame = dt.to_pandas(columns=wanted)
+            frame = dt.to_pyarrow_table(columns=wanted).to_pandas(**as_pandas)
             return _apply_filters(frame, filters)[columns or frame.columns].reset_index(drop=True)
 
     @_store_errors

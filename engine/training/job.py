@@ -29,6 +29,7 @@ from engine.training.entity import FAILED, OK, TrainSpec
 from engine.training.reconcile import TreeReport, reconcile_results
 from engine.training.global_stage import GLOBAL_NN, GlobalReport, TooLittleHistory, train_global_nn
 from engine.training.tables import BACKTESTS, FORECASTS, KEYS, MODELS, RunContext
+from engine.training.tasks import plain_ids
 from engine.training.tuned_params import tuned_params
 from partitions.plan import PartitionPlan, plan_partitions
 
@@ -119,8 +120,7 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     if GLOBAL_NN in spec.models:
         t0 = time.perf_counter()
         columns = ["entity_id", "ds", "y", *(c for c in spec.model.exogenous if c in gold.columns)]
-        frame = runner.to_pandas(runner.select(gold, columns))
-        frame["entity_id"] = frame["entity_id"].astype(object)      # plain strings (read_gold's may be categories)
+        frame = plain_ids(runner.to_pandas(runner.select(gold, columns)))
         try:
             net, global_report = train_global_nn(config, frame, spec, run_id)
             spec = dataclasses.replace(spec, trained={GLOBAL_NN: net})

@@ -26,8 +26,7 @@ def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.Da
     the entities on one clean grid are trained as a panel (engine.training.panel); with a
     candidate that fits in batches, a slice of the others at a time is prepared and its fits
     batched first (engine.training.ahead)."""
-    if isinstance(rows["entity_id"].dtype, pd.CategoricalDtype):      # the local backend's gold
-        rows = rows.assign(entity_id=rows["entity_id"].astype(object))
+    rows = plain_ids(rows)
     # Each entity's row positions, in groupby's sorted order; its own frame is cut only when it goes
     # through `train_entity` (a panel's entities never need one: 80 us each).
     groups = list(rows.groupby("entity_id", sort=True).indices.items())
@@ -48,6 +47,14 @@ def train_bucket(rows: pd.DataFrame, spec: TrainSpec, attempt: int = 0) -> pd.Da
             results.update((i, entity_result(rows.iloc[groups[i][1]], spec)) for i in rest)
     out = pd.DataFrame([results[i] for i in range(len(groups))], columns=RESULT_COLUMNS)
     return out.assign(attempt=attempt)
+
+
+def plain_ids(rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with `entity_id` as strings: the local backend plans on gold whose ids are a
+    Categorical (`read_gold`), and the per-entity code groups and compares plain ids."""
+    if isinstance(rows["entity_id"].dtype, pd.CategoricalDtype):
+        return rows.assign(entity_id=rows["entity_id"].astype(object))
+    return rows
 
 
 @contextmanager
