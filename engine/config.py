@@ -249,6 +249,9 @@ class HierarchyConfig:
 
     parents: dict[str, list[str]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=lambda: list(RECONCILERS))
+    # How far a parent's history may be from its children's sum (a fraction of its load) before its
+    # tree is left unreconciled: forcing load that does not add up to add up would be silently wrong.
+    tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         parents = {entity_id(p): [entity_id(c) for c in kids] for p, kids in self.parents.items()}
@@ -260,6 +263,8 @@ class HierarchyConfig:
         unknown = [m for m in self.methods if m not in RECONCILERS]
         _check(bool(self.methods) and not unknown, "hierarchy.methods",
                f"must list some of {', '.join(RECONCILERS)}" + (f"; unknown: {unknown}" if unknown else ""))
+        _check(0 <= self.tolerance < 1, "hierarchy.tolerance",
+               f"must be a fraction of the parent's load between 0 and 1 (0.01: 1%), not {self.tolerance!r}")
 
     @property
     def tree(self) -> Tree:

@@ -147,6 +147,24 @@ def reconcile(summing: Summing, base: np.ndarray, backtests: Sequence[Backtest],
     return Reconciled(chosen, _apply(chosen, summing, base, backtests, nonnegative), scores, failures, note)
 
 
+def incoherence(summing: Summing, backtests: Sequence[Backtest]) -> dict[str, float]:
+    """How far each aggregate node's actuals in the backtest windows are from the sum of the bottom
+    nodes under it: the mean absolute gap over the node's mean absolute value (hours any node lacks
+    left out). Load that adds up gives 0; a parent that also meters losses or loads its children do
+    not gives their share. Empty without a window to measure on."""
+    aggregates = len(summing.nodes) - summing.S.shape[1]
+    if not backtests or not aggregates:
+        return {}
+    actual = np.hstack([b.actual for b in backtests])
+    actual = actual[:, np.isfinite(actual).all(axis=0)]
+    if not actual.shape[1]:
+        return {}
+    gap = np.abs(actual[:aggregates] - summing.S[:aggregates] @ actual[aggregates:]).mean(axis=1)
+    scale = np.abs(actual[:aggregates]).mean(axis=1)
+    ratio = np.divide(gap, scale, out=np.where(gap > 0, np.inf, 0.0), where=scale > 0)
+    return dict(zip(summing.nodes[:aggregates], ratio.tolist()))
+
+
 def _needs_errors(method: str) -> bool:
     return method in ("mint_shrink", "erm")
 

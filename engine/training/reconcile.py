@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from engine.backends.base import Backend
 from engine.config import Config
-from engine.hierarchy import Backtest, Reconciled, Tree, reconcile
+from engine.hierarchy import Backtest, Reconciled, Tree, incoherence, reconcile
 from engine.models.base import read_envelope, write_envelope
 from engine.training.entity import OK, forecast_frame, forecast_json
 from engine.training.tasks import TASK_RESULT_SCHEMA
@@ -37,13 +37,15 @@ class TreeReport:
     failures: dict[str, str] = field(default_factory=dict)
     note: str = ""
     skipped: str = ""
+    gap: Optional[float] = None           # the history's largest parent-to-children gap (engine.hierarchy.incoherence)
 
     def describe(self) -> str:
         if self.skipped:
             return f"hierarchy {self.root} ({self.entities} entities): not reconciled, {self.skipped}"
         scores = ", ".join(f"{m} {s:.3f}" for m, s in sorted(self.scores.items(), key=lambda kv: kv[1]))
         line = f"hierarchy {self.root} ({self.entities} entities): reconciled by {self.method}"
-        return line + (f" (backtest RMSE relative to unreconciled: {scores})" if scores else f" ({self.note})")
+        line += f" (backtest RMSE relative to unreconciled: {scores})" if scores else f" ({self.note})"
+        return line + (f"; its history adds up to within {self.gap:.2%}" if self.gap is not None else "")
 
 
 def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, list[TreeReport]]:
@@ -86,11 +88,21 @@ def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
     if any(not f["ds"].equals(frames[0]["ds"]) for f in frames):
         report.skipped = "its entities' forecasts do not cover the same timestamps (different training ends)"
         return report
+    base = np.vstack([f["yhat"].to_numpy() for f in frames])
+    windows = _common_windows(rows, summing.nodes, base.shape[1])
+    gaps = incoherence(summing, windows)
+    report.gap = max(gaps.values(), default=None)
+    if report.gap is not None and report.gap > config.hierarchy.tolerance:
+        worst = max(gaps, key=gaps.get)
+        report.skipped = (f"its history does not add up: {worst} is {report.gap:.1%} away from the sum of the "
+                          f"{len(tree.leaves(worst))} entities under it over {len(windows)} backtest window(s) "
+                          f"(hierarchy.tolerance: {config.hierarchy.tolerance:.1%}); each entity keeps its own "
+                          "forecast. Check hierarchy.parents, or add what the children lack (losses, unmetered "
+                          "load) as an entity under it")
+        return report
     envelopes = [read_envelope(rows.loc[n, "model"]) for n in summing.nodes]
     nonnegative = all(e.get("floor") is not None for e in envelopes)
-    base = np.vstack([f["yhat"].to_numpy() for f in frames])
-    result = reconcile(summing, base, _common_windows(rows, summing.nodes, base.shape[1]), config.hierarchy.methods,
-                       nonnegative)
+    result = reconcile(summing, base, windows, config.hierarchy.methods, nonnegative)
     report.method, report.scores, report.failures, report.note = (result.method, result.scores, result.failures,
                                                                   result.note or "")
     for i, node in enumerate(summing.nodes):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from engine.errors import ConfigError
-from engine.hierarchy import RECONCILERS, Backtest, Tree, reconcile
+from engine.hierarchy import RECONCILERS, Backtest, Tree, incoherence, reconcile
 from tests.conftest import small_config
 
 THREE_LEVELS = {"system": ["north", "south"], "north": ["f1", "f2"], "south": ["f3", "f4"]}
@@ -22,6 +22,11 @@ def test_a_bad_hierarchy_is_one_config_error_naming_it(parents, message):
         small_config(hierarchy={"parents": parents})
     with pytest.raises(ConfigError, match="hierarchy.methods.*unknown: \\['magic'\\]"):
         small_config(hierarchy={"parents": THREE_LEVELS, "methods": ["magic"]})
+    for tolerance in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="hierarchy.tolerance' must be a fraction of the parent's load"):
+            small_config(hierarchy={"parents": THREE_LEVELS, "tolerance": tolerance})
+    with pytest.raises(ConfigError, match="hierarchy.tolerance' must be a number, got '1%'"):
+        small_config(hierarchy={"parents": THREE_LEVELS, "tolerance": "1%"})
 
 
 def test_an_entity_the_data_lacks_is_named():
@@ -93,3 +98,20 @@ def test_large_trees_leave_out_the_methods_that_need_node_by_node_matrices(monke
     result = reconcile(summing, base, windows, list(RECONCILERS), nonnegative=True)
     assert set(result.scores) == {"bottom_up", "top_down"} and result.method in result.scores
     assert result.failures["mint_shrink"] == "the tree has 7 entities; mint_shrink is used up to 5"
+
+
+def test_incoherence_is_each_parents_gap_from_the_sum_of_its_bottom_nodes():
+    summing, _, actual = coherent_panel(0, 5.0)
+    assert incoherence(summing, [Backtest(actual, actual)]) == {"system": 0.0, "north": 0.0, "south": 0.0}
+    # North also meters 5% losses its feeders do not (so does the system above it); an hour a feeder
+    # lacks is left out, and no window measures nothing.
+    metered = actual.copy()
+    metered[[0, 1]] += 0.05 * actual[1]
+    metered[3, 5] = np.nan
+    gaps = incoherence(summing, [Backtest(metered, metered), Backtest(actual, actual)])
+    kept = np.isfinite(metered[3])
+    losses = np.concatenate([0.05 * actual[1][kept], np.zeros(24)])
+    assert gaps["south"] == 0.0
+    assert gaps["north"] == pytest.approx(losses.mean() / np.concatenate([metered[1][kept], actual[1]]).mean())
+    assert gaps["system"] == pytest.approx(losses.mean() / np.concatenate([metered[0][kept], actual[0]]).mean())
+    assert incoherence(summing, []) == {}

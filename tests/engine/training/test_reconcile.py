@@ -102,3 +102,25 @@ def test_a_hierarchy_naming_an_entity_gold_lacks_stops_training_in_one_line(hier
         "parents": {**PARENTS, "system": ["north", "south", "east"]}}})
     with pytest.raises(ConfigError, match="hierarchy.parents' names 1 entity not in gold.series: 'east'"):
         train(config, backend="local", run_id="tree-unknown")
+
+
+def test_a_parent_whose_history_is_not_its_childrens_sum_is_left_unreconciled_and_named(hierarchy_config):
+    # A declaration that forgot a feeder: the system's load is not north + f3.
+    forgot = {"system": ["north", "f3"], "north": ["f1", "f2"]}
+    settings = {**SETTINGS, "models": ["seasonal_naive"]}
+    config = make_config(hierarchy_config.lake.root, **settings, hierarchy={"parents": forgot})
+    (tree,) = train(config, backend="local", run_id="tree-forgot").hierarchy
+    assert not tree.method and tree.gap > 0.2
+    assert tree.describe().startswith(f"hierarchy system (5 entities): not reconciled, its history does not add up: "
+                                      f"system is {tree.gap:.1%} away from the sum of the 3 entities under it")
+    published = run_forecasts(config, "tree-forgot").pivot(index="ds", columns="entity_id", values="yhat")
+    assert run_forecasts(config, "tree-forgot")["reconciliation"].isna().all()
+    assert not np.allclose(published["system"], published[["north", "f3"]].sum(axis=1), rtol=1e-3)
+
+    # A tolerance above the gap (a parent that meters losses, say) reconciles it all the same.
+    loose = make_config(hierarchy_config.lake.root, **settings,
+                        hierarchy={"parents": forgot, "tolerance": round(tree.gap + 0.05, 2)})
+    (tree,) = train(loose, backend="local", run_id="tree-loose").hierarchy
+    assert tree.method and tree.describe().endswith(f"its history adds up to within {tree.gap:.2%}")
+    published = run_forecasts(loose, "tree-loose").pivot(index="ds", columns="entity_id", values="yhat")
+    np.testing.assert_allclose(published["system"], published[["north", "f3"]].sum(axis=1), rtol=1e-9)
