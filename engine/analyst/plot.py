@@ -1,5 +1,6 @@
 """One readable figure of pulled forecasts: a panel per entity with recent history, the
-forecast, its 80/95% bands and, where known, the actuals after the origin."""
+forecast, a fan of its bands (the configured levels, at most four) and, where known, the
+actuals after the origin."""
 from __future__ import annotations
 
 import math
@@ -10,6 +11,17 @@ import pandas as pd
 from engine.analyst.pull import Pulled, PullError
 
 MAX_PANELS = 24
+# A fan shows a few nested bands; past that they blur into one. Of many levels (GEFCom2014's
+# 0.01..0.99 quantiles are 49), the ones nearest these are drawn, and the widest.
+MAX_BANDS, FAN = 4, (50, 80, 95)
+
+
+def fan_levels(levels: tuple[int, ...]) -> list[int]:
+    """The levels to shade, widest first."""
+    if len(levels) <= MAX_BANDS:
+        return sorted(set(levels), reverse=True)
+    nearest = {min(levels, key=lambda lvl: (abs(lvl - target), lvl)) for target in FAN}
+    return sorted(nearest | {max(levels)}, reverse=True)
 
 
 def plot_forecasts(pulled: Pulled, output: str | Path, levels: tuple[int, ...]):
@@ -26,7 +38,8 @@ def plot_forecasts(pulled: Pulled, output: str | Path, levels: tuple[int, ...]):
     cols = min(3, len(entities))
     rows = math.ceil(len(entities) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.4 * rows), squeeze=False)
-    shades = {lvl: alpha for lvl, alpha in zip(sorted(levels, reverse=True), (0.18, 0.32, 0.45))}
+    fan = fan_levels(levels)
+    shades = dict(zip(fan, (0.14, 0.22, 0.32, 0.45)[MAX_BANDS - len(fan):]))
     for ax, entity in zip(axes.flat, entities):
         fc = pulled.forecasts[pulled.forecasts["entity_id"] == entity]
         past = pulled.history[pulled.history["entity_id"] == entity]

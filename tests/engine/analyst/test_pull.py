@@ -111,6 +111,7 @@ def test_png_has_one_panel_per_entity_and_is_a_real_image(trained, tmp_path, mon
     figure = plot.plot_forecasts(pulled, tmp_path / "f.png", (80, 95))
     assert len(figure.axes) == 3
     assert [ax.get_title().split()[0] for ax in figure.axes] == sorted(pulled.forecasts["entity_id"].unique())
+    assert figure.axes[0].get_legend_handles_labels()[1] == ["history", "95% interval", "80% interval", "forecast"]
     image = matplotlib.image.imread(tmp_path / "f.png")
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.shape[1] > image.shape[0] > 200
     out = cli("--config", path, "--entity", pulled.forecasts["entity_id"].iloc[0], "--format", "png",
@@ -119,3 +120,10 @@ def test_png_has_one_panel_per_entity_and_is_a_real_image(trained, tmp_path, mon
     monkeypatch.setattr(plot, "MAX_PANELS", 2)
     with pytest.raises(PullError, match="3 entities are too many for one readable figure"):
         plot.plot_forecasts(pulled, tmp_path / "g.png", (80, 95))
+
+
+def test_a_fan_of_many_levels_draws_the_ones_nearest_50_80_95_and_the_widest():
+    assert plot.fan_levels((80, 95)) == [95, 80]
+    assert plot.fan_levels((50, 80, 95, 99)) == [99, 95, 80, 50]
+    assert plot.fan_levels((10, 50, 80, 95, 99)) == [99, 95, 80, 50]
+    assert plot.fan_levels(tuple(range(2, 100, 2))) == [98, 94, 80, 50]     # GEFCom2014's 0.01..0.99
