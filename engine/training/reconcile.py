@@ -45,7 +45,10 @@ class TreeReport:
         scores = ", ".join(f"{m} {s:.3f}" for m, s in sorted(self.scores.items(), key=lambda kv: kv[1]))
         line = f"hierarchy {self.root} ({self.entities} entities): reconciled by {self.method}"
         line += f" (backtest RMSE relative to unreconciled: {scores})" if scores else f" ({self.note})"
-        return line + (f"; its history adds up to within {self.gap:.2%}" if self.gap is not None else "")
+        if self.gap is not None:
+            line += f"; its history adds up to within {self.gap:.2%}"
+        # Why a listed method is not among the scores (too large a tree, too few windows, below zero).
+        return line + "".join(f"; {method} out: {why}" for method, why in self.failures.items() if scores)
 
 
 def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, list[TreeReport]]:

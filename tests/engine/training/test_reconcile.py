@@ -14,6 +14,7 @@ from engine.medallion.pipeline import ingest
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import save_routing_model
 from engine.training.job import train
+from engine.training.reconcile import TreeReport
 from engine.training.tables import MODELS
 from tests.conftest import make_config, run_forecasts
 
@@ -121,6 +122,14 @@ def test_a_parent_whose_history_is_not_its_childrens_sum_is_left_unreconciled_an
     loose = make_config(hierarchy_config.lake.root, **settings,
                         hierarchy={"parents": forgot, "tolerance": round(tree.gap + 0.05, 2)})
     (tree,) = train(loose, backend="local", run_id="tree-loose").hierarchy
-    assert tree.method and tree.describe().endswith(f"its history adds up to within {tree.gap:.2%}")
+    assert tree.method and f"; its history adds up to within {tree.gap:.2%}" in tree.describe()
     published = run_forecasts(loose, "tree-loose").pivot(index="ds", columns="entity_id", values="yhat")
     np.testing.assert_allclose(published["system"], published[["north", "f3"]].sum(axis=1), rtol=1e-9)
+
+
+def test_a_trees_line_says_why_a_listed_method_was_left_out():
+    tree = TreeReport("system", 7, method="bottom_up", scores={"top_down": 1.02, "bottom_up": 0.98},
+                      failures={"erm": "gave values below zero for a nonnegative hierarchy"}, gap=0.0)
+    assert tree.describe() == ("hierarchy system (7 entities): reconciled by bottom_up (backtest RMSE relative to "
+                               "unreconciled: bottom_up 0.980, top_down 1.020); its history adds up to within 0.00%; "
+                               "erm out: gave values below zero for a nonnegative hierarchy")
