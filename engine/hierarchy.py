@@ -28,6 +28,10 @@ DENSE = ("ols", "mint_shrink", "erm")
 MAX_DENSE_NODES = 2000
 
 
+class Unfit(ValueError):
+    """A method's reconciliation the engine will not publish (not finite, below zero for load)."""
+
+
 class HierarchyError(ConfigError):
     """The declared hierarchy cannot be: a cycle, a child under two parents, an unknown entity."""
 
@@ -140,6 +144,8 @@ def reconcile(summing: Summing, base: np.ndarray, backtests: Sequence[Backtest],
                 mean = _apply(method, summing, window.forecast, others, nonnegative)
                 ratios.append(_relative_rmse(mean, window.forecast, window.actual))
             scores[method] = float(np.mean(ratios))
+        except Unfit as exc:
+            failures[method] = str(exc)
         except Exception as exc:  # noqa: BLE001 - one method failing leaves the others
             failures[method] = f"{type(exc).__name__}: {exc}"
     chosen = min(scores, key=lambda m: (scores[m], methods.index(m))) if scores else "bottom_up"
@@ -187,9 +193,9 @@ def _apply(method: str, summing: Summing, y_hat: np.ndarray, fitted_on: Sequence
         mean = reconcilers[method]().fit_predict(S=summing.S, y_hat=base, tags=summing.tags, **kwargs)["mean"]
     mean = np.asarray(mean, dtype="float64")
     if not np.isfinite(mean).all():
-        raise ValueError("gave non-finite values")
+        raise Unfit("gave non-finite values")
     if nonnegative and (mean < -1e-6 * max(1.0, float(np.abs(mean).max()))).any():
-        raise ValueError("gave values below zero for a nonnegative hierarchy")
+        raise Unfit("gave values below zero for a nonnegative hierarchy")
     # Exactly coherent, rounding included: every node rebuilt from the bottom nodes.
     bottom = mean[-summing.S.shape[1]:]
     return summing.S @ (np.maximum(bottom, 0.0) if nonnegative else bottom)
