@@ -62,13 +62,20 @@ def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, li
     rows = runner.to_pandas(runner.map_batches(results, nodes_only, NODE_SCHEMA)).set_index("entity_id")
     replaced: dict[str, tuple[str, bytes]] = {}
     reports = [_reconcile_tree(tree, root, rows, config, replaced) for root in tree.roots()]
-    if not replaced:
-        return results, reports
+    # Each entity's notes in gold.models say what became of its tree: recorded as data, where an
+    # analyst looks for why an entity's forecast was or was not made to add up.
+    noted = {node: report.describe() for report in reports for node in tree.summing(report.root).nodes
+             if node in rows.index}
 
     def rewritten(batch: pd.DataFrame) -> pd.DataFrame:
+        hit = batch["entity_id"].isin(noted.keys())
+        if not hit.any():
+            return batch
+        batch = batch.copy()
+        batch.loc[hit, "notes"] = [json.dumps([*json.loads(notes or "[]"), noted[e]])
+                                   for e, notes in zip(batch.loc[hit, "entity_id"], batch.loc[hit, "notes"])]
         hit = batch["entity_id"].isin(replaced.keys())
         if hit.any():
-            batch = batch.copy()
             batch.loc[hit, "forecast"] = [replaced[e][0] for e in batch.loc[hit, "entity_id"]]
             batch.loc[hit, "model"] = pd.Series([replaced[e][1] for e in batch.loc[hit, "entity_id"]],
                                                 index=batch.index[hit], dtype=object)

@@ -2,6 +2,8 @@
 Spark backends: published forecasts add up exactly, and the routing model serves what is published."""
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -76,6 +78,7 @@ def test_a_three_level_hierarchy_is_published_coherent_on_both_backends_and_serv
     assert tree.describe().startswith(f"hierarchy system (7 entities): reconciled by {tree.method} (backtest RMSE")
     assert (published["reconciliation"] == tree.method).all()
     models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "tree-local")])
+    assert [json.loads(n)[-1] for n in models["notes"]] == [tree.describe()] * 7     # recorded as data too
 
     spark_report = train(config, backend="spark", run_id="tree-spark", spark=spark)
     on_spark = run_forecasts(config, "tree-spark")
@@ -116,6 +119,10 @@ def test_a_parent_whose_history_is_not_its_childrens_sum_is_left_unreconciled_an
                                       f"system is {tree.gap:.1%} away from the sum of the 3 entities under it")
     published = run_forecasts(config, "tree-forgot").pivot(index="ds", columns="entity_id", values="yhat")
     assert run_forecasts(config, "tree-forgot")["reconciliation"].isna().all()
+    notes = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "tree-forgot")]).set_index("entity_id")
+    assert json.loads(notes.loc["north", "notes"])[-1] == tree.describe()
+    outside = [line for n in notes.loc[["south", "f4"], "notes"] for line in json.loads(n)]   # not in the tree
+    assert outside and not any(line.startswith("hierarchy") for line in outside)
     assert not np.allclose(published["system"], published[["north", "f3"]].sum(axis=1), rtol=1e-3)
 
     # A tolerance above the gap (a parent that meters losses, say) reconciles it all the same.
