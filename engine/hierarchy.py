@@ -114,6 +114,7 @@ class Reconciled:
     scores: dict[str, float] = field(default_factory=dict)    # backtest error relative to the base forecasts
     failures: dict[str, str] = field(default_factory=dict)    # methods that could not reconcile, and why
     note: Optional[str] = None
+    held_out: list[np.ndarray] = field(default_factory=list)   # the method's mean of each backtest window, as scored
 
 
 def reconcile(summing: Summing, base: np.ndarray, backtests: Sequence[Backtest], methods: Sequence[str],
@@ -125,7 +126,7 @@ def reconcile(summing: Summing, base: np.ndarray, backtests: Sequence[Backtest],
     averaged over nodes and windows: below 1 is better than forecasting each entity alone. With
     `nonnegative`, a method that leaves any value below zero is out (MinT solves for nonnegative
     bottom values instead)."""
-    scores, failures = {}, {}
+    scores, failures, held_out = {}, {}, {}
     for method in methods:
         if method in DENSE and len(summing.nodes) > MAX_DENSE_NODES:
             failures[method] = (f"the tree has {len(summing.nodes):,} entities; "
@@ -138,19 +139,20 @@ def reconcile(summing: Summing, base: np.ndarray, backtests: Sequence[Backtest],
             failures[method] = "needs at least two backtest windows"
             continue
         try:
-            ratios = []
+            ratios, means = [], []
             for w, window in enumerate(backtests):
                 others = [b for i, b in enumerate(backtests) if i != w]
-                mean = _apply(method, summing, window.forecast, others, nonnegative)
-                ratios.append(_relative_rmse(mean, window.forecast, window.actual))
-            scores[method] = float(np.mean(ratios))
+                means.append(_apply(method, summing, window.forecast, others, nonnegative))
+                ratios.append(_relative_rmse(means[-1], window.forecast, window.actual))
+            scores[method], held_out[method] = float(np.mean(ratios)), means
         except Unfit as exc:
             failures[method] = str(exc)
         except Exception as exc:  # noqa: BLE001 - one method failing leaves the others
             failures[method] = f"{type(exc).__name__}: {exc}"
     chosen = min(scores, key=lambda m: (scores[m], methods.index(m))) if scores else "bottom_up"
     note = None if scores else "no backtest window common to every entity of the tree: bottom_up, unscored"
-    return Reconciled(chosen, _apply(chosen, summing, base, backtests, nonnegative), scores, failures, note)
+    return Reconciled(chosen, _apply(chosen, summing, base, backtests, nonnegative), scores, failures, note,
+                      held_out.get(chosen, []))
 
 
 def incoherence(summing: Summing, backtests: Sequence[Backtest]) -> dict[str, float]:

@@ -40,11 +40,18 @@ def held_out_scores(actual: np.ndarray, mean: np.ndarray, scales: np.ndarray, le
     bands, each window scored with widths from the other windows (`actual`, `mean`: windows x steps)."""
     keys = [f"coverage_{level}" for level in levels] + ["pinball"]
     scored = []
-    for w in range(len(actual)):
-        half = widths(np.delete(actual - mean, w, axis=0), levels)
-        bands = Forecast(mean[w], {level: (mean[w] - half[level], mean[w] + half[level]) for level in levels})
-        if floor is not None:
-            bands = bands.clipped(floor)
+    for w, bands in enumerate(held_out_bands(actual, mean, levels, floor)):
         metrics = window_metrics(actual[w], bands, scales[w])
         scored.append([metrics[k] for k in keys])
     return dict(zip(keys, np.mean(scored, axis=0).astype(float).tolist()))
+
+
+def held_out_bands(actual: np.ndarray, mean: np.ndarray, levels: tuple[int, ...],
+                   floor: float | None) -> list[Forecast]:
+    """Each window's conformal bands, with widths from the other windows' errors."""
+    out = []
+    for w in range(len(actual)):
+        half = widths(np.delete(actual - mean, w, axis=0), levels)
+        bands = Forecast(mean[w], {level: (mean[w] - half[level], mean[w] + half[level]) for level in levels})
+        out.append(bands.clipped(floor) if floor is not None else bands)
+    return out

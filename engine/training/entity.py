@@ -176,23 +176,37 @@ def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[st
     scores, paths = dict(summary.get(name, {})), None
     keep_paths = str(rows["entity_id"].iloc[0]) in spec.keep_paths
     if spec.intervals != "model" or keep_paths:
-        windows_of, forecasts = _champion_backtests(model, folds, backtests)
+        windows_of, scored = _champion_backtests(model, folds, backtests)
+        forecasts = np.array([f.mean for f in scored])
         if spec.intervals != "model" and windows_of:
             scores.update(_conformal(model, windows_of, forecasts, spec, scores))
         if keep_paths and windows_of:
             paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
-                     "actual": [f.actual.tolist() for f in windows_of]}
+                     "actual": [f.actual.tolist() for f in windows_of],
+                     "bands": _scored_bands(scored, windows_of, forecasts, spec, model.floor_, scores)}
     return result_of(OK, model, history["ds"], future, windows, spec, notes, summary, backtests.records,
                      params_from=source, paths=paths, scores=scores)
 
 
-def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[list, np.ndarray]:
+def _champion_backtests(model: ForecastModel, folds: list, backtests) -> tuple[list, list[Forecast]]:
     """The backtest windows the champion was scored on and its forecast of each (an ensemble's:
     its members' mean, as it was scored): for conformal bands and for reconciling a hierarchy."""
     members = model.member_names if isinstance(model, EnsembleModel) else (model.name,)
     windows = [f for f in folds if all((m, f.window) in backtests.forecasts for m in members)]
-    forecasts = [EnsembleModel.combine([backtests.forecasts[(m, f.window)] for m in members]).mean for f in windows]
-    return windows, np.array(forecasts)
+    return windows, [EnsembleModel.combine([backtests.forecasts[(m, f.window)] for m in members]) for f in windows]
+
+
+def _scored_bands(scored: list[Forecast], windows: list, means: np.ndarray, spec: TrainSpec, floor,
+                  scores: dict[str, Any]) -> dict[str, list]:
+    """Each level's (lower, upper) per window, as the bands the champion publishes were judged in
+    its scores: its own, or conformal ones held out from each window. A hierarchy measures their
+    coverage again once reconciled (engine.training.reconcile)."""
+    if scores.get("intervals") == "conformal":
+        if len(windows) < 2:        # widths from the only window's own errors: nothing held out to judge
+            return {}
+        scored = conformal.held_out_bands(np.array([f.actual for f in windows]), means, spec.model.levels, floor)
+    return {str(level): [[f.bounds[level][0].tolist(), f.bounds[level][1].tolist()] for f in scored]
+            for level in spec.model.levels if all(level in f.bounds for f in scored)}
 
 
 def _conformal(model: ForecastModel, windows: list, forecasts: np.ndarray, spec: TrainSpec,

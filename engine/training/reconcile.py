@@ -26,6 +26,7 @@ from engine.training.tasks import TASK_RESULT_SCHEMA
 
 NODE_SCHEMA = pa.schema([("entity_id", pa.string()), ("status", pa.string()), ("forecast", pa.string()),
                          ("model", pa.binary()), ("paths", pa.string())])
+Bands = dict[int, np.ndarray]       # level -> (nodes, 2, steps): each node's lower and upper bound
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TreeReport:
     note: str = ""
     skipped: str = ""
     gap: Optional[float] = None           # the history's largest parent-to-children gap (engine.hierarchy.incoherence)
+    coverage: dict[int, tuple[float, float]] = field(default_factory=dict)    # level -> (own bands, reconciled)
 
     def describe(self) -> str:
         if self.skipped:
@@ -47,6 +49,9 @@ class TreeReport:
         line += f" (backtest RMSE relative to unreconciled: {scores})" if scores else f" ({self.note})"
         if self.gap is not None:
             line += f"; its history adds up to within {self.gap:.2%}"
+        if self.coverage:
+            line += "; interval coverage in backtests, own -> reconciled: " + ", ".join(
+                f"{lvl}% {100 * own:.1f}% -> {100 * moved:.1f}%" for lvl, (own, moved) in self.coverage.items())
         # Why a listed method is not among the scores (too large a tree, too few windows, below zero).
         return line + "".join(f"; {method} out: {why}" for method, why in self.failures.items() if scores)
 
@@ -99,7 +104,7 @@ def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
         report.skipped = "its entities' forecasts do not cover the same timestamps (different training ends)"
         return report
     base = np.vstack([f["yhat"].to_numpy() for f in frames])
-    windows = _common_windows(rows, summing.nodes, base.shape[1])
+    windows, bands = _common_windows(rows, summing.nodes, base.shape[1])
     gaps = incoherence(summing, windows)
     report.gap = max(gaps.values(), default=None)
     if report.gap is not None and report.gap > config.hierarchy.tolerance:
@@ -115,25 +120,55 @@ def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
     result = reconcile(summing, base, windows, config.hierarchy.methods, nonnegative)
     report.method, report.scores, report.failures, report.note = (result.method, result.scores, result.failures,
                                                                   result.note or "")
+    floors = np.array([-np.inf if e.get("floor") is None else e["floor"] for e in envelopes], dtype="float64")
+    report.coverage = band_coverage(windows, bands, result.held_out, floors)
     for i, node in enumerate(summing.nodes):
         replaced[node] = _adjusted(frames[i], envelopes[i], result, result.mean[i] - base[i])
     return report
 
 
-def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> list[Backtest]:
-    """The backtest windows every node has (by origin), as node x step arrays."""
+def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> tuple[list[Backtest], list[Bands]]:
+    """The backtest windows every node has (by origin), as node x step arrays, and each window's
+    bands as scored (the levels every node kept; none from results stored before they were kept)."""
     paths = [json.loads(rows.loc[n, "paths"]) if isinstance(rows.loc[n, "paths"], str) else None for n in nodes]
     if any(p is None for p in paths):
-        return []
+        return [], []
     origins = sorted(set.intersection(*(set(p["origins"]) for p in paths)))
-    windows = []
+    levels = set.intersection(*(set(p.get("bands", {})) for p in paths))
+    windows, bands = [], []
     for origin in origins:
         at = [p["origins"].index(origin) for p in paths]
         forecast = np.array([p["forecast"][i] for p, i in zip(paths, at)], dtype="float64")
         actual = np.array([p["actual"][i] for p, i in zip(paths, at)], dtype="float64")
         if forecast.shape[1] == horizon:
             windows.append(Backtest(forecast, actual))
-    return windows
+            bands.append({int(lvl): np.array([p["bands"][lvl][i] for p, i in zip(paths, at)], dtype="float64")
+                          for lvl in levels})
+    return windows, bands
+
+
+
+def band_coverage(windows: list[Backtest], bands: list[Bands], reconciled: list[np.ndarray],
+                  floors: np.ndarray) -> dict[int, tuple[float, float]]:
+    """Each level's coverage in the backtest windows of the tree's bands as each entity scored them,
+    and of the same bands moved with the reconciled mean (floored where the entity is), as they are
+    published: per entity over its windows' observed hours, then the mean over entities."""
+    if not bands or not reconciled or not bands[0]:
+        return {}
+    out = {}
+    for level in sorted(bands[0]):
+        hits, count = np.zeros((2, len(floors))), np.zeros(len(floors))
+        for window, band, mean in zip(windows, bands, reconciled):
+            actual, observed = window.actual, np.isfinite(window.actual)
+            lower, upper = band[level][:, 0], band[level][:, 1]
+            delta = mean - window.forecast
+            moved = (np.maximum(lower + delta, floors[:, None]), np.maximum(upper + delta, floors[:, None]))
+            for k, (lo, hi) in enumerate(((lower, upper), moved)):
+                hits[k] += ((actual >= lo) & (actual <= hi) & observed).sum(axis=1)
+            count += observed.sum(axis=1)
+        share = np.divide(hits, count, out=np.full_like(hits, np.nan), where=count > 0)
+        out[level] = (float(np.nanmean(share[0])), float(np.nanmean(share[1])))
+    return out
 
 
 def _adjusted(frame: pd.DataFrame, envelope: dict, result: Reconciled, delta: np.ndarray) -> tuple[str, bytes]:

@@ -11,12 +11,13 @@ import pytest
 
 from engine.backends import backend_for
 from engine.errors import ConfigError
+from engine.hierarchy import Backtest
 from engine.lake import DeltaRsLake
 from engine.medallion.pipeline import ingest
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import save_routing_model
 from engine.training.job import train
-from engine.training.reconcile import TreeReport
+from engine.training.reconcile import TreeReport, band_coverage
 from engine.training.tables import MODELS
 from tests.conftest import make_config, run_forecasts
 
@@ -52,6 +53,14 @@ def hierarchy_config(tmp_path_factory):
     return config
 
 
+def assert_own_coverage(tree, models: pd.DataFrame, nodes: list[str]) -> None:
+    scores = models.set_index("entity_id")["scores"].map(json.loads)
+    assert set(tree.coverage) == {80, 95}
+    for level, (own, reconciled) in tree.coverage.items():
+        assert own == pytest.approx(np.mean([scores[n][f"coverage_{level}"] for n in nodes]), rel=1e-12)
+        assert 0 < reconciled <= 1
+
+
 def assert_adds_up(forecasts: pd.DataFrame) -> None:
     wide = {c: forecasts.pivot(index="ds", columns="entity_id", values=c) for c in ("yhat", "yhat_lower_80")}
     yhat = wide["yhat"]
@@ -79,6 +88,10 @@ def test_a_three_level_hierarchy_is_published_coherent_on_both_backends_and_serv
     assert (published["reconciliation"] == tree.method).all()
     models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "tree-local")])
     assert [json.loads(n)[-1] for n in models["notes"]] == [tree.describe()] * 7     # recorded as data too
+    # The bands' coverage before reconciling is each champion's own, as its scores have it (the
+    # bands kept are the ones scored); after, of the bands as published.
+    assert_own_coverage(tree, models, [*PARENTS, "f1", "f2", "f3", "f4"])
+    assert "; interval coverage in backtests, own -> reconciled: 80% " in tree.describe()
 
     spark_report = train(config, backend="spark", run_id="tree-spark", spark=spark)
     on_spark = run_forecasts(config, "tree-spark")
@@ -126,9 +139,13 @@ def test_a_parent_whose_history_is_not_its_childrens_sum_is_left_unreconciled_an
     assert not np.allclose(published["system"], published[["north", "f3"]].sum(axis=1), rtol=1e-3)
 
     # A tolerance above the gap (a parent that meters losses, say) reconciles it all the same.
-    loose = make_config(hierarchy_config.lake.root, **settings,
+    # Conformal bands here: their coverage is held out from each window, as in the scores.
+    conformal = {**settings, "training": {"workers": 2, "intervals": "conformal"}}
+    loose = make_config(hierarchy_config.lake.root, **conformal,
                         hierarchy={"parents": forgot, "tolerance": round(tree.gap + 0.05, 2)})
     (tree,) = train(loose, backend="local", run_id="tree-loose").hierarchy
+    assert_own_coverage(tree, DeltaRsLake(loose.lake).read(MODELS, filters=[("run_id", "=", "tree-loose")]),
+                        ["system", "north", "f1", "f2", "f3"])
     assert tree.method and f"; its history adds up to within {tree.gap:.2%}" in tree.describe()
     published = run_forecasts(loose, "tree-loose").pivot(index="ds", columns="entity_id", values="yhat")
     np.testing.assert_allclose(published["system"], published[["north", "f3"]].sum(axis=1), rtol=1e-9)
@@ -140,3 +157,16 @@ def test_a_trees_line_says_why_a_listed_method_was_left_out():
     assert tree.describe() == ("hierarchy system (7 entities): reconciled by bottom_up (backtest RMSE relative to "
                                "unreconciled: bottom_up 0.980, top_down 1.020); its history adds up to within 0.00%; "
                                "erm out: gave values below zero for a nonnegative hierarchy")
+
+
+def test_band_coverage_moves_each_band_with_its_reconciled_mean_and_floors_it():
+    # Two entities, one window of four hours; the second is floored at zero, its last hour unobserved.
+    actual = np.array([[10.0, 12.0, 9.0, 11.0], [1.0, 0.0, 2.0, np.nan]])
+    forecast = np.array([[10.0, 10.0, 10.0, 10.0], [1.0, 1.0, 1.0, 1.0]])
+    band = np.stack([forecast - 1.5, forecast + 1.5], axis=1)        # (entities, lower/upper, hours)
+    reconciled = forecast + np.array([[2.0], [-2.0]])
+    coverage = band_coverage([Backtest(forecast, actual)], [{80: band}], [reconciled], np.array([-np.inf, 0.0]))
+    # Own: entity 1 covers 10, 9, 11 (not 12): 3/4; entity 2 covers 1, 0, 2: 3/3.
+    # Moved: entity 1's band is 10.5..13.5: 12, 11: 2/4; entity 2's is -2.5..0.5 floored to 0..0.5: 0: 1/3.
+    assert coverage == {80: (pytest.approx((3 / 4 + 1) / 2), pytest.approx((2 / 4 + 1 / 3) / 2))}
+    assert band_coverage([Backtest(forecast, actual)], [{}], [reconciled], np.zeros(2)) == {}
