@@ -24,6 +24,7 @@ import pyarrow as pa
 from engine import jsontext
 from engine.config import Config
 from engine.errors import ManymodelsError
+from engine.hierarchy import MAX_DENSE_NODES
 from engine.medallion.schemas import TS
 from engine.models import FALLBACK_MODEL, Forecast, ForecastModel, ModelSpec, make_model, model_class
 from engine.models.ensemble import EnsembleModel
@@ -183,7 +184,8 @@ def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[st
         if keep_paths and windows_of:
             paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
                      "actual": [f.actual.tolist() for f in windows_of],
-                     "bands": _scored_bands(scored, windows_of, forecasts, spec, model.floor_, scores)}
+                     "bands": _scored_bands(scored, windows_of, forecasts, spec, model.floor_, scores)
+                     if len(spec.keep_paths) <= MAX_DENSE_NODES else {}}
     return result_of(OK, model, history["ds"], future, windows, spec, notes, summary, backtests.records,
                      params_from=source, paths=paths, scores=scores)
 
