@@ -153,6 +153,9 @@ def train(config: Config, backend: Optional[str] = None, gold_version: Optional[
     if config.hierarchy.parents:
         t0 = time.perf_counter()
         results, trees = reconcile_results(runner, trained, config)
+        if any(tree.coverage for tree in trees):    # the scores of the bands as published, reconciled
+            summary = runner.to_pandas(runner.select(results, SUMMARY_COLUMNS)).sort_values("entity_id",
+                                                                                             ignore_index=True)
         timings["reconcile"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from engine.training.entity import OK, forecast_frame, forecast_json
 from engine.training.tasks import TASK_RESULT_SCHEMA
 
 NODE_SCHEMA = pa.schema([("entity_id", pa.string()), ("status", pa.string()), ("forecast", pa.string()),
-                         ("model", pa.binary()), ("paths", pa.string())])
+                         ("model", pa.binary()), ("paths", pa.string()), ("scores", pa.string())])
 Bands = dict[int, np.ndarray]       # level -> (nodes, 2, steps): each node's lower and upper bound
 
 
@@ -65,7 +65,7 @@ def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, li
         return batch.loc[batch["entity_id"].isin(wanted), NODE_SCHEMA.names]
 
     rows = runner.to_pandas(runner.map_batches(results, nodes_only, NODE_SCHEMA)).set_index("entity_id")
-    replaced: dict[str, tuple[str, bytes]] = {}
+    replaced: dict[str, dict[str, Any]] = {}     # entity -> its result's new forecast, model and scores
     reports = [_reconcile_tree(tree, root, rows, config, replaced) for root in tree.roots()]
     # Each entity's notes in gold.models say what became of its tree: recorded as data, where an
     # analyst looks for why an entity's forecast was or was not made to add up.
@@ -80,17 +80,16 @@ def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, li
         batch.loc[hit, "notes"] = [json.dumps([*json.loads(notes or "[]"), noted[e]])
                                    for e, notes in zip(batch.loc[hit, "entity_id"], batch.loc[hit, "notes"])]
         hit = batch["entity_id"].isin(replaced.keys())
-        if hit.any():
-            batch.loc[hit, "forecast"] = [replaced[e][0] for e in batch.loc[hit, "entity_id"]]
-            batch.loc[hit, "model"] = pd.Series([replaced[e][1] for e in batch.loc[hit, "entity_id"]],
-                                                index=batch.index[hit], dtype=object)
+        for column in ("forecast", "model", "scores") if hit.any() else ():
+            batch.loc[hit, column] = pd.Series([replaced[e][column] for e in batch.loc[hit, "entity_id"]],
+                                               index=batch.index[hit], dtype=object)
         return batch
 
     return runner.map_batches(results, rewritten, TASK_RESULT_SCHEMA), reports
 
 
 def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
-                    replaced: dict[str, tuple[str, bytes]]) -> TreeReport:
+                    replaced: dict[str, dict[str, Any]]) -> TreeReport:
     summing = tree.summing(root)
     report = TreeReport(root, len(summing.nodes))
     unusable = [n for n in summing.nodes if n not in rows.index or rows.loc[n, "status"] != OK
@@ -121,10 +120,25 @@ def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
     report.method, report.scores, report.failures, report.note = (result.method, result.scores, result.failures,
                                                                   result.note or "")
     floors = np.array([-np.inf if e.get("floor") is None else e["floor"] for e in envelopes], dtype="float64")
-    report.coverage = band_coverage(windows, bands, result.held_out, floors)
+    coverage = band_coverage(windows, bands, result.held_out, floors)
+    report.coverage = {lvl: (float(np.nanmean(c[0])), float(np.nanmean(c[1]))) for lvl, c in coverage.items()}
     for i, node in enumerate(summing.nodes):
-        replaced[node] = _adjusted(frames[i], envelopes[i], result, result.mean[i] - base[i])
+        forecast, model = _adjusted(frames[i], envelopes[i], result, result.mean[i] - base[i])
+        replaced[node] = {"forecast": forecast, "model": model, "scores": _rescored(rows.loc[node, "scores"],
+                                                                                     coverage, i)}
     return report
+
+
+def _rescored(scores: str, coverage: dict[int, np.ndarray], node: int) -> str:
+    """A node's scores with each level's coverage that of its bands as published (reconciled);
+    its own bands' as `unreconciled_coverage_<level>`. Scores are what was published, as judged."""
+    out = json.loads(scores) if isinstance(scores, str) else {}
+    for level, shares in coverage.items():
+        if np.isfinite(shares[1, node]):
+            key = f"coverage_{level}"
+            out[f"unreconciled_{key}"] = out.get(key, float(shares[0, node]))
+            out[key] = float(shares[1, node])
+    return json.dumps(out)
 
 
 def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> tuple[list[Backtest], list[Bands]]:
@@ -149,10 +163,10 @@ def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> tuple
 
 
 def band_coverage(windows: list[Backtest], bands: list[Bands], reconciled: list[np.ndarray],
-                  floors: np.ndarray) -> dict[int, tuple[float, float]]:
-    """Each level's coverage in the backtest windows of the tree's bands as each entity scored them,
-    and of the same bands moved with the reconciled mean (floored where the entity is), as they are
-    published: per entity over its windows' observed hours, then the mean over entities."""
+                  floors: np.ndarray) -> dict[int, np.ndarray]:
+    """Each level's coverage in the backtest windows, per entity over its windows' observed hours
+    (NaN without one), of the tree's bands as each entity scored them (row 0) and of the same bands
+    moved with the reconciled mean, floored where the entity is, as they are published (row 1)."""
     if not bands or not reconciled or not bands[0]:
         return {}
     out = {}
@@ -166,8 +180,8 @@ def band_coverage(windows: list[Backtest], bands: list[Bands], reconciled: list[
             for k, (lo, hi) in enumerate(((lower, upper), moved)):
                 hits[k] += ((actual >= lo) & (actual <= hi) & observed).sum(axis=1)
             count += observed.sum(axis=1)
-        share = np.divide(hits, count, out=np.full_like(hits, np.nan), where=count > 0)
-        out[level] = (float(np.nanmean(share[0])), float(np.nanmean(share[1])))
+        if count.any():
+            out[level] = np.divide(hits, count, out=np.full_like(hits, np.nan), where=count > 0)
     return out
 
 

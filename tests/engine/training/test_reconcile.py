@@ -54,11 +54,13 @@ def hierarchy_config(tmp_path_factory):
 
 
 def assert_own_coverage(tree, models: pd.DataFrame, nodes: list[str]) -> None:
+    """The tree's coverage before reconciling is each champion's own, as its scores had it (the bands
+    kept are the ones scored); gold.models' scores now hold the reconciled bands' coverage."""
     scores = models.set_index("entity_id")["scores"].map(json.loads)
     assert set(tree.coverage) == {80, 95}
     for level, (own, reconciled) in tree.coverage.items():
-        assert own == pytest.approx(np.mean([scores[n][f"coverage_{level}"] for n in nodes]), rel=1e-12)
-        assert 0 < reconciled <= 1
+        assert own == pytest.approx(np.mean([scores[n][f"unreconciled_coverage_{level}"] for n in nodes]), rel=1e-12)
+        assert reconciled == pytest.approx(np.mean([scores[n][f"coverage_{level}"] for n in nodes]), rel=1e-12)
 
 
 def assert_adds_up(forecasts: pd.DataFrame) -> None:
@@ -88,10 +90,9 @@ def test_a_three_level_hierarchy_is_published_coherent_on_both_backends_and_serv
     assert (published["reconciliation"] == tree.method).all()
     models = DeltaRsLake(config.lake).read(MODELS, filters=[("run_id", "=", "tree-local")])
     assert [json.loads(n)[-1] for n in models["notes"]] == [tree.describe()] * 7     # recorded as data too
-    # The bands' coverage before reconciling is each champion's own, as its scores have it (the
-    # bands kept are the ones scored); after, of the bands as published.
     assert_own_coverage(tree, models, [*PARENTS, "f1", "f2", "f3", "f4"])
     assert "; interval coverage in backtests, own -> reconciled: 80% " in tree.describe()
+    assert local.coverage() == {lvl: pytest.approx(moved) for lvl, (_, moved) in tree.coverage.items()}
 
     spark_report = train(config, backend="spark", run_id="tree-spark", spark=spark)
     on_spark = run_forecasts(config, "tree-spark")
@@ -168,5 +169,6 @@ def test_band_coverage_moves_each_band_with_its_reconciled_mean_and_floors_it():
     coverage = band_coverage([Backtest(forecast, actual)], [{80: band}], [reconciled], np.array([-np.inf, 0.0]))
     # Own: entity 1 covers 10, 9, 11 (not 12): 3/4; entity 2 covers 1, 0, 2: 3/3.
     # Moved: entity 1's band is 10.5..13.5: 12, 11: 2/4; entity 2's is -2.5..0.5 floored to 0..0.5: 0: 1/3.
-    assert coverage == {80: (pytest.approx((3 / 4 + 1) / 2), pytest.approx((2 / 4 + 1 / 3) / 2))}
+    assert set(coverage) == {80}
+    np.testing.assert_allclose(coverage[80], [[3 / 4, 1], [2 / 4, 1 / 3]])
     assert band_coverage([Backtest(forecast, actual)], [{}], [reconciled], np.zeros(2)) == {}
