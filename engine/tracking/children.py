@@ -52,7 +52,9 @@ def _child(row, parent_id: str, engine_run_id: str) -> ChildRun:
     metrics = {"fit_seconds": float(row.fit_seconds)}
     for candidate, values in candidates.items():
         metrics.update({f"{candidate}.{k}": v for k, v in _numbers(values).items()})
-    metrics.update(_numbers(candidates.get(row.champion, {})))   # the champion's figures, unprefixed
+    metrics.update(_numbers(candidates.get(row.champion, {})))   # the champion's figures, unprefixed,
+    scores = getattr(row, "scores", None)                          # as published where it has scores:
+    metrics.update(_numbers(json.loads(scores) if isinstance(scores, str) else {}))  # conformal, reconciled
     return ChildRun(str(row.entity_id), tags, params, metrics)
 
 
