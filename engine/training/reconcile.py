@@ -10,6 +10,7 @@ adjustment, so the routing model serves exactly what gold.forecasts publishes.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,7 +27,10 @@ from engine.training.tasks import TASK_RESULT_SCHEMA
 
 NODE_SCHEMA = pa.schema([("entity_id", pa.string()), ("status", pa.string()), ("forecast", pa.string()),
                          ("model", pa.binary()), ("paths", pa.string()), ("scores", pa.string())])
-Bands = dict[int, np.ndarray]       # level -> (nodes, 2, steps): each node's lower and upper bound
+# A window's bands: level -> (nodes, 2, steps), each node's lower and upper bound; OBSERVED -> (nodes,
+# steps), the steps its scores counted.
+Bands = dict[int, np.ndarray]
+OBSERVED = -1
 
 
 @dataclass
@@ -121,7 +125,8 @@ def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
                                                                   result.note or "")
     floors = np.array([-np.inf if e.get("floor") is None else e["floor"] for e in envelopes], dtype="float64")
     coverage = band_coverage(windows, bands, result.held_out, floors)
-    report.coverage = {lvl: (float(np.nanmean(c[0])), float(np.nanmean(c[1]))) for lvl, c in coverage.items()}
+    report.coverage = {lvl: (float(np.nanmean(c[0])), float(np.nanmean(c[1]))) for lvl, c in coverage.items()
+                       if np.isfinite(c).all(axis=0).any()}
     for i, node in enumerate(summing.nodes):
         forecast, model = _adjusted(frames[i], envelopes[i], result, result.mean[i] - base[i])
         replaced[node] = {"forecast": forecast, "model": model, "scores": _rescored(rows.loc[node, "scores"],
@@ -143,7 +148,8 @@ def _rescored(scores: str, coverage: dict[int, np.ndarray], node: int) -> str:
 
 def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> tuple[list[Backtest], list[Bands]]:
     """The backtest windows every node has (by origin), as node x step arrays, and each window's
-    bands as scored (the levels every node kept; none from results stored before they were kept)."""
+    bands as scored (the levels every node kept; none from results stored before they were kept),
+    with the steps its scores counted (imputed hours are not) under OBSERVED."""
     paths = [json.loads(rows.loc[n, "paths"]) if isinstance(rows.loc[n, "paths"], str) else None for n in nodes]
     if any(p is None for p in paths):
         return [], []
@@ -156,32 +162,39 @@ def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> tuple
         actual = np.array([p["actual"][i] for p, i in zip(paths, at)], dtype="float64")
         if forecast.shape[1] == horizon:
             windows.append(Backtest(forecast, actual))
-            bands.append({int(lvl): np.array([p["bands"][lvl][i] for p, i in zip(paths, at)], dtype="float64")
-                          for lvl in levels})
+            masks = [(p.get("observed") or [None] * len(p["origins"]))[i] for p, i in zip(paths, at)]
+            observed = np.array([np.ones(horizon, bool) if m is None else m for m in masks], dtype=bool)
+            bands.append({OBSERVED: observed & np.isfinite(actual), **{
+                int(lvl): np.array([p["bands"][lvl][i] for p, i in zip(paths, at)], dtype="float64")
+                for lvl in levels}})
     return windows, bands
 
 
 
 def band_coverage(windows: list[Backtest], bands: list[Bands], reconciled: list[np.ndarray],
                   floors: np.ndarray) -> dict[int, np.ndarray]:
-    """Each level's coverage in the backtest windows, per entity over its windows' observed hours
-    (NaN without one), of the tree's bands as each entity scored them (row 0) and of the same bands
-    moved with the reconciled mean, floored where the entity is, as they are published (row 1)."""
-    if not bands or not reconciled or not bands[0]:
+    """Each level's coverage in the backtest windows of the tree's bands as each entity scored them
+    (row 0) and of the same bands moved with the reconciled mean, floored where the entity is, as
+    they are published (row 1): per entity, each window's share of its observed steps, averaged over
+    the windows that have one (as its scores average them; NaN without any)."""
+    levels = sorted(level for level in (bands[0] if bands else {}) if level != OBSERVED)
+    if not levels or not reconciled:
         return {}
     out = {}
-    for level in sorted(bands[0]):
-        hits, count = np.zeros((2, len(floors))), np.zeros(len(floors))
+    for level in levels:
+        shares = []
         for window, band, mean in zip(windows, bands, reconciled):
-            actual, observed = window.actual, np.isfinite(window.actual)
+            actual, observed = window.actual, band[OBSERVED]
             lower, upper = band[level][:, 0], band[level][:, 1]
             delta = mean - window.forecast
             moved = (np.maximum(lower + delta, floors[:, None]), np.maximum(upper + delta, floors[:, None]))
-            for k, (lo, hi) in enumerate(((lower, upper), moved)):
-                hits[k] += ((actual >= lo) & (actual <= hi) & observed).sum(axis=1)
-            count += observed.sum(axis=1)
-        if count.any():
-            out[level] = np.divide(hits, count, out=np.full_like(hits, np.nan), where=count > 0)
+            hits = np.array([((actual >= lo) & (actual <= hi) & observed).sum(axis=1) for lo, hi in ((lower, upper),
+                                                                                                    moved)])
+            count = observed.sum(axis=1)
+            shares.append(np.divide(hits, count, out=np.full_like(hits, np.nan, dtype="float64"), where=count > 0))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)      # an entity with no observed step: NaN
+            out[level] = np.nanmean(np.stack(shares), axis=0)
     return out
 
 

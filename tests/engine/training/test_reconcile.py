@@ -17,7 +17,7 @@ from engine.medallion.pipeline import ingest
 from engine.routing.bundle import write_bundle
 from engine.routing.pyfunc import save_routing_model
 from engine.training.job import train
-from engine.training.reconcile import TreeReport, band_coverage
+from engine.training.reconcile import OBSERVED, TreeReport, band_coverage
 from engine.training.tables import MODELS
 from tests.conftest import make_config, run_forecasts
 
@@ -161,14 +161,19 @@ def test_a_trees_line_says_why_a_listed_method_was_left_out():
 
 
 def test_band_coverage_moves_each_band_with_its_reconciled_mean_and_floors_it():
-    # Two entities, one window of four hours; the second is floored at zero, its last hour unobserved.
+    # Two entities, two windows of four hours; the second entity is floored at zero, its last hour is
+    # missing in the first window, and the second window's first hour was imputed (not scored).
     actual = np.array([[10.0, 12.0, 9.0, 11.0], [1.0, 0.0, 2.0, np.nan]])
     forecast = np.array([[10.0, 10.0, 10.0, 10.0], [1.0, 1.0, 1.0, 1.0]])
     band = np.stack([forecast - 1.5, forecast + 1.5], axis=1)        # (entities, lower/upper, hours)
     reconciled = forecast + np.array([[2.0], [-2.0]])
-    coverage = band_coverage([Backtest(forecast, actual)], [{80: band}], [reconciled], np.array([-np.inf, 0.0]))
-    # Own: entity 1 covers 10, 9, 11 (not 12): 3/4; entity 2 covers 1, 0, 2: 3/3.
-    # Moved: entity 1's band is 10.5..13.5: 12, 11: 2/4; entity 2's is -2.5..0.5 floored to 0..0.5: 0: 1/3.
+    observed = np.isfinite(actual)
+    windows = [Backtest(forecast, actual), Backtest(forecast, np.nan_to_num(actual, nan=1.0))]
+    bands = [{OBSERVED: observed, 80: band}, {OBSERVED: np.array([[False] + [True] * 3] * 2), 80: band}]
+    coverage = band_coverage(windows, bands, [reconciled] * 2, np.array([-np.inf, 0.0]))
+    # First window. Own: entity 1 covers 10, 9, 11 (not 12): 3/4; entity 2 covers 1, 0, 2: 3/3. Moved:
+    # entity 1's band is 10.5..13.5: 12, 11: 2/4; entity 2's is -2.5..0.5 floored to 0..0.5: 0: 1/3.
+    # Second window, hours 2-4. Own: 2/3 and 3/3; moved: 12, 11: 2/3 and 0: 1/3.
     assert set(coverage) == {80}
-    np.testing.assert_allclose(coverage[80], [[3 / 4, 1], [2 / 4, 1 / 3]])
-    assert band_coverage([Backtest(forecast, actual)], [{}], [reconciled], np.zeros(2)) == {}
+    np.testing.assert_allclose(coverage[80], [[(3 / 4 + 2 / 3) / 2, 1], [(2 / 4 + 2 / 3) / 2, 1 / 3]])
+    assert band_coverage(windows, [{OBSERVED: observed}] * 2, [reconciled] * 2, np.zeros(2)) == {}
