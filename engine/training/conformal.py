@@ -10,6 +10,8 @@ scored with widths computed from the other windows, never from its own errors.
 """
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import numpy as np
 
 from engine.models.base import Forecast
@@ -35,13 +37,14 @@ def widths(errors: np.ndarray, levels: tuple[int, ...]) -> dict[int, np.ndarray]
 
 
 def held_out_scores(actual: np.ndarray, mean: np.ndarray, scales: np.ndarray, levels: tuple[int, ...],
-                    floor: float | None) -> dict[str, float]:
+                    floor: float | None, observed: Sequence[Optional[np.ndarray]] = ()) -> dict[str, float]:
     """Coverage of each level and the pinball loss (scaled per window like MASE) of conformal
-    bands, each window scored with widths from the other windows (`actual`, `mean`: windows x steps)."""
+    bands, each window scored with widths from the other windows (`actual`, `mean`: windows x steps)
+    over its `observed` steps (a mask per window, None: all), as the backtests score every band."""
     keys = [f"coverage_{level}" for level in levels] + ["pinball"]
     scored = []
     for w, bands in enumerate(held_out_bands(actual, mean, levels, floor)):
-        metrics = window_metrics(actual[w], bands, scales[w])
+        metrics = window_metrics(actual[w], bands, scales[w], observed[w] if len(observed) else None)
         scored.append([metrics[k] for k in keys])
     return dict(zip(keys, np.mean(scored, axis=0).astype(float).tolist()))
 

@@ -221,7 +221,7 @@ def _conformal(model: ForecastModel, windows: list, forecasts: np.ndarray, spec:
     held_out = {}
     if len(windows) > 1:
         held_out = conformal.held_out_scores(actual, forecasts, np.array([f.scale for f in windows]),
-                                             spec.model.levels, model.floor_)
+                                             spec.model.levels, model.floor_, [f.observed for f in windows])
     if spec.intervals == "auto" and not held_out.get("pinball", np.inf) < own.get("pinball", np.inf):
         return {"intervals": "model"}
     widths = conformal.widths(actual - forecasts, spec.model.levels)

@@ -27,6 +27,21 @@ def test_widths_pool_neighbouring_steps_and_take_the_conformal_rank():
     assert half[-1] > 2 * half[0]                             # wider where the errors are
 
 
+def test_held_out_scores_count_only_the_observed_steps_as_the_backtests_do():
+    rng = np.random.default_rng(5)
+    actual, mean = rng.normal(0, 1, (4, 48)), np.zeros((4, 48))
+    actual[2, :6] = 50.0                         # an imputed stretch the history filled, far off
+    observed = [None, None, np.r_[np.zeros(6, bool), np.ones(42, bool)], None]
+    kept = conformal.held_out_scores(actual, mean, np.ones(4), (80,), None, observed)
+    every = conformal.held_out_scores(actual, mean, np.ones(4), (80,), None)
+    bands = conformal.held_out_bands(actual, mean, (80,), None)[2].bounds[80]
+    inside = (actual[2] >= bands[0]) & (actual[2] <= bands[1])
+    # Only window 2's figure changes: its share of the observed steps instead of all of them.
+    assert not inside[:6].any()
+    assert kept["coverage_80"] - every["coverage_80"] == pytest.approx((inside[6:].mean() - inside.mean()) / 4)
+    assert kept["pinball"] < every["pinball"]
+
+
 def test_a_misspecified_model_gets_calibrated_bands_that_travel_with_it():
     """Noise that is quiet at night and loud by day: ETS's bands of one width miss by day,
     conformal bands widen where the errors are."""
