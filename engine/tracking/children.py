@@ -52,9 +52,11 @@ def _child(row, parent_id: str, engine_run_id: str) -> ChildRun:
     metrics = {"fit_seconds": float(row.fit_seconds)}
     for candidate, values in candidates.items():
         metrics.update({f"{candidate}.{k}": v for k, v in _numbers(values).items()})
-    metrics.update(_numbers(candidates.get(row.champion, {})))   # the champion's figures, unprefixed,
-    scores = getattr(row, "scores", None)                          # as published where it has scores:
-    metrics.update(_numbers(json.loads(scores) if isinstance(scores, str) else {}))  # conformal, reconciled
+    # The champion's figures unprefixed: as published where the row has scores (conformal bands judged
+    # on held-out windows, a hierarchy's reconciled coverage), else as its backtest had them.
+    scores = getattr(row, "scores", None)
+    published = json.loads(scores) if isinstance(scores, str) else {}
+    metrics.update(_numbers({**candidates.get(row.champion, {}), **published}))
     return ChildRun(str(row.entity_id), tags, params, metrics)
 
 

@@ -185,6 +185,8 @@ def _train(rows: pd.DataFrame, spec: TrainSpec, inputs: EntityInputs) -> dict[st
             paths = {"origins": [f.origin.isoformat() for f in windows_of], "forecast": forecasts.tolist(),
                      "actual": [f.actual.tolist() for f in windows_of],
                      "observed": [None if f.observed is None else f.observed.tolist() for f in windows_of],
+                     # Bands triple what every window sends to the driver: kept where node-by-node
+                     # matrices are too (hierarchies the size MinT reconciles).
                      "bands": _scored_bands(scored, windows_of, forecasts, spec, model.floor_, scores)
                      if len(spec.keep_paths) <= MAX_DENSE_NODES else {}}
     return result_of(OK, model, history["ds"], future, windows, spec, notes, summary, backtests.records,

@@ -44,6 +44,7 @@ class TreeReport:
     skipped: str = ""
     gap: Optional[float] = None           # the history's largest parent-to-children gap (engine.hierarchy.incoherence)
     coverage: dict[int, tuple[float, float]] = field(default_factory=dict)    # level -> (own bands, reconciled)
+    nodes: list[str] = field(default_factory=list, repr=False)
 
     def describe(self) -> str:
         if self.skipped:
@@ -73,8 +74,7 @@ def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, li
     reports = [_reconcile_tree(tree, root, rows, config, replaced) for root in tree.roots()]
     # Each entity's notes in gold.models say what became of its tree: recorded as data, where an
     # analyst looks for why an entity's forecast was or was not made to add up.
-    noted = {node: report.describe() for report in reports for node in tree.summing(report.root).nodes
-             if node in rows.index}
+    noted = {node: report.describe() for report in reports for node in report.nodes if node in rows.index}
 
     def rewritten(batch: pd.DataFrame) -> pd.DataFrame:
         hit = batch["entity_id"].isin(noted.keys())
@@ -95,7 +95,7 @@ def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, li
 def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
                     replaced: dict[str, dict[str, Any]]) -> TreeReport:
     summing = tree.summing(root)
-    report = TreeReport(root, len(summing.nodes))
+    report = TreeReport(root, len(summing.nodes), nodes=summing.nodes)
     unusable = [n for n in summing.nodes if n not in rows.index or rows.loc[n, "status"] != OK
                 or not isinstance(rows.loc[n, "forecast"], str)]
     if unusable:
@@ -170,7 +170,6 @@ def _common_windows(rows: pd.DataFrame, nodes: list[str], horizon: int) -> tuple
     return windows, bands
 
 
-
 def band_coverage(windows: list[Backtest], bands: list[Bands], reconciled: list[np.ndarray],
                   floors: np.ndarray) -> dict[int, np.ndarray]:
     """Each level's coverage in the backtest windows of the tree's bands as each entity scored them
@@ -188,8 +187,8 @@ def band_coverage(windows: list[Backtest], bands: list[Bands], reconciled: list[
             lower, upper = band[level][:, 0], band[level][:, 1]
             delta = mean - window.forecast
             moved = (np.maximum(lower + delta, floors[:, None]), np.maximum(upper + delta, floors[:, None]))
-            hits = np.array([((actual >= lo) & (actual <= hi) & observed).sum(axis=1) for lo, hi in ((lower, upper),
-                                                                                                    moved)])
+            hits = np.array([((actual >= lo) & (actual <= hi) & observed).sum(axis=1)
+                             for lo, hi in ((lower, upper), moved)])
             count = observed.sum(axis=1)
             shares.append(np.divide(hits, count, out=np.full_like(hits, np.nan, dtype="float64"), where=count > 0))
         with np.errstate(all="ignore"), warnings.catch_warnings():
