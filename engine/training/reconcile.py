@@ -36,7 +36,7 @@ OBSERVED = -1
 @dataclass
 class TreeReport:
     root: str
-    entities: int
+    nodes: list[str]                      # the tree's entities, aggregates top down, then the bottom
     method: str = ""                      # empty: not reconciled (`skipped` says why)
     scores: dict[str, float] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -44,7 +44,10 @@ class TreeReport:
     skipped: str = ""
     gap: Optional[float] = None           # the history's largest parent-to-children gap (engine.hierarchy.incoherence)
     coverage: dict[int, tuple[float, float]] = field(default_factory=dict)    # level -> (own bands, reconciled)
-    nodes: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def entities(self) -> int:
+        return len(self.nodes)
 
     def describe(self) -> str:
         if self.skipped:
@@ -95,7 +98,7 @@ def reconcile_results(runner: Backend, results, config: Config) -> tuple[Any, li
 def _reconcile_tree(tree: Tree, root: str, rows: pd.DataFrame, config: Config,
                     replaced: dict[str, dict[str, Any]]) -> TreeReport:
     summing = tree.summing(root)
-    report = TreeReport(root, len(summing.nodes), nodes=summing.nodes)
+    report = TreeReport(root, summing.nodes)
     unusable = [n for n in summing.nodes if n not in rows.index or rows.loc[n, "status"] != OK
                 or not isinstance(rows.loc[n, "forecast"], str)]
     if unusable:

@@ -153,7 +153,8 @@ def test_a_parent_whose_history_is_not_its_childrens_sum_is_left_unreconciled_an
 
 
 def test_a_trees_line_says_why_a_listed_method_was_left_out():
-    tree = TreeReport("system", 7, method="bottom_up", scores={"top_down": 1.02, "bottom_up": 0.98},
+    tree = TreeReport("system", [*PARENTS, "f1", "f2", "f3", "f4"], method="bottom_up",
+                      scores={"top_down": 1.02, "bottom_up": 0.98},
                       failures={"erm": "gave values below zero for a nonnegative hierarchy"}, gap=0.0)
     assert tree.describe() == ("hierarchy system (7 entities): reconciled by bottom_up (backtest RMSE relative to "
                                "unreconciled: bottom_up 0.980, top_down 1.020); its history adds up to within 0.00%; "
